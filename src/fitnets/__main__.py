@@ -1,0 +1,3 @@
+from fitnets.cli import main
+
+raise SystemExit(main())
