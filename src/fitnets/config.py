@@ -1,0 +1,402 @@
+"""Run configuration: dataclasses with every default, YAML recipes and dotted overrides.
+
+A recipe (YAML) only overrides the defaults written here; ``key.sub=value`` pairs on the
+command line override the recipe. Unknown keys and bad values are rejected with a message
+that names them and lists what is allowed, so a typo never silently runs the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+
+from fitnets.errors import FitnetsError
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    """Dataset: mnist, digits, cifar10, cifar100, svhn or folder."""
+    root: Optional[str] = None
+    """Where datasets live; default $FITNETS_DATA, else ~/.cache/fitnets."""
+    path: Optional[str] = None
+    """For name=folder: a directory or .zip laid out as train/<class>/*, test/<class>/*."""
+    val_size: Optional[int] = None
+    """Images held out of the training set for validation; null = the paper's split, 0 = none."""
+    train_limit: int = 0
+    """Keep only the first N training images (0 = all); for quick runs."""
+    test_limit: int = 0
+    """Keep only the first N test images (0 = all)."""
+    download: bool = True
+    """Download missing files from the canonical source (checksums verified)."""
+    preprocess: str = "scale"
+    """Input transform fitted on the training split: scale, standardize, gcn_zca or lcn."""
+    augment_pad: int = 0
+    """Random translations: crop from the image zero-padded by this many pixels (paper: 8)."""
+    augment_flip: bool = False
+    """Random horizontal flips."""
+    batch_size: int = 128
+    """Training batch size (the paper's 128)."""
+    eval_batch_size: int = 1000
+    """Batch size for evaluation."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mnist_student"
+    """A built-in model name (see `fitnets layers --list`)."""
+    weights: Optional[str] = None
+    """A run directory or a weights file (state dict) to load; needed for the teacher."""
+    batchnorm: bool = False
+    """Add batch normalisation to the built-in maxout nets (off in paper recipes)."""
+    init: Literal["paper", "torch"] = "paper"
+    """paper: uniform +-0.005 as the authors; torch: PyTorch's default initialisation."""
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "rmsprop"] = "rmsprop"
+    """Optimiser; the paper used RMSProp."""
+    lr: float = 0.0005
+    """Learning rate (paper: 0.0005 MNIST, 0.005 CIFAR)."""
+    momentum: float = 0.0
+    """Momentum (SGD, RMSProp)."""
+    nesterov: bool = False
+    """Nesterov momentum (SGD)."""
+    weight_decay: float = 0.0
+    """L2 weight decay."""
+    rmsprop_decay: float = 0.9
+    """RMSProp's moving-average decay (the paper's 0.9)."""
+    eps: float = 1e-8
+    """Optimiser epsilon (Adam, RMSProp)."""
+    schedule: Literal["constant", "step", "cosine", "exponential"] = "constant"
+    """Learning-rate schedule, stepped once per epoch."""
+    milestones: list[int] = field(default_factory=list)
+    """Epochs at which the step schedule multiplies the rate by gamma."""
+    gamma: float = 0.1
+    """Factor of the step and exponential schedules."""
+    max_norm: dict[str, float] = field(default_factory=dict)
+    """Max-norm constraints, parameter-name pattern -> limit, e.g. {"conv[12].*": 0.9}."""
+    lr_scale: dict[str, float] = field(default_factory=dict)
+    """Per-layer learning-rate scales, parameter-name pattern -> scale (paper: 0.05 on conv)."""
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 10
+    """Maximum number of epochs."""
+    patience: int = 0
+    """Early stopping: stop after this many epochs without improvement (0 = off)."""
+    restore_best: bool = True
+    """With early stopping, end the stage with the best validation weights."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """The stage's optimiser and schedule."""
+
+
+@dataclass
+class HintConfig:
+    pairs: list[list[str]] = field(default_factory=list)
+    """(guided student layer, hint teacher layer) pairs trained in turn; [] = models' defaults."""
+    regressor: Literal["auto", "conv", "fc", "none"] = "auto"
+    """conv: the paper's valid convolution; fc: fully connected; none: shapes must agree."""
+    nonlinearity: Literal["auto", "maxout", "relu", "none"] = "auto"
+    """Regressor output non-linearity; auto copies the teacher's hint layer."""
+    reduction: Literal["paper", "mean"] = "paper"
+    """paper: half the sum of squares per example, batch mean; mean: per-element mean."""
+    stage: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
+    """Stage 1 (hint training) length, early stopping and optimiser."""
+
+
+@dataclass
+class KDConfig:
+    tau: float = 3.0
+    """Softmax temperature (paper: 3)."""
+    lambda_init: float = 4.0
+    """Initial weight of the soft-target term (paper: 4)."""
+    lambda_start: int = 5
+    """Epoch at which lambda starts to decay (paper: 5)."""
+    lambda_saturate: int = 150
+    """Epoch at which lambda reaches lambda_final (paper: 150 MNIST, 400 CIFAR)."""
+    lambda_final: float = 0.0
+    """Final lambda (paper: 0 MNIST, 1 CIFAR); never below 0."""
+    tau_squared: bool = False
+    """Multiply the soft term by tau^2 (Hinton et al.); off in the paper's mode."""
+    pretrained_lr_scale: float = 1.0
+    """Stage 2: learning-rate scale for the layers pre-trained by hints (paper's -lrs)."""
+
+
+@dataclass
+class Config:
+    method: Literal["fitnet", "kd", "backprop"] = "fitnet"
+    """distill: fitnet (hints then KD), kd (KD only) or backprop (labels only)."""
+    seed: int = 0
+    """Seed for initialisation, shuffling and augmentation."""
+    device: str = "auto"
+    """auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
+    out: Optional[str] = None
+    """Run directory; default runs/<recipe or command>-<time>."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The dataset and its preprocessing."""
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="mnist_teacher"))
+    """The network that `fitnets train` trains."""
+    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="mnist_teacher"))
+    """The teacher of `fitnets distill` (weights required for kd and fitnet)."""
+    student: ModelConfig = field(default_factory=ModelConfig)
+    """The student of `fitnets distill`."""
+    hints: HintConfig = field(default_factory=HintConfig)
+    """Stage 1: hint training."""
+    kd: KDConfig = field(default_factory=KDConfig)
+    """Stage 2: knowledge distillation with lambda annealed."""
+    train: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
+    """The label-trained stage: `fitnets train`, stage 2 of distill, and the baselines."""
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if _is_optional(tp):
+        return _type_name(_strip_optional(tp)) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(get_args(tp)[0])} to {_type_name(get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _is_optional(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = [a for a in get_args(tp) if a is not type(None)]
+    return args[0]
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the field type ``tp``; return it (ints widen to floats)."""
+    bad = FitnetsError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.")
+    if _is_optional(tp):
+        return None if value is None else _coerce(value, _strip_optional(tp), key)
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], 1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise FitnetsError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.{hint}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad
+        return _build(tp, value, key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        kt, vt = get_args(tp)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this file
+
+
+def _unknown_key(cls: type, key: str, prefix: str) -> FitnetsError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, 1)
+    hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+    return FitnetsError(
+        f"unknown config key '{prefix}{key}'.{hint} Valid keys here: {', '.join(names)}."
+    )
+
+
+def _build(cls: type, values: dict, prefix: str = "", base: Any = None) -> Any:
+    """Dataclass ``cls`` from ``base`` (default: ``cls()``) updated by nested ``values``."""
+    hints = typing.get_type_hints(cls)
+    base = cls() if base is None else base
+    kwargs = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or key not in hints:
+            raise _unknown_key(cls, str(key), prefix)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            # start from the field's own default, which may differ from tp()
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.", getattr(base, key))
+        else:
+            kwargs[key] = _coerce(value, tp, prefix + key)
+    return dataclasses.replace(base, **kwargs)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not _is_free_mapping(k):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _is_free_mapping(key: str) -> bool:
+    # mappings whose keys are user data (patterns), replaced rather than merged
+    return key in ("max_norm", "lr_scale")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise FitnetsError(message)
+
+
+def validate(cfg: Config) -> Config:
+    """Range checks that types alone cannot express."""
+    for name, stage in (("train", cfg.train), ("hints.stage", cfg.hints.stage)):
+        _check(stage.epochs >= 0, f"config key '{name}.epochs' must be >= 0, got {stage.epochs}.")
+        _check(stage.patience >= 0, f"'{name}.patience' must be >= 0, got {stage.patience}.")
+        o = stage.optim
+        _check(o.lr > 0, f"config key '{name}.optim.lr' must be > 0, got {o.lr}.")
+        _check(0 <= o.momentum < 1, f"'{name}.optim.momentum' must be in [0, 1), got {o.momentum}.")
+        _check(o.weight_decay >= 0, f"'{name}.optim.weight_decay' must be >= 0.")
+        _check(0 < o.rmsprop_decay < 1, f"'{name}.optim.rmsprop_decay' must be in (0, 1).")
+        _check(o.eps > 0, f"'{name}.optim.eps' must be > 0.")
+        _check(0 < o.gamma <= 1, f"'{name}.optim.gamma' must be in (0, 1], got {o.gamma}.")
+        for pat, v in {**o.max_norm, **o.lr_scale}.items():
+            _check(v >= 0, f"'{name}.optim': the value for pattern '{pat}' must be >= 0.")
+        _check(o.milestones == sorted(o.milestones) and all(m > 0 for m in o.milestones),
+               f"'{name}.optim.milestones' must be increasing positive epochs.")
+    d = cfg.data
+    _check(d.batch_size > 0, f"config key 'data.batch_size' must be > 0, got {d.batch_size}.")
+    _check(d.eval_batch_size > 0, "config key 'data.eval_batch_size' must be > 0.")
+    _check(d.val_size is None or d.val_size >= 0, "config key 'data.val_size' must be >= 0.")
+    _check(d.train_limit >= 0 and d.test_limit >= 0, "data.train_limit/test_limit must be >= 0.")
+    _check(d.augment_pad >= 0, f"config key 'data.augment_pad' must be >= 0, got {d.augment_pad}.")
+    k = cfg.kd
+    _check(k.tau > 0, f"config key 'kd.tau' must be > 0, got {k.tau}.")
+    _check(k.lambda_init >= 0 and k.lambda_final >= 0, "kd.lambda_init/lambda_final must be >= 0.")
+    _check(k.lambda_start >= 0, "config key 'kd.lambda_start' must be >= 0.")
+    _check(k.lambda_saturate > k.lambda_start,
+           f"config key 'kd.lambda_saturate' ({k.lambda_saturate}) must be greater than "
+           f"'kd.lambda_start' ({k.lambda_start}).")
+    _check(k.pretrained_lr_scale >= 0, "config key 'kd.pretrained_lr_scale' must be >= 0.")
+    for i, pair in enumerate(cfg.hints.pairs):
+        _check(len(pair) == 2, f"config key 'hints.pairs[{i}]' must be [guided, hint], got {pair}.")
+    _check(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
+           f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}.")
+    return cfg
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=3"`` -> (["a", "b"], 3); the value is read as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise FitnetsError(
+            f"cannot read the override '{text}': expected key=value, e.g. train.epochs=5."
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise FitnetsError(f"cannot read the override '{text}': the key is empty.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise FitnetsError(f"cannot read the value of override '{text}': {e}") from None
+    return key.split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict:
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise FitnetsError(f"recipe '{path}' does not exist (or is not a file).")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise FitnetsError(f"recipe '{path}' is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise FitnetsError(f"recipe '{path}' is not a text file.") from None
+    if not isinstance(data, dict):
+        raise FitnetsError(f"recipe '{path}' must be a mapping of keys to values at the top.")
+    return data
+
+
+def make_config(recipe: str | Path | None = None, overrides: list[str] = (),
+                base: dict | None = None) -> Config:
+    """Defaults <- ``base`` <- recipe YAML <- ``key=value`` overrides, validated."""
+    values: dict = dict(base or {})
+    if recipe is not None:
+        values = _deep_merge(values, load_yaml(recipe))
+    for text in overrides:
+        path, value = parse_override(text)
+        values = _deep_merge(values, _nest(path, value))
+    return validate(_build(Config, values))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, docstring) for every config key, read from this file's docstrings."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
+            docs[node.target.id] = nxt.value.value  # type: ignore[union-attr]
+    rows = []
+    base = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(base, f.name)
+        if dataclasses.is_dataclass(value):
+            rows.append((prefix + f.name, "", docs.get(f.name, "")))
+            rows += describe(type(value), prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, repr(value), docs.get(f.name, "")))
+    return rows

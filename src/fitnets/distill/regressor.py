@@ -1,0 +1,150 @@
+"""Regressors r(v_g; W_r) that map the student's guided layer to the teacher's hint shape.
+
+The paper's choice is a valid (unpadded) convolution whose kernel k_i = N_gi - N_hi + 1 makes
+the spatial sizes agree; a fully connected regressor is the alternative; none is needed when
+the shapes already agree. The regressor ends in the hint layer's own non-linearity, so that
+it can actually reach the hint's range (a maxout hint gets a maxout regressor with the same
+number of pieces).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fitnets.errors import FitnetsError
+
+_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+
+
+@dataclass(frozen=True)
+class Nonlinearity:
+    kind: str  # maxout | relu | sigmoid | tanh | none
+    pieces: int = 1
+
+    def __str__(self) -> str:
+        return f"maxout({self.pieces} pieces)" if self.kind == "maxout" else self.kind
+
+
+def hint_nonlinearity(layer: nn.Module) -> Nonlinearity:
+    """The non-linearity a layer's output ends in: maxout (with pieces), relu, ... or none."""
+    pieces = getattr(layer, "maxout_pieces", None)
+    if pieces:
+        return Nonlinearity("maxout", int(pieces))
+    leaves = [m for m in layer.modules() if not list(m.children())]
+    last = leaves[-1] if leaves else layer
+    # a trailing pool/dropout/flatten does not change which non-linearity came before it
+    for m in reversed(leaves):
+        if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout,
+                          nn.Flatten, nn.Identity)):
+            continue
+        last = m
+        break
+    if getattr(last, "maxout_pieces", None):
+        return Nonlinearity("maxout", int(last.maxout_pieces))
+    for cls, kind in _ACTIVATIONS.items():
+        if isinstance(last, cls):
+            return Nonlinearity(kind)
+    return Nonlinearity("none")
+
+
+class _Act(nn.Module):
+    def __init__(self, nl: Nonlinearity):
+        super().__init__()
+        self.kind, self.pieces = nl.kind, nl.pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "maxout":  # channel c = max over channels c*k .. c*k+k-1
+            return x.unflatten(1, (-1, self.pieces)).amax(dim=2)
+        if self.kind == "relu":
+            return torch.relu(x)
+        if self.kind == "sigmoid":
+            return torch.sigmoid(x)
+        if self.kind == "tanh":
+            return torch.tanh(x)
+        return x
+
+
+class Regressor(nn.Module):
+    """core (conv or linear producing out*pieces features) -> non-linearity -> hint shape."""
+
+    def __init__(self, kind: str, core: nn.Module, nl: Nonlinearity, hint_shape: tuple):
+        super().__init__()
+        self.kind = kind
+        self.core = core
+        self.act = _Act(nl)
+        self.hint_shape = tuple(hint_shape)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if self.kind == "fc":
+            v = v.flatten(1)
+        return self.act(self.core(v)).reshape(v.shape[0], *self.hint_shape)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, out={self.hint_shape}"
+
+
+def _fmt(shape: tuple) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def build_regressor(
+    guided_shape: tuple,
+    hint_shape: tuple,
+    kind: str = "auto",
+    nl: Nonlinearity = Nonlinearity("none"),
+) -> nn.Module:
+    """A regressor from ``guided_shape`` (C,H,W) or (F,) to ``hint_shape``; Identity for none."""
+    guided_shape, hint_shape = tuple(guided_shape), tuple(hint_shape)
+    same = guided_shape == hint_shape
+    spatial = len(guided_shape) == 3 and len(hint_shape) == 3
+    if kind == "auto":
+        if same and nl.kind in ("none", "relu"):
+            kind = "none"
+        elif spatial and all(g >= h for g, h in zip(guided_shape[1:], hint_shape[1:])):
+            kind = "conv"
+        else:
+            kind = "fc"
+    if kind == "none":
+        if not same:
+            raise FitnetsError(
+                f"regressor 'none' needs the guided and hint outputs to have the same shape, but "
+                f"the guided layer gives {_fmt(guided_shape)} and the hint {_fmt(hint_shape)}. "
+                "Use hints.regressor=conv (the paper's) or fc."
+            )
+        return nn.Identity()
+    out = nl.pieces if nl.kind == "maxout" else 1
+    if kind == "conv":
+        _check_conv(guided_shape, hint_shape)
+        kernel = (guided_shape[1] - hint_shape[1] + 1, guided_shape[2] - hint_shape[2] + 1)
+        core = nn.Conv2d(guided_shape[0], hint_shape[0] * out, kernel)
+    elif kind == "fc":
+        core = nn.Linear(math.prod(guided_shape), math.prod(hint_shape) * out)
+    else:
+        raise FitnetsError(f"unknown regressor '{kind}'; choose auto, conv, fc or none.")
+    return Regressor(kind, core, nl, hint_shape)
+
+
+def _check_conv(guided_shape: tuple, hint_shape: tuple) -> None:
+    if len(guided_shape) != 3 or len(hint_shape) != 3:
+        raise FitnetsError(
+            f"a convolutional regressor needs feature maps (C,H,W) on both sides, but the guided "
+            f"layer gives {_fmt(guided_shape)} and the hint {_fmt(hint_shape)}. Use "
+            "hints.regressor=fc, or choose convolutional layers."
+        )
+    g, h = guided_shape[1:], hint_shape[1:]
+    if h[0] > g[0] or h[1] > g[1]:
+        fc = (math.prod(guided_shape) + 1) * math.prod(hint_shape)
+        raise FitnetsError(
+            f"the hint map ({_fmt(hint_shape)}) is spatially larger than the guided map "
+            f"({_fmt(guided_shape)}): a valid convolution can only shrink a map, so no "
+            "convolutional regressor can match them. Choose a deeper teacher hint layer or a "
+            f"shallower student guided layer, or use hints.regressor=fc (about {fc:,} weights)."
+        )
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
