@@ -53,9 +53,7 @@ class MaxoutConvBlock(MaxoutConv2d):
     ) -> None:
         super().__init__(in_channels, out_channels, pieces, kernel_size, padding, batchnorm)
         self.pool: nn.MaxPool2d | None = (
-            nn.MaxPool2d(pool, stride=pool_stride or pool, ceil_mode=ceil_mode)
-            if pool
-            else None
+            nn.MaxPool2d(pool, stride=pool_stride or pool, ceil_mode=ceil_mode) if pool else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,8 +94,15 @@ class MaxoutNet(nn.Module):
         channels = self.input_shape[0]
         for i, c in enumerate(convs, start=1):
             block = MaxoutConvBlock(
-                channels, c.units, c.pieces, c.kernel, c.padding, batchnorm,
-                c.pool, c.pool_stride, c.ceil_mode,
+                channels,
+                c.units,
+                c.pieces,
+                c.kernel,
+                c.padding,
+                batchnorm,
+                c.pool,
+                c.pool_stride,
+                c.ceil_mode,
             )
             self.add_module(f"conv{i}", block)
             channels = c.units

@@ -83,25 +83,44 @@ def _fitnet(
     # A student used as someone else's teacher hints from the same middle layer.
     middle = _guided_name(groups)
     return MaxoutNet(
-        (in_channels, 32, 32), _fitnet_convs(groups), num_classes, fc, batchnorm,
-        default_hint=middle, default_guided=middle, name=name,
+        (in_channels, 32, 32),
+        _fitnet_convs(groups),
+        num_classes,
+        fc,
+        batchnorm,
+        default_hint=middle,
+        default_guided=middle,
+        name=name,
     )
 
 
 # ---------------------------------------------------------------- MNIST (1x28x28)
 
-def mnist_teacher(num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False) -> MaxoutNet:
+
+def mnist_teacher(
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+) -> MaxoutNet:
     """The maxout paper's MNIST conv net (3 maxout conv layers + softmax); hint conv2."""
     convs = [
         ConvSpec(48, 2, 8, 0, 4, 2),
         ConvSpec(48, 2, 8, 3, 4, 2),
         ConvSpec(24, 4, 5, 3, 2, 2),
     ]
-    return MaxoutNet((in_channels, 28, 28), convs, num_classes, None, batchnorm,
-                     default_hint="conv2", default_guided="conv2", name="mnist_teacher")
+    return MaxoutNet(
+        (in_channels, 28, 28),
+        convs,
+        num_classes,
+        None,
+        batchnorm,
+        default_hint="conv2",
+        default_guided="conv2",
+        name="mnist_teacher",
+    )
 
 
-def mnist_student(num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False) -> MaxoutNet:
+def mnist_student(
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+) -> MaxoutNet:
     """The authors' 6-layer MNIST FitNet (notes section 3 table); guided conv4."""
     convs = [
         ConvSpec(16, 2, 5, 0),
@@ -111,21 +130,42 @@ def mnist_student(num_classes: int = 10, in_channels: int = 1, batchnorm: bool =
         ConvSpec(12, 4, 3, 3),
         ConvSpec(12, 4, 3, 0, 2, 2),
     ]
-    return MaxoutNet((in_channels, 28, 28), convs, num_classes, None, batchnorm,
-                     default_hint="conv4", default_guided="conv4", name="mnist_student")
+    return MaxoutNet(
+        (in_channels, 28, 28),
+        convs,
+        num_classes,
+        None,
+        batchnorm,
+        default_hint="conv4",
+        default_guided="conv4",
+        name="mnist_student",
+    )
 
 
 # ------------------------------------------------- scikit-learn digits (1x8x8) demo
 
-def digits_teacher(num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False) -> MaxoutNet:
+
+def digits_teacher(
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+) -> MaxoutNet:
     """Wide, shallow demo teacher: 2 maxout convs (32, 64) + FC maxout 128x2; hint conv2
     (64x2x2)."""
     convs = [ConvSpec(32, 2, 3, 1, 2, 2), ConvSpec(64, 2, 3, 1, 2, 2)]
-    return MaxoutNet((in_channels, 8, 8), convs, num_classes, (128, 2), batchnorm,
-                     default_hint="conv2", default_guided="conv1", name="digits_teacher")
+    return MaxoutNet(
+        (in_channels, 8, 8),
+        convs,
+        num_classes,
+        (128, 2),
+        batchnorm,
+        default_hint="conv2",
+        default_guided="conv1",
+        name="digits_teacher",
+    )
 
 
-def digits_student(num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False) -> MaxoutNet:
+def digits_student(
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+) -> MaxoutNet:
     """Thin, deep demo student: 6 maxout convs of 8-16 units, two 2/2 pools; guided conv3
     (16x4x4, so a 3x3 valid conv regressor reaches the teacher's 2x2 hint)."""
     convs = [
@@ -136,13 +176,24 @@ def digits_student(num_classes: int = 10, in_channels: int = 1, batchnorm: bool 
         ConvSpec(16, 2, 3, 1),
         ConvSpec(16, 2, 3, 1),
     ]
-    return MaxoutNet((in_channels, 8, 8), convs, num_classes, None, batchnorm,
-                     default_hint="conv3", default_guided="conv3", name="digits_student")
+    return MaxoutNet(
+        (in_channels, 8, 8),
+        convs,
+        num_classes,
+        None,
+        batchnorm,
+        default_hint="conv3",
+        default_guided="conv3",
+        name="digits_student",
+    )
 
 
 # ------------------------------------------------------- CIFAR-10/100 (3x32x32)
 
-def cifar_teacher(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
+
+def cifar_teacher(
+    num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False
+) -> MaxoutNet:
     """The maxout paper's CIFAR net: 3 maxout convs (96, 192, 192) + FC maxout 500x5;
     hint conv2 (192x6x6 with floor pooling)."""
     convs = [
@@ -150,8 +201,16 @@ def cifar_teacher(num_classes: int = 10, in_channels: int = 3, batchnorm: bool =
         ConvSpec(192, 2, 8, 3, 4, 2),
         ConvSpec(192, 2, 5, 3, 2, 2),
     ]
-    return MaxoutNet((in_channels, 32, 32), convs, num_classes, (500, 5), batchnorm,
-                     default_hint="conv2", default_guided="conv2", name="cifar_teacher")
+    return MaxoutNet(
+        (in_channels, 32, 32),
+        convs,
+        num_classes,
+        (500, 5),
+        batchnorm,
+        default_hint="conv2",
+        default_guided="conv2",
+        name="cifar_teacher",
+    )
 
 
 FITNET1 = ((16, 16, 16), (32, 32, 32), (48, 48, 64))
@@ -183,6 +242,7 @@ def fitnet4(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False
 
 # ------------------------------------------------------------------ SVHN (3x32x32)
 
+
 def svhn_teacher(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
     """Maxout-paper SVHN net: maxout convs 64, 128, 128 + FC maxout 400x5; hint conv2."""
     convs = [
@@ -190,8 +250,16 @@ def svhn_teacher(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = 
         ConvSpec(128, 2, 8, 3, 4, 2),
         ConvSpec(128, 2, 5, 3, 2, 2),
     ]
-    return MaxoutNet((in_channels, 32, 32), convs, num_classes, (400, 5), batchnorm,
-                     default_hint="conv2", default_guided="conv2", name="svhn_teacher")
+    return MaxoutNet(
+        (in_channels, 32, 32),
+        convs,
+        num_classes,
+        (400, 5),
+        batchnorm,
+        default_hint="conv2",
+        default_guided="conv2",
+        name="svhn_teacher",
+    )
 
 
 SVHN_FITNET = ((32, 32, 32), (80, 80, 80, 80), (112, 112, 112, 112))
@@ -200,5 +268,4 @@ SVHN_FITNET = ((32, 32, 32), (80, 80, 80, 80), (112, 112, 112, 112))
 def svhn_fitnet(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
     """13-layer SVHN FitNet (our choice: 11 maxout convs + FC maxout 400x5 + softmax,
     ~1.5M parameters); guided conv7 (80x8x8)."""
-    return _fitnet("svhn_fitnet", SVHN_FITNET, num_classes, in_channels, batchnorm,
-                   fc=(400, 5))
+    return _fitnet("svhn_fitnet", SVHN_FITNET, num_classes, in_channels, batchnorm, fc=(400, 5))
