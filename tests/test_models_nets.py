@@ -49,8 +49,9 @@ def test_forward_backward_and_attributes(name: str) -> None:
 def test_batchnorm_option_and_in_channels(name: str) -> None:
     model = build_model(name, num_classes=3, in_channels=2, batchnorm=True)
     assert model.input_shape[0] == 2
-    assert all(isinstance(b.bn, nn.BatchNorm2d) for b in model.modules()
-               if isinstance(b, MaxoutConvBlock))
+    assert all(
+        isinstance(b.bn, nn.BatchNorm2d) for b in model.modules() if isinstance(b, MaxoutConvBlock)
+    )
     out = model(torch.randn(2, *model.input_shape))
     assert out.shape == (2, 3)
     plain = build_model(name)
@@ -106,8 +107,14 @@ def test_fitnet4_guided_is_its_last_80_unit_layer() -> None:
 
 def test_mnist_student_matches_the_notes_table() -> None:
     model = build_model("mnist_student")
-    table = [(16, 2, 5, 0, None), (16, 2, 3, 0, 4), (16, 2, 5, 3, None),
-             (16, 2, 3, 0, 4), (12, 4, 3, 3, None), (12, 4, 3, 0, 2)]
+    table = [
+        (16, 2, 5, 0, None),
+        (16, 2, 3, 0, 4),
+        (16, 2, 5, 3, None),
+        (16, 2, 3, 0, 4),
+        (12, 4, 3, 3, None),
+        (12, 4, 3, 0, 2),
+    ]
     for i, (units, pieces, k, pad, pool) in enumerate(table, start=1):
         block = getattr(model, f"conv{i}")
         assert block.out_channels == units and block.maxout_pieces == pieces
@@ -127,8 +134,16 @@ def test_fitnet_multiplications_match_the_paper(name: str, millions: float, digi
 
 def test_fitnet1_mults_equal_the_hand_formula() -> None:
     # 2 pieces * positions * 9 * C_in * C_out per group at 32x32, 16x16, 8x8, + classifier.
-    hand = 2 * 9 * (1024 * (3 * 16 + 16 * 16 + 16 * 16) + 256 * (16 * 32 + 2 * 32 * 32)
-                    + 64 * (32 * 48 + 48 * 48 + 48 * 64)) + 64 * 10
+    hand = (
+        2
+        * 9
+        * (
+            1024 * (3 * 16 + 16 * 16 + 16 * 16)
+            + 256 * (16 * 32 + 2 * 32 * 32)
+            + 64 * (32 * 48 + 48 * 48 + 48 * 64)
+        )
+        + 64 * 10
+    )
     model = build_model("fitnet1")
     assert count_mults(model, model.input_shape) == hand == 30_081_664
 
@@ -158,8 +173,7 @@ def test_unknown_model_lists_choices_and_suggests() -> None:
         assert name in msg
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"in_channels": 0},
-                                    {"num_classes": 2.5}])
+@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"in_channels": 0}, {"num_classes": 2.5}])
 def test_bad_sizes_are_user_errors(kwargs: dict) -> None:
     with pytest.raises(FitnetsError):
         build_model("mnist_student", **kwargs)
@@ -167,6 +181,16 @@ def test_bad_sizes_are_user_errors(kwargs: dict) -> None:
 
 def test_registry_is_a_plain_dict_of_builders() -> None:
     assert type(MODELS) is dict
-    assert {"mnist_teacher", "mnist_student", "digits_teacher", "digits_student",
-            "cifar_teacher", "fitnet1", "fitnet2", "fitnet3", "fitnet4",
-            "svhn_teacher", "svhn_fitnet"} <= set(MODELS)
+    assert {
+        "mnist_teacher",
+        "mnist_student",
+        "digits_teacher",
+        "digits_student",
+        "cifar_teacher",
+        "fitnet1",
+        "fitnet2",
+        "fitnet3",
+        "fitnet4",
+        "svhn_teacher",
+        "svhn_fitnet",
+    } <= set(MODELS)
