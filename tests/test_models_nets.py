@@ -194,3 +194,12 @@ def test_registry_is_a_plain_dict_of_builders() -> None:
         "svhn_teacher",
         "svhn_fitnet",
     } <= set(MODELS)
+
+
+def test_building_leaves_batchnorm_statistics_fresh() -> None:
+    model = build_model("mnist_student", batchnorm=True)
+    assert model.training
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert int(m.num_batches_tracked) == 0
+            assert torch.equal(m.running_var, torch.ones_like(m.running_var))

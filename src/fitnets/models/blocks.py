@@ -108,10 +108,13 @@ class MaxoutNet(nn.Module):
             channels = c.units
         # Feature size after the convs, from one dummy image: cheaper to get right than a
         # closed form covering floor/ceil pooling.
+        # Eval mode so the dummy pass leaves BatchNorm running statistics untouched.
+        self.eval()
         with torch.no_grad():
             h = torch.zeros(1, *self.input_shape)
             for i in range(1, len(convs) + 1):
                 h = getattr(self, f"conv{i}")(h)
+        self.train()
         features = h[0].numel()
         if features == 0:
             raise FitnetsError(f"input shape {self.input_shape} is too small for {name}")
