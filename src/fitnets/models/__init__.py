@@ -1,0 +1,84 @@
+"""The paper's networks: maxout building blocks, builders, a registry and counting tools.
+
+``MODELS`` is a plain dict (name -> builder); nothing registers itself on import.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from torch import nn
+
+from fitnets.errors import FitnetsError
+from fitnets.models import paper
+from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet
+from fitnets.models.counting import (
+    count_layers,
+    count_mults,
+    count_params,
+    format_profile,
+    layer_table,
+    profile,
+)
+from fitnets.models.maxout import (
+    Maxout,
+    MaxoutConv2d,
+    MaxoutLinear,
+    apply_max_norm_,
+    paper_init_,
+)
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mnist_teacher": paper.mnist_teacher,
+    "mnist_student": paper.mnist_student,
+    "digits_teacher": paper.digits_teacher,
+    "digits_student": paper.digits_student,
+    "cifar_teacher": paper.cifar_teacher,
+    "fitnet1": paper.fitnet1,
+    "fitnet2": paper.fitnet2,
+    "fitnet3": paper.fitnet3,
+    "fitnet4": paper.fitnet4,
+    "svhn_teacher": paper.svhn_teacher,
+    "svhn_fitnet": paper.svhn_fitnet,
+}
+
+
+def build_model(
+    name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False
+) -> nn.Module:
+    """Build the registered model ``name``; ``in_channels=None`` keeps the model's default."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(str(name), list(MODELS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise FitnetsError(
+            f"unknown model {name!r}.{hint} Valid choices: {', '.join(sorted(MODELS))}"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise FitnetsError(f"num_classes must be a positive integer, got {num_classes!r}")
+    kwargs: dict[str, object] = {"num_classes": num_classes, "batchnorm": bool(batchnorm)}
+    if in_channels is not None:
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise FitnetsError(f"in_channels must be a positive integer, got {in_channels!r}")
+        kwargs["in_channels"] = in_channels
+    return MODELS[name](**kwargs)
+
+
+__all__ = [
+    "MODELS",
+    "ConvSpec",
+    "Maxout",
+    "MaxoutConv2d",
+    "MaxoutConvBlock",
+    "MaxoutLinear",
+    "MaxoutNet",
+    "apply_max_norm_",
+    "build_model",
+    "count_layers",
+    "count_mults",
+    "count_params",
+    "format_profile",
+    "layer_table",
+    "paper_init_",
+    "profile",
+]

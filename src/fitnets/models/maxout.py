@@ -1,0 +1,121 @@
+"""Maxout units, the authors' initialisation and the pylearn2 max-norm constraints.
+
+Every hidden layer of the paper's teachers and FitNets is a maxout layer (Goodfellow et
+al. 2013): a layer with ``O`` outputs and ``k`` pieces computes ``k * O`` linear features
+and keeps the maximum of each group of ``k`` consecutive ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fitnets.errors import FitnetsError
+
+
+class Maxout(nn.Module):
+    """Max over groups of ``pieces`` consecutive channels of dim 1.
+
+    Input ``(N, C * k, ...)`` gives ``(N, C, ...)``; output channel ``c`` is the max over
+    input channels ``c*k .. c*k + k - 1`` (pylearn2's grouping: pieces are adjacent).
+    """
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        if int(pieces) < 1:
+            raise FitnetsError(f"maxout needs pieces >= 1, got {pieces}")
+        self.pieces = int(pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        if channels % self.pieces:
+            raise ValueError(
+                f"Maxout({self.pieces}) got {channels} channels, not a multiple of {self.pieces}"
+            )
+        # (N, C*k, ...) -> (N, C, k, ...): consecutive channels end up in the same group.
+        grouped = x.reshape(x.shape[0], channels // self.pieces, self.pieces, *x.shape[2:])
+        return grouped.amax(dim=2)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
+class MaxoutConv2d(nn.Module):
+    """A convolution to ``out_channels * pieces`` maps, optional BatchNorm, then maxout."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        pieces: int,
+        kernel_size: int,
+        padding: int = 0,
+        batchnorm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels * pieces, kernel_size, padding=padding)
+        # BatchNorm sits before the max so each piece is normalised on its own, as a
+        # pre-activation would be; the 2015 paper had no BatchNorm at all.
+        self.bn: nn.BatchNorm2d | None = (
+            nn.BatchNorm2d(out_channels * pieces) if batchnorm else None
+        )
+        self.maxout = Maxout(pieces)
+        self.maxout_pieces = int(pieces)
+        self.out_channels = int(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.maxout(x)
+
+
+class MaxoutLinear(nn.Module):
+    """Flatten ``(N, ...)`` to ``(N, F)``, a linear map to ``out_features * pieces``, maxout."""
+
+    def __init__(self, in_features: int, out_features: int, pieces: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features * pieces)
+        self.maxout = Maxout(pieces)
+        self.maxout_pieces = int(pieces)
+        self.out_features = int(out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxout(self.linear(torch.flatten(x, 1)))
+
+
+def paper_init_(module: nn.Module, scale: float = 0.005) -> nn.Module:
+    """The authors' initialisation, in place: every conv/linear weight ~ U(-scale, scale),
+    every bias zero (pylearn2 ``irange: .005``). Returns ``module``."""
+    if scale < 0:
+        raise FitnetsError(f"init scale must be >= 0, got {scale}")
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.uniform_(-scale, scale)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return module
+
+
+def apply_max_norm_(
+    module: nn.Module, conv_max: float | None = 0.9, fc_max: float | None = 1.9365
+) -> nn.Module:
+    """pylearn2's max-norm constraints, in place; call after each optimiser step.
+
+    Each conv output filter (a slice ``weight[o]`` over in_channels x kh x kw) is rescaled
+    to L2 norm at most ``conv_max``; each linear "column" in pylearn2's (in, out) layout,
+    i.e. the weights into one output unit = one row of ``nn.Linear.weight``, to at most
+    ``fc_max``. ``None`` skips that kind of layer. Smaller norms are left untouched.
+    """
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d) and conv_max is not None:
+                limit = conv_max
+            elif isinstance(m, nn.Linear) and fc_max is not None:
+                limit = fc_max
+            else:
+                continue
+            # renorm over dim 0 rescales each sub-tensor weight[i] whose norm exceeds limit.
+            m.weight.copy_(torch.renorm(m.weight, p=2, dim=0, maxnorm=limit))
+    return module
