@@ -1,0 +1,82 @@
+"""Config: defaults, recipes, overrides, and errors that name the problem."""
+
+from pathlib import Path
+
+import pytest
+
+from fitnets import FitnetsError
+from fitnets.config import Config, describe, make_config, parse_override
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+def test_defaults_are_the_papers_mnist_settings():
+    c = make_config()
+    assert c.kd.tau == 3.0 and c.kd.lambda_init == 4.0
+    assert (c.kd.lambda_start, c.kd.lambda_saturate, c.kd.lambda_final) == (5, 150, 0.0)
+    assert c.train.optim.name == "rmsprop" and c.train.optim.rmsprop_decay == 0.9
+    assert c.data.batch_size == 128 and c.kd.tau_squared is False
+
+
+def test_overrides_reach_nested_keys_and_keep_field_defaults(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  epochs: 7\n  optim: {name: sgd, lr: 0.1}\nhints:\n  pairs: "
+                      "[[conv4, conv2]]\n")
+    c = make_config(recipe, ["train.optim.momentum=0.9", "hints.stage.epochs=3",
+                             "train.optim.max_norm={conv*: 0.9}"])
+    assert c.train.epochs == 7 and c.train.optim.name == "sgd"
+    assert c.train.optim.lr == 0.1 and c.train.optim.momentum == 0.9
+    assert c.hints.stage.epochs == 3 and c.hints.stage.optim.name == "rmsprop"
+    assert c.hints.pairs == [["conv4", "conv2"]]
+    assert c.train.optim.max_norm == {"conv*": 0.9}
+
+
+@pytest.mark.parametrize("override,words", [
+    ("trian.epochs=3", ["'trian'", "Did you mean 'train'"]),
+    ("train.optim.name=rmsprp", ["rmsprop", "one of"]),
+    ("train.epochs=abc", ["'train.epochs'", "integer"]),
+    ("train.epochs=-1", ["'train.epochs'", ">= 0"]),
+    ("kd.lambda_saturate=3", ["lambda_saturate", "lambda_start"]),
+    ("data.batch_size=0", ["data.batch_size"]),
+    ("kd.tau=0", ["kd.tau"]),
+    ("device=tpu", ["device"]),
+    ("hints.pairs=[[a]]", ["hints.pairs[0]"]),
+    ("method=distill", ["fitnet", "kd", "backprop"]),
+    ("noequals", ["key=value"]),
+])
+def test_bad_values_are_rejected_with_a_message_naming_them(override, words):
+    with pytest.raises(FitnetsError) as e:
+        make_config(None, [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(FitnetsError, match="does not exist"):
+        make_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(FitnetsError, match="not valid YAML"):
+        make_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(FitnetsError, match="mapping"):
+        make_config(listy)
+
+
+def test_override_values_are_read_as_yaml():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("x=null") == (["x"], None)
+    assert parse_override("x=[1, 2]") == (["x"], [1, 2])
+
+
+def test_every_key_is_documented():
+    rows = describe(Config)
+    assert len(rows) > 40
+    missing = [k for k, _, doc in rows if not doc]
+    assert missing == []
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
+def test_every_shipped_recipe_parses(recipe):
+    make_config(recipe)
