@@ -91,9 +91,14 @@ def _check_args(name: str, opts: dict) -> None:
                            f"valid options: {valid}.")
 
 
+def _tensor(a: np.ndarray, dtype) -> torch.Tensor:
+    a = np.ascontiguousarray(a, dtype=dtype)
+    # Buffers parsed straight from file bytes are read-only; torch wants writable memory.
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 def _split(x: np.ndarray, y: np.ndarray) -> Split:
-    return Split(torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8)),
-                 torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+    return Split(_tensor(x, np.uint8), _tensor(y, np.int64))
 
 
 def load_dataset(
