@@ -32,7 +32,17 @@ def cache_key(name: str, sources: Sequence[Path], options: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _looks_writable(path: Path) -> bool:
+    """Permission bits say writable. Checked explicitly because root ignores them, and a
+    folder shipped read-only (a shared dataset copy) must not be written into even then."""
+    while not path.exists():
+        path = path.parent
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+
+
 def _writable_dir(path: Path) -> bool:
+    if not _looks_writable(path):
+        return False
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path)
