@@ -75,6 +75,7 @@ def _save(path: Path, arrays: Arrays) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is as readable as its data
         os.replace(tmp, path)
     except OSError:
         pass  # caching is an optimisation; failing to write it must not fail the load
