@@ -66,7 +66,10 @@ class _Reader:
         path = root / archive
         if not path.is_file():
             if not download:
-                raise missing_files_error(name, [archive], root, "downloading is disabled")
+                why = "downloading is disabled" + (
+                    " (cifar10-jpeg.zip, an image-folder copy, is also accepted)"
+                    if name == "cifar10" else "")
+                raise missing_files_error(name, [archive], root, why)
             try:
                 download_file(url, path, md5=md5)
             except FitnetsError as e:
@@ -120,9 +123,13 @@ def read_cifar(root: Path, name: str, download: bool, labels: str = "fine") -> d
     r = _Reader(root, name, download)
     _, _, _, _, train_members, test_member, meta_member = SOURCES[name]
     label_key = "labels" if name == "cifar10" else f"{labels}_labels"
-    parts = [_images(r.batch(m), m, label_key) for m in train_members]
-    test_x, test_y = _images(r.batch(test_member), test_member, label_key)
-    meta = r.batch(meta_member)
+    try:
+        parts = [_images(r.batch(m), m, label_key) for m in train_members]
+        test_x, test_y = _images(r.batch(test_member), test_member, label_key)
+        meta = r.batch(meta_member)
+    finally:
+        if r.tar is not None:
+            r.tar.close()
     names_key = "label_names" if name == "cifar10" else f"{labels}_label_names"
     return {"train_x": np.concatenate([p[0] for p in parts]),
             "train_y": np.concatenate([p[1] for p in parts]),

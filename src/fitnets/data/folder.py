@@ -117,8 +117,9 @@ def _decode_split(entries: list[_Entry], classes: list[str], mode: str,
 
 def source_files(path: Path) -> list[Path]:
     """The files whose identity keys the cache: the zip, or every file in the folder."""
-    if path.is_dir():
-        return [f for f in sorted(path.rglob("*")) if f.is_file()]
+    if path.is_dir():  # hidden entries (our own .fitnets-cache included) are not sources
+        return [f for f in sorted(path.rglob("*")) if f.is_file()
+                and not any(p.startswith(".") for p in f.relative_to(path).parts)]
     return [path]
 
 
