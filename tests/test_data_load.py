@@ -1,0 +1,70 @@
+"""load_dataset's common behaviour: names, options, validation split, limits, digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fitnets.data import DATASETS, Dataset, Split, data_root, load_dataset
+from fitnets.errors import FitnetsError
+
+
+def test_datasets_tuple():
+    assert DATASETS == ("mnist", "digits", "cifar10", "cifar100", "svhn", "folder")
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(FitnetsError, match="imagenet.*mnist, digits, cifar10"):
+        load_dataset("imagenet")
+
+
+def test_unknown_option():
+    with pytest.raises(FitnetsError, match="labels.*digits.*none"):
+        load_dataset("digits", labels="fine")
+
+
+def test_data_root_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("FITNETS_DATA", str(tmp_path))
+    assert data_root() == tmp_path
+    monkeypatch.delenv("FITNETS_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert data_root() == tmp_path / "h" / ".cache" / "fitnets"
+
+
+def test_digits_scaling_split_and_determinism():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+    ds = load_dataset("digits")
+    assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
+    n = len(load_digits().images)
+    assert len(ds.test) == round(0.2 * n)
+    assert len(ds.val) == round(0.1 * (n - len(ds.test)))  # 10% default for non-paper sets
+    assert len(ds.train) + len(ds.val) + len(ds.test) == n
+    assert int(ds.train.x.max()) == 255 and ds.train.x.dtype == torch.uint8
+    vals = set(np.unique(ds.train.x.numpy()).tolist())
+    assert vals <= {round(v * 255 / 16) for v in range(17)}
+    again = load_dataset("digits")
+    assert torch.equal(ds.train.x, again.train.x) and torch.equal(ds.test.y, again.test.y)
+
+
+def test_val_size_zero_limits_and_errors():
+    pytest.importorskip("sklearn")
+    full = load_dataset("digits", val_size=0)
+    assert full.val is None
+    ds = load_dataset("digits", val_size=100, train_limit=50, test_limit=20)
+    assert len(ds.train) == 50 and len(ds.val) == 100 and len(ds.test) == 20
+    # Limits keep the FIRST images; validation is the LAST val_size of the training set.
+    assert torch.equal(ds.train.x, full.train.x[:50])
+    assert torch.equal(ds.val.x, full.train.x[-100:])
+    assert torch.equal(ds.test.x, full.test.x[:20])
+    with pytest.raises(FitnetsError, match="val_size"):
+        load_dataset("digits", val_size=len(full.train))
+
+
+def test_split_and_dataset_helpers():
+    s = Split(torch.zeros(5, 3, 4, 4, dtype=torch.uint8), torch.arange(5))
+    d = Dataset("x", s, None, s, ["a", "b"])
+    assert d.num_classes == 2 and d.input_shape == (3, 4, 4) and len(s) == 5
+    moved = s.to("cpu")
+    assert moved.x.device.type == "cpu" and torch.equal(moved.y, s.y)
