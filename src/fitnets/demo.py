@@ -35,12 +35,11 @@ def demo(out: Path, quick: bool = False, verbose: bool = True) -> list[dict]:
     quick_over = ["train.epochs=3", "hints.stage.epochs=2", "kd.lambda_saturate=3",
                   "kd.lambda_start=1"] if quick else []
     rows = []
-    jobs = [("teacher", "train", [], None),
-            ("student: backprop", "distill", ["method=backprop"], None),
-            ("student: KD", "distill", ["method=kd"], "teacher"),
-            ("student: hints + KD (FitNet)", "distill", ["method=fitnet"], "teacher")]
-    for label, command, extra, needs in jobs:
-        name = label.split(":")[-1].strip().split(" ")[0].lower() if ":" in label else label
+    jobs = [("teacher", "teacher", "train", [], None),
+            ("backprop", "student: backprop", "distill", ["method=backprop"], None),
+            ("kd", "student: KD", "distill", ["method=kd"], "teacher"),
+            ("fitnet", "student: hints + KD (FitNet)", "distill", ["method=fitnet"], "teacher")]
+    for name, label, command, extra, needs in jobs:
         overrides = quick_over + extra
         if needs:
             overrides.append(f"teacher.weights={out / needs}")
