@@ -105,7 +105,7 @@ class Checkpoints:
     def load_latest(self) -> dict | None:
         """The newest checkpoint whose checksum matches; None when there is none at all."""
         candidates = self._all()
-        for seq, path in candidates:
+        for _, path in candidates:
             problem = self._verify(path)
             if problem is None:
                 return load_weights(path)

@@ -133,16 +133,22 @@ def load_into(model: nn.Module, weights: str, name: str, prepared: Prepared | No
             )
     if not isinstance(state, dict):
         raise FitnetsError(f"'{path}' does not hold a state dict.")
-    result = model.load_state_dict(_strip_prefix(state), strict=False)
-    shape_errors = _shape_mismatches(model, state)
-    if result.missing_keys or result.unexpected_keys or shape_errors:
+    state = _strip_prefix(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items()
+              if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
         raise FitnetsError(
             f"the weights in '{path}' do not fit model '{name}'. "
-            f"Missing keys: {result.missing_keys[:10] or 'none'}. "
-            f"Unexpected keys: {result.unexpected_keys[:10] or 'none'}. "
-            f"Shape mismatches: {shape_errors[:5] or 'none'}. Check the model name "
+            f"Missing keys: {missing[:10] or 'none'}. "
+            f"Unexpected keys: {unexpected[:10] or 'none'}. "
+            f"Shape mismatches: {shapes[:5] or 'none'}. Check the model name "
             "(and batchnorm) against the run that produced the weights."
         )
+    model.load_state_dict(state)
 
 
 def _strip_prefix(state: dict) -> dict:
@@ -151,13 +157,6 @@ def _strip_prefix(state: dict) -> dict:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
-
-
-def _shape_mismatches(model: nn.Module, state: dict) -> list[str]:
-    own = model.state_dict()
-    return [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in _strip_prefix(state).items()
-            if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
 
 
 # --------------------------------------------------------------------------- run directory
@@ -207,6 +206,8 @@ def config_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
     if bad:
         raise FitnetsError(f"with --resume only device= and data.root= may be changed (the "
                            f"run must continue as it started); got {bad}.")
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise FitnetsError(f"cannot resume: '{run_dir}' is not a run directory (no config.yaml).")
     return make_config(Path(run_dir) / "config.yaml", overrides)
 
 

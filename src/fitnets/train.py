@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fitnets.checkpoint import Checkpoints
 from fitnets.config import OptimConfig, StageConfig
 from fitnets.errors import FitnetsError
 
@@ -273,7 +272,7 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, epoch: int) -> di
         steps += 1
         bar.update(len(idx))
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
     return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 

@@ -54,8 +54,13 @@ def _writable_dir(path: Path) -> bool:
 
 
 def cache_dir(root: Path) -> Path | None:
-    """The first writable cache folder, or None (then nothing is cached)."""
-    for d in (root / ".fitnets-cache", Path.home() / ".cache" / "fitnets" / "cache"):
+    """The first writable cache folder, or None (then nothing is cached).
+
+    $FITNETS_CACHE, when set, comes first; then a folder beside the data; then ~/.cache.
+    """
+    env = os.environ.get("FITNETS_CACHE")
+    first = [Path(env).expanduser()] if env else []
+    for d in (*first, root / ".fitnets-cache", Path.home() / ".cache" / "fitnets" / "cache"):
         if _writable_dir(d):
             return d
     return None

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_cross_entropy(target_logits: torch.Tensor, logits: torch.Tensor, tau: float) -> torch.Tensor:
+def soft_cross_entropy(target_logits: torch.Tensor, logits: torch.Tensor,
+                       tau: float) -> torch.Tensor:
     """H(P_T^tau, P_S^tau) = -sum_k softmax(a_T/tau)_k log softmax(a_S/tau)_k, batch mean."""
     p_t = F.softmax(target_logits.float() / tau, dim=1)
     log_p_s = F.log_softmax(logits.float() / tau, dim=1)
@@ -37,7 +38,8 @@ def kd_loss(
     return hard + weight * soft, hard, soft
 
 
-def hint_loss(prediction: torch.Tensor, hint: torch.Tensor, reduction: str = "paper") -> torch.Tensor:
+def hint_loss(prediction: torch.Tensor, hint: torch.Tensor,
+              reduction: str = "paper") -> torch.Tensor:
     """L_HT = 1/2 ||u_h - r(v_g)||^2.
 
     paper: squares summed over every feature of an example, halved, then averaged over the

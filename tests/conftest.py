@@ -1,0 +1,57 @@
+"""Shared fixtures: small, learnable datasets written in the genuine file formats."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def idx_file(path: Path, a: np.ndarray, gz: bool = False) -> None:
+    """Write ``a`` (uint8) in the IDX format: magic (0, 0, 0x08, ndim), big-endian dims."""
+    data = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+    data += a.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def synthetic_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 images whose class (0-9) is the position of a bright 6x6 square, plus noise."""
+    y = rng.integers(0, 10, n)
+    x = rng.integers(0, 60, (n, 28, 28))
+    for i, c in enumerate(y):
+        r, col = 2 + 8 * (c // 4), 2 + 6 * (c % 4)
+        x[i, r:r + 6, col:col + 6] = 230
+    return x.astype(np.uint8), y.astype(np.uint8)
+
+
+def write_tiny_mnist(root: Path, n_train: int = 240, n_test: int = 80, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n, gz in (("train", n_train, True), ("t10k", n_test, False)):
+        x, y = synthetic_digits(n, rng)
+        idx_file(root / f"{prefix}-images-idx3-ubyte", x, gz)
+        idx_file(root / f"{prefix}-labels-idx1-ubyte", y, gz)
+    return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path) -> Path:
+    """A learnable MNIST look-alike in IDX files (train gzip-compressed, test raw)."""
+    return write_tiny_mnist(tmp_path / "data")
+
+
+def real_data_root() -> Path | None:
+    root = os.environ.get("FITNETS_DATA")
+    if root and (Path(root) / "mnist" / "train-images-idx3-ubyte").exists():
+        return Path(root)
+    return None
