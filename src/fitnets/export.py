@@ -27,7 +27,7 @@ ONNX_MISSING = "skipped: onnx is not installed (pip install 'fitnets[onnx]')"
 
 def _rebuild(run_dir: Path) -> tuple[nn.Module, dict]:
     from fitnets.models import build_model
-    from fitnets.run import load_into
+    from fitnets.models.user import load_state
 
     bundle = load_weights(run_dir / "model.pt")
     needed = ("model", "num_classes", "input_shape", "state_dict")
@@ -39,7 +39,7 @@ def _rebuild(run_dir: Path) -> tuple[nn.Module, dict]:
     shape = tuple(int(s) for s in bundle["input_shape"])
     model = build_model(bundle["model"], num_classes=int(bundle["num_classes"]),
                         in_channels=shape[0], batchnorm=bool(bundle.get("batchnorm", False)))
-    load_into(model, str(run_dir / "model.pt"), str(bundle["model"]), None)
+    load_state(model, run_dir / "model.pt")  # run.load_into's checks, weights-only
     return model.eval(), bundle
 
 

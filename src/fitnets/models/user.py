@@ -109,5 +109,11 @@ def load_state(model: nn.Module, path: str | Path) -> nn.Module:
     with the same checks as a run's teacher loading; returns the model."""
     from fitnets.run import load_into
 
-    load_into(model, str(path), type(model).__name__, None)
+    try:
+        load_into(model, str(path), type(model).__name__, None)
+    except RuntimeError as e:  # load_state_dict raises on shape mismatches even when not strict
+        raise FitnetsError(
+            f"the weights in '{path}' do not fit model {type(model).__name__}: "
+            f"{' '.join(str(e).split())[:500]}"
+        ) from None
     return model
