@@ -155,5 +155,6 @@ def format_suggestions(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("* = default pair (the models' own defaults, else nearest the middle of both)")
+    lines.append("'*' marks the default pair: the models' own defaults, else the pair nearest "
+                 "the middle of both networks")
     return "\n".join(lines)
