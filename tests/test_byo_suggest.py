@@ -64,3 +64,13 @@ def test_user_net_without_defaults_gets_the_middle_pair() -> None:
     assert all(r["possible"] for r in rows)  # auto always has fc to fall back on
     big = _by_pair(rows)[("features.5", "conv1")]
     assert big["kind"] == "fc" and big["params"] == (16 * 8 * 8 + 1) * 16 * 32 * 32
+
+
+def test_a_deeper_default_is_still_offered_and_marked() -> None:
+    student = build_model("resnet20")
+    student.default_guided = "layer2.1"  # inside a stage: not a listed candidate by itself
+    rows = suggest_pairs(student, build_model("resnet56"), (3, 32, 32))
+    (default,) = [r for r in rows if r["default"]]
+    assert (default["guided"], default["hint"]) == ("layer2.1", "layer2")
+    guided = list(dict.fromkeys(r["guided"] for r in rows))
+    assert guided == ["conv1", "layer1", "layer2.1", "layer2", "layer3"]

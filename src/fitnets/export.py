@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +95,12 @@ def _diff(a: torch.Tensor, b: Any) -> float:
 def _torchscript(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
                  out: Path) -> dict:
     path = out / "student.torchscript.pt"
-    with torch.no_grad():
+    # torch.jit is deprecated upstream but still the one format C++ / mobile runtimes load
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, x)
-    traced.save(str(path))
-    loaded = torch.jit.load(str(path))
+        traced.save(str(path))
+        loaded = torch.jit.load(str(path))
     with torch.no_grad():
         diff = _diff(ref, loaded(check))
     return {"path": path.name, "what": "torch.jit.trace of the student (eval mode)",
@@ -108,9 +111,11 @@ def _onnx(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Ten
           out: Path) -> dict:
     path = out / "student.onnx"
     # the TorchScript-based exporter needs only onnx; the dynamo one also needs onnxscript
-    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
-                      output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     entry: dict[str, Any] = {"path": path.name, "what": "ONNX, dynamic batch axis",
                              "max_abs_diff": None}
     if importlib.util.find_spec("onnxruntime") is None:

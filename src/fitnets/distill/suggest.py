@@ -75,6 +75,16 @@ def candidate_layers(model: nn.Module, input_shape: tuple) -> list[tuple[str, tu
             if keep(n) and ("." not in n or (n.count(".") == 1 and n.split(".")[0] in stages))]
 
 
+def _with(layers: list, name: str | None, model: nn.Module, input_shape: tuple) -> list:
+    if name is None or any(n == name for n, _ in layers):
+        return layers
+    order = _map_shapes(model, input_shape)
+    if name not in dict(order):
+        return layers
+    keep = {n for n, _ in layers} | {name}
+    return [(n, s) for n, s in order if n in keep]
+
+
 def _cost(guided_shape: tuple, hint_shape: tuple, kind: str, nl) -> dict[str, Any]:
     # built on the meta device: an fc regressor between big maps can have 10^9 weights
     try:
@@ -99,11 +109,14 @@ def suggest_pairs(
     input_shape = tuple(input_shape)
     guided = candidate_layers(student, input_shape)
     hints = candidate_layers(teacher, input_shape)
+    defaults = (getattr(student, "default_guided", None), getattr(teacher, "default_hint", None))
+    # a default deeper than the listed levels is still offered, at its place in forward order
+    guided = _with(guided, defaults[0], student, input_shape)
+    hints = _with(hints, defaults[1], teacher, input_shape)
     if not guided or not hints:
         who = "student" if not guided else "teacher"
         raise FitnetsError(f"the {who} has no layer with a feature-map (N,C,H,W) output for "
                            f"inputs {input_shape}; hints need convolutional layers.")
-    defaults = (getattr(student, "default_guided", None), getattr(teacher, "default_hint", None))
     rows: list[dict[str, Any]] = []
     for gi, (g, g_shape) in enumerate(guided):
         for hi, (h, h_shape) in enumerate(hints):
