@@ -123,8 +123,10 @@ def build_regressor(
         core = nn.Conv2d(guided_shape[0], hint_shape[0] * out, kernel)
     elif kind == "fc":
         core = nn.Linear(math.prod(guided_shape), math.prod(hint_shape) * out)
+    elif kind in PROJECTION_KINDS:
+        return _projection(kind, guided_shape, hint_shape)
     else:
-        raise FitnetsError(f"unknown regressor '{kind}'; choose auto, conv, fc or none.")
+        raise FitnetsError(f"unknown regressor '{kind}'; choose one of {', '.join(KINDS)}.")
     return Regressor(kind, core, nl, hint_shape)
 
 
@@ -144,6 +146,105 @@ def _check_conv(guided_shape: tuple, hint_shape: tuple) -> None:
             "convolutional regressor can match them. Choose a deeper teacher hint layer or a "
             f"shallower student guided layer, or use hints.regressor=fc (about {fc:,} weights)."
         )
+
+
+# --------------------------------------------------------------------------- projections
+
+PROJECTION_KINDS = ("conv1x1", "strided", "transposed", "interp")
+KINDS = ("auto", "conv", "fc", "none", *PROJECTION_KINDS)
+
+
+class ProjectionRegressor(nn.Sequential):
+    """[optional bilinear resize] -> conv (1x1, strided 3x3 or transposed) -> BN -> ReLU."""
+
+    def __init__(self, kind: str, hint_shape: tuple, *layers: nn.Module):
+        super().__init__(*layers)
+        self.kind = kind
+        self.hint_shape = tuple(hint_shape)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, out={self.hint_shape}"
+
+
+class Resize(nn.Module):
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+def _factors(big: tuple, small: tuple) -> tuple[int, int] | None:
+    """Integer factors f with big = f * small per spatial dimension, or None."""
+    if any(b % s for b, s in zip(big, small)):
+        return None
+    return tuple(b // s for b, s in zip(big, small))
+
+
+def possible_kinds(guided_shape: tuple, hint_shape: tuple) -> list[str]:
+    """Every regressor kind that can map ``guided_shape`` to ``hint_shape``."""
+    g, h = tuple(guided_shape), tuple(hint_shape)
+    kinds = ["none"] if g == h else []
+    if len(g) == 3 and len(h) == 3:
+        if g[1] >= h[1] and g[2] >= h[2]:
+            kinds.append("conv")
+        if g[1:] == h[1:]:
+            kinds.append("conv1x1")
+        if _factors(g[1:], h[1:]):
+            kinds.append("strided")
+        if _factors(h[1:], g[1:]):
+            kinds.append("transposed")
+        kinds.append("interp")
+    kinds.append("fc")
+    return kinds
+
+
+def _projection(kind: str, guided_shape: tuple, hint_shape: tuple) -> nn.Module:
+    if len(guided_shape) != 3 or len(hint_shape) != 3:
+        raise FitnetsError(
+            f"regressor '{kind}' needs feature maps (C,H,W) on both sides, but the guided "
+            f"layer gives {_fmt(guided_shape)} and the hint {_fmt(hint_shape)}. Kinds that "
+            f"work: {', '.join(possible_kinds(guided_shape, hint_shape))}."
+        )
+    cin, cout = guided_shape[0], hint_shape[0]
+    g, h = guided_shape[1:], hint_shape[1:]
+    pre: list[nn.Module] = []
+    if kind == "conv1x1" and g == h:
+        conv = nn.Conv2d(cin, cout, 1, bias=False)
+    elif kind == "strided" and (f := _factors(g, h)):
+        conv = nn.Conv2d(cin, cout, 3, stride=f, padding=1, bias=False)
+    elif kind == "transposed" and (f := _factors(h, g)):
+        conv = nn.ConvTranspose2d(cin, cout, f, stride=f, bias=False)
+    elif kind == "interp":
+        pre = [Resize(h)] if g != h else []
+        conv = nn.Conv2d(cin, cout, 1, bias=False)
+    else:
+        need = {
+            "conv1x1": "the same spatial size on both sides",
+            "strided": "a guided map an integer factor larger than the hint (e.g. 16x16 -> 8x8)",
+            "transposed": "a guided map an integer factor smaller than the hint (8x8 -> 16x16)",
+        }[kind]
+        raise FitnetsError(
+            f"regressor '{kind}' needs {need}, but the guided layer gives {_fmt(guided_shape)} "
+            f"and the hint {_fmt(hint_shape)}. Kinds that work for these shapes: "
+            f"{', '.join(possible_kinds(guided_shape, hint_shape))}."
+        )
+    return ProjectionRegressor(kind, hint_shape, *pre, conv, nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def describe_regressor(module: nn.Module, guided_shape: tuple) -> dict:
+    """Kind, parameter count and multiplications per image of a built regressor."""
+    from fitnets.models.counting import count_mults
+
+    return {
+        "kind": getattr(module, "kind", "none"),
+        "params": count_params(module),
+        "mults": count_mults(module, tuple(guided_shape)) if count_params(module) else 0,
+    }
 
 
 def count_params(module: nn.Module) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from fitnets.errors import FitnetsError
-from fitnets.models import paper
+from fitnets.models import cifar, paper
 from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet
 from fitnets.models.counting import (
     count_layers,
@@ -41,13 +41,21 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fitnet4": paper.fitnet4,
     "svhn_teacher": paper.svhn_teacher,
     "svhn_fitnet": paper.svhn_fitnet,
+    **cifar.MODELS,
 }
 
 
 def build_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False
 ) -> nn.Module:
-    """Build the registered model ``name``; ``in_channels=None`` keeps the model's default."""
+    """Build the registered model ``name``; ``in_channels=None`` keeps the model's default.
+
+    A name with a ':' is the user's own builder (``package.module:fn`` or ``file.py:fn``).
+    """
+    if isinstance(name, str) and ":" in name and name not in MODELS:
+        from fitnets.models.user import resolve_model
+
+        return resolve_model(name, num_classes, in_channels, batchnorm)
     if name not in MODELS:
         close = difflib.get_close_matches(str(name), list(MODELS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,173 @@
+"""Candidate (guided, hint) layer pairs between any student and teacher, with regressor costs.
+
+Candidates are a network's "main" layers: its direct children whose output is a feature map
+(N,C,H,W), leaving out stand-alone BatchNorm / activation / dropout modules (their output
+repeats the layer before them) and global pools. When a network has fewer than four such
+children (e.g. one ``features`` Sequential), the children of its Sequential / ModuleList
+stages are listed too, so that the list stays readable and still reaches inside a
+single-stage network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fitnets.distill.regressor import (
+    build_regressor,
+    describe_regressor,
+    hint_nonlinearity,
+)
+from fitnets.distill.taps import get_layer
+from fitnets.errors import FitnetsError
+
+_SKIP = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
+         nn.Dropout, nn.Dropout2d, nn.Identity, nn.GroupNorm, nn.LayerNorm,
+         nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # a global pool's 1x1 map is no hint
+_CONTAINERS = (nn.Sequential, nn.ModuleList)
+
+
+def _map_shapes(model: nn.Module, input_shape: tuple) -> list[tuple[str, tuple]]:
+    """(name, C,H,W) of every module with a 4D output, in the order their outputs appear."""
+    order: list[tuple[str, tuple]] = []
+    seen: set[str] = set()
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and name not in seen:
+                seen.add(name)
+                order.append((name, tuple(out.shape[1:])))
+
+        handles.append(module.register_forward_hook(hook))
+    modes = [m.training for m in model.modules()]
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+        for h in handles:
+            h.remove()
+    return order
+
+
+def candidate_layers(model: nn.Module, input_shape: tuple) -> list[tuple[str, tuple]]:
+    """The network's main layers with 4D outputs, in forward order: (name, (C,H,W))."""
+    shapes = _map_shapes(model, input_shape)
+    modules = dict(model.named_modules())
+
+    def keep(name: str) -> bool:
+        return not isinstance(modules[name], _SKIP)
+
+    top = [(n, s) for n, s in shapes if "." not in n and keep(n)]
+    if len(top) >= 4:
+        return top
+    stages = {n for n, m in model.named_children() if isinstance(m, _CONTAINERS)}
+    return [(n, s) for n, s in shapes
+            if keep(n) and ("." not in n or (n.count(".") == 1 and n.split(".")[0] in stages))]
+
+
+def _with(layers: list, name: str | None, model: nn.Module, input_shape: tuple) -> list:
+    if name is None or any(n == name for n, _ in layers):
+        return layers
+    order = _map_shapes(model, input_shape)
+    if name not in dict(order):
+        return layers
+    keep = {n for n, _ in layers} | {name}
+    return [(n, s) for n, s in order if n in keep]
+
+
+def _cost(guided_shape: tuple, hint_shape: tuple, kind: str, nl) -> dict[str, Any]:
+    # built on the meta device: an fc regressor between big maps can have 10^9 weights
+    try:
+        with torch.device("meta"):
+            reg = build_regressor(guided_shape, hint_shape, kind, nl)
+            desc = describe_regressor(reg, guided_shape)
+    except FitnetsError as e:
+        return {"kind": kind, "possible": False, "params": None, "mults": None,
+                "error": str(e)}
+    return {**desc, "possible": True, "error": None}
+
+
+def suggest_pairs(
+    student: nn.Module, teacher: nn.Module, input_shape: tuple, kind: str = "auto"
+) -> list[dict[str, Any]]:
+    """Every (guided, hint) pair among the two networks' main layers, with the regressor
+    ``kind`` would build (its parameters and multiplications per image, or why it cannot).
+
+    Exactly one row has ``default`` True: the models' ``default_guided`` / ``default_hint``
+    when both are set, otherwise the possible pair nearest the middle of both networks.
+    """
+    input_shape = tuple(input_shape)
+    guided = candidate_layers(student, input_shape)
+    hints = candidate_layers(teacher, input_shape)
+    defaults = (getattr(student, "default_guided", None), getattr(teacher, "default_hint", None))
+    # a default deeper than the listed levels is still offered, at its place in forward order
+    guided = _with(guided, defaults[0], student, input_shape)
+    hints = _with(hints, defaults[1], teacher, input_shape)
+    if not guided or not hints:
+        who = "student" if not guided else "teacher"
+        raise FitnetsError(f"the {who} has no layer with a feature-map (N,C,H,W) output for "
+                           f"inputs {input_shape}; hints need convolutional layers.")
+    rows: list[dict[str, Any]] = []
+    for gi, (g, g_shape) in enumerate(guided):
+        for hi, (h, h_shape) in enumerate(hints):
+            nl = hint_nonlinearity(get_layer(teacher, h))
+            rows.append({
+                "guided": g, "guided_shape": g_shape, "guided_depth": gi / len(guided),
+                "hint": h, "hint_shape": h_shape, "hint_depth": hi / len(hints),
+                **_cost(g_shape, h_shape, kind, nl), "default": False,
+            })
+    _mark_default(rows, defaults)
+    return rows
+
+
+def _mark_default(rows: list[dict], defaults: tuple) -> None:
+    chosen = [r for r in rows if (r["guided"], r["hint"]) == defaults]
+    if not chosen:
+        possible = [r for r in rows if r["possible"]] or rows
+        chosen = [min(possible, key=lambda r: (abs(r["guided_depth"] - 0.5)
+                                                + abs(r["hint_depth"] - 0.5),
+                                                r["params"] or 0))]
+    chosen[0]["default"] = True
+
+
+def _shape(shape: tuple) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _num(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.3g}{suffix}"
+    return str(n)
+
+
+def format_suggestions(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`suggest_pairs` rows; the default pair is marked '*'."""
+    header = ["", "guided", "shape", "depth", "hint", "shape", "depth", "regressor", "params",
+              "mults"]
+    table = [header]
+    for r in rows:
+        table.append([
+            "*" if r["default"] else "", r["guided"], _shape(r["guided_shape"]),
+            f"{r['guided_depth']:.2f}", r["hint"], _shape(r["hint_shape"]),
+            f"{r['hint_depth']:.2f}", r["kind"] if r["possible"] else f"{r['kind']}: impossible",
+            _num(r["params"]), _num(r["mults"]),
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("'*' marks the default pair: the models' own defaults, else the pair nearest "
+                 "the middle of both networks")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Export a finished run's student: plain state dict, TorchScript, ONNX; then check them.
+
+Reads ``RUN/model.pt`` (weights-only), rebuilds the network by name, loads the weights and
+writes the files into ``RUN/export`` (or ``out_dir``). The check runs one random batch
+through the PyTorch model and through each exported file and records the largest absolute
+difference; a difference above ``TOLERANCE`` is an error, not a warning, since a silently
+different exported model is worse than none.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fitnets.checkpoint import load_weights, save_weights
+from fitnets.errors import FitnetsError
+
+FORMATS = ("state_dict", "torchscript", "onnx")
+TOLERANCE = 1e-4
+ONNX_MISSING = "skipped: onnx is not installed (pip install 'fitnets[onnx]')"
+
+
+def _rebuild(run_dir: Path) -> tuple[nn.Module, dict]:
+    from fitnets.models import build_model
+    from fitnets.models.user import load_state
+
+    bundle = load_weights(run_dir / "model.pt")
+    needed = ("model", "num_classes", "input_shape", "state_dict")
+    if not isinstance(bundle, dict) or any(k not in bundle for k in needed):
+        raise FitnetsError(
+            f"'{run_dir / 'model.pt'}' is not a run's model bundle (it needs the keys "
+            f"{', '.join(needed)}); export works on the directory of a finished run."
+        )
+    shape = tuple(int(s) for s in bundle["input_shape"])
+    model = build_model(bundle["model"], num_classes=int(bundle["num_classes"]),
+                        in_channels=shape[0], batchnorm=bool(bundle.get("batchnorm", False)))
+    load_state(model, run_dir / "model.pt")  # run.load_into's checks, weights-only
+    return model.eval(), bundle
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path | None = None, formats: tuple = FORMATS
+) -> dict[str, Any]:
+    """Export the student of ``run_dir``; returns (and writes as export.json) what was done."""
+    run_dir = Path(run_dir)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise FitnetsError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}.")
+    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    model, bundle = _rebuild(run_dir)
+    shape = tuple(int(s) for s in bundle["input_shape"])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *shape, generator=gen)  # traced / exported with batch 2 ...
+    check = torch.randn(3, *shape, generator=gen)  # ... checked with 3: the batch is dynamic
+    with torch.no_grad():
+        reference = model(check)
+
+    info: dict[str, Any] = {"model": bundle["model"], "num_classes": int(bundle["num_classes"]),
+                            "input_shape": list(shape), "files": {}, "skipped": {}}
+    if "preprocess" in bundle:
+        save_weights(bundle["preprocess"], out / "preprocess.pt")
+        info["files"]["preprocess"] = {"path": "preprocess.pt",
+                                       "what": "preprocessing state (apply before the model)"}
+    if "state_dict" in formats:
+        save_weights(model.state_dict(), out / "student_state_dict.pt")
+        info["files"]["state_dict"] = {"path": "student_state_dict.pt",
+                                       "what": "plain state dict of the student (no regressor)"}
+    if "torchscript" in formats:
+        info["files"]["torchscript"] = _torchscript(model, x, check, reference, out)
+    if "onnx" in formats:
+        if importlib.util.find_spec("onnx") is None:
+            info["skipped"]["onnx"] = ONNX_MISSING
+        else:
+            info["files"]["onnx"] = _onnx(model, x, check, reference, out)
+    (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    bad = {k: v["max_abs_diff"] for k, v in info["files"].items()
+           if v.get("max_abs_diff") is not None and v["max_abs_diff"] > TOLERANCE}
+    if bad:
+        raise FitnetsError(f"exported model(s) disagree with PyTorch beyond {TOLERANCE}: {bad} "
+                           f"(see {out / 'export.json'}).")
+    return info
+
+
+def _diff(a: torch.Tensor, b: Any) -> float:
+    return float((a - torch.as_tensor(b)).abs().max())
+
+
+def _torchscript(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
+                 out: Path) -> dict:
+    path = out / "student.torchscript.pt"
+    # torch.jit is deprecated upstream but still the one format C++ / mobile runtimes load
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, x)
+        traced.save(str(path))
+        loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        diff = _diff(ref, loaded(check))
+    return {"path": path.name, "what": "torch.jit.trace of the student (eval mode)",
+            "max_abs_diff": diff}
+
+
+def _onnx(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
+          out: Path) -> dict:
+    path = out / "student.onnx"
+    # the TorchScript-based exporter needs only onnx; the dynamo one also needs onnxscript
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    entry: dict[str, Any] = {"path": path.name, "what": "ONNX, dynamic batch axis",
+                             "max_abs_diff": None}
+    if importlib.util.find_spec("onnxruntime") is None:
+        entry["check"] = "skipped: onnxruntime is not installed (pip install 'fitnets[onnx]')"
+        return entry
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (result,) = session.run(None, {"input": check.numpy()})
+    entry["max_abs_diff"] = _diff(ref, result)
+    return entry

@@ -1,0 +1,91 @@
+"""Export of a run's student: files, round trips, ONNX when installed."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from fitnets.checkpoint import load_weights, save_weights
+from fitnets.errors import FitnetsError
+from fitnets.export import export_run
+from fitnets.models import build_model
+
+HAS_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+
+
+def _fake_run(tmp_path, name="resnet20", batchnorm=True):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, batchnorm=batchnorm)
+    # non-default BN statistics, so a student that was not loaded would give other outputs
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_weights({"model": name, "batchnorm": batchnorm, "num_classes": 10,
+                  "input_shape": list(model.input_shape), "state_dict": model.state_dict(),
+                  "preprocess": {"kind": "scale"}}, run / "model.pt")
+    return run, model.eval()
+
+
+def test_state_dict_and_torchscript_round_trip(tmp_path) -> None:
+    run, model = _fake_run(tmp_path)
+    info = export_run(run, formats=("state_dict", "torchscript"))
+    out = run / "export"
+    assert json.loads((out / "export.json").read_text()) == info
+    assert info["files"]["torchscript"]["max_abs_diff"] <= 1e-4
+    state = load_weights(out / "student_state_dict.pt")
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert load_weights(out / "preprocess.pt") == {"kind": "scale"}
+    x = torch.randn(5, 3, 32, 32)  # another batch size than the trace's
+    scripted = torch.jit.load(str(out / "student.torchscript.pt"))
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-5)
+    assert not (out / "student.onnx").exists()
+
+
+def test_onnx_skipped_with_install_hint_when_missing(tmp_path, monkeypatch) -> None:
+    run, _ = _fake_run(tmp_path, "mnist_student", batchnorm=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real(name, *a))
+    info = export_run(run, out_dir=tmp_path / "elsewhere")
+    assert "pip install 'fitnets[onnx]'" in info["skipped"]["onnx"]
+    assert (tmp_path / "elsewhere" / "student.torchscript.pt").is_file()
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="needs onnx and onnxruntime (pip install 'fitnets[onnx]')")
+def test_onnx_round_trip_with_dynamic_batch(tmp_path) -> None:
+    import onnxruntime as ort
+
+    run, model = _fake_run(tmp_path)
+    info = export_run(run, formats=("onnx",))
+    assert info["files"]["onnx"]["max_abs_diff"] <= 1e-4
+    session = ort.InferenceSession(str(run / "export" / "student.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    x = torch.randn(7, 3, 32, 32)
+    (y,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(y), model(x), atol=1e-4)
+
+
+def test_a_mismatched_check_raises(tmp_path, monkeypatch) -> None:
+    run, _ = _fake_run(tmp_path, "mnist_student", batchnorm=False)
+    monkeypatch.setattr("fitnets.export._diff", lambda a, b: 1.0)
+    with pytest.raises(FitnetsError, match="disagree"):
+        export_run(run, formats=("torchscript",))
+    assert json.loads((run / "export" / "export.json").read_text())["files"]["torchscript"][
+        "max_abs_diff"] == 1.0
+
+
+def test_bad_inputs(tmp_path) -> None:
+    with pytest.raises(FitnetsError, match="does not exist"):
+        export_run(tmp_path)
+    save_weights({"state_dict": {}}, tmp_path / "model.pt")
+    with pytest.raises(FitnetsError, match="not a run's model bundle"):
+        export_run(tmp_path)
+    with pytest.raises(FitnetsError, match="unknown export format"):
+        export_run(tmp_path, formats=("tflite",))
