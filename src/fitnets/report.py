@@ -241,7 +241,7 @@ def seed_table(runs: list[RunRecord]) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -262,7 +262,7 @@ def plot_curves(run: RunRecord, path: Path) -> Path | None:
     counted across stages; dotted lines mark where each stage starts."""
     if not run.records:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     xs = list(range(1, len(run.records) + 1))
     fig, (ax_l, ax_a) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
     for key in LOSS_KEYS:
@@ -341,7 +341,7 @@ def report(run_dirs: list[str | Path], out: str | Path, title: str | None = None
     ``preamble`` is Markdown placed after the title (the benchmark drivers put their own
     tables there).
     """
-    _pyplot()  # fail before writing anything when matplotlib is missing
+    pyplot()  # fail before writing anything when matplotlib is missing
     runs = load_runs(run_dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
