@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print the resolved config, or every key (--doc)")
     c.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE")
     c.add_argument("--doc", action="store_true", help="every key, its default and meaning")
+
+    r = sub.add_parser("report", help="tables and learning-curve plots of finished or killed runs")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to report on")
+    r.add_argument("--out", default="report", metavar="DIR", help="where report.md and the PNGs go")
+    r.add_argument("--title", help="the report's title")
     return p
 
 
@@ -154,8 +159,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from fitnets.report import report
+
+    print(f"wrote {report(args.runs, args.out, args.title)}")
+    return 0
+
+
 COMMANDS = {"train": _train_or_distill, "distill": _train_or_distill, "layers": _layers,
-            "config": _config, "demo": _demo}
+            "config": _config, "demo": _demo, "report": _report}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -142,6 +142,8 @@ class Config:
     """auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     out: Optional[str] = None
     """Run directory; default runs/<recipe or command>-<time>."""
+    tensorboard: bool = False
+    """Also write every per-epoch metric to RUN_DIR/tensorboard (needs fitnets[tensorboard])."""
     data: DataConfig = field(default_factory=DataConfig)
     """The dataset and its preprocessing."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="mnist_teacher"))

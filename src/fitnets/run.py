@@ -251,7 +251,8 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
     history: dict = {"stages": [], "elapsed": 0.0}
     first_stage = 0
     loop_state = None
-    run_state = RunState(run_dir, generator, save=lambda s: None, verbose=verbose)
+    run_state = RunState(run_dir, generator, save=lambda s: None, verbose=verbose,
+                         tensorboard=cfg.tensorboard)
     if state is not None:
         first_stage = state["stage_index"]
         loop_state = state["loop"]

@@ -68,17 +68,20 @@ class RunState:
     """What the loop needs beyond a stage: checkpoint writer, metrics log, generators."""
 
     def __init__(self, run_dir: Path, generator: torch.Generator,
-                 save: Callable[[dict], None], verbose: bool = True):
+                 save: Callable[[dict], None], verbose: bool = True, tensorboard: bool = False):
         self.run_dir = Path(run_dir)
         self.generator = generator  # shuffling and augmentation; saved in every checkpoint
         self.save = save  # writes a checkpoint from the loop's part of the state
         self.metrics = self.run_dir / "metrics.jsonl"
         self.verbose = verbose
+        self.tensorboard = tensorboard_writer(self.run_dir) if tensorboard else None
 
     def log(self, record: dict) -> None:
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
+        if self.tensorboard is not None:
+            self.tensorboard(record)
 
     def log_lines(self) -> int:
         if not self.metrics.exists():
@@ -98,6 +101,26 @@ class RunState:
     def say(self, text: str) -> None:
         if self.verbose:
             tqdm.write(text)
+
+
+def tensorboard_writer(run_dir: Path) -> Callable[[dict], None]:
+    """A metrics hook writing a record's numbers as scalars ``<stage>[:pair]/<key>`` at
+    step = epoch, to ``run_dir/tensorboard``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise FitnetsError("tensorboard=true needs the tensorboard package: pip install "
+                           "'fitnets[tensorboard]' (or set tensorboard=false).") from None
+    writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(record: dict) -> None:
+        stage = record["stage"] + (f":{record['pair']}" if "pair" in record else "")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                writer.add_scalar(f"{stage}/{key}", value, record["epoch"])
+        writer.flush()
+
+    return write
 
 
 # --------------------------------------------------------------------------- optimiser

@@ -1,0 +1,52 @@
+"""Shared by the reproduction drivers: run-or-resume one run, and a hardware line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from fitnets.config import make_config
+from fitnets.run import config_for_resume, run
+
+
+def run_once(recipe: str | None, command: str, out: Path, overrides: list[str],
+             resume: bool, device: str, verbose: bool) -> Path:
+    """Run ``recipe`` into ``out``; with ``resume`` a finished run (summary.json) is skipped
+    and a killed one continues from its last checkpoint."""
+    if resume and (out / "summary.json").is_file():
+        print(f"skip {out}: finished")
+        return out
+    if resume and (out / "config.yaml").is_file():
+        print(f"resume {out}")
+        run(config_for_resume(out, [f"device={device}"]), command, out, resume=True,
+            verbose=verbose)
+        return out
+    print(f"run {out}")
+    cfg = make_config(recipe, [*overrides, f"device={device}", f"out={out}"])
+    run(cfg, command, out, verbose=verbose)
+    return out
+
+
+def hardware() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
+    return (f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads){gpu}; "
+            f"torch {torch.__version__}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def command_line(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join(["python", sys.argv[0] if argv is None else "benchmarks/<script>", *args])

@@ -1,0 +1,140 @@
+"""The paper's depth study, scaled down: CIFAR-10 students of about 30K parameters at
+several depths, each trained by back-propagation, KD and hints (FitNet), from one teacher.
+
+One command (hours on a GPU; the paper's teacher is `--teacher cifar_teacher`):
+
+    python benchmarks/depth_study.py --out runs/depth --depths 3 5 7 9 --seeds 0
+
+Smoke run (minutes on a CPU):
+
+    python benchmarks/depth_study.py --out runs/depth-smoke --train-limit 500 \\
+        --test-limit 500 --epochs-teacher 1 --epochs-student 1 --hint-epochs 1 --depths 3 5
+
+The students are ``fitnets.models.thin:thin_cifar_d<depth>`` (conv3x3-BN-ReLU, width chosen
+for ~30K parameters, guided layer = the middle conv); the teacher's hint layer is its
+default (the middle stage of a ResNet). Every run gets its own directory under ``--out``;
+``--resume`` skips finished runs and continues killed ones. ``--out/report.md`` holds a
+depth x method table, ``depth.png`` (test accuracy vs depth), then the full report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import command_line, hardware, run_once  # noqa: E402
+
+from fitnets.report import load_run, mean_std, pyplot, report  # noqa: E402
+
+METHODS = ("backprop", "kd", "fitnet")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/depth", help="directory of all runs + report")
+    p.add_argument("--depths", type=int, nargs="+", default=[3, 5, 7, 9],
+                   choices=[3, 5, 7, 9, 11], help="student depths (conv layers)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds")
+    p.add_argument("--teacher", default="resnet20",
+                   help="built-in teacher model (smaller than the paper's: resnet20; "
+                        "the paper's maxout net: cifar_teacher)")
+    p.add_argument("--epochs-teacher", type=int, default=30, help="teacher epochs")
+    p.add_argument("--epochs-student", type=int, default=30, help="student (stage 2) epochs")
+    p.add_argument("--hint-epochs", type=int, default=10, help="FitNet stage-1 epochs")
+    p.add_argument("--train-limit", type=int, default=0, help="first N training images (0: all)")
+    p.add_argument("--test-limit", type=int, default=0, help="first N test images (0: all)")
+    p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of every stage")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true",
+                   help="skip finished runs, continue killed ones from their checkpoints")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra config overrides for every run, e.g. data.root=/data")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse(argv)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    base = ["data.name=cifar10", "data.preprocess=standardize", "data.augment_pad=4",
+            "data.augment_flip=true", f"data.train_limit={args.train_limit}",
+            f"data.test_limit={args.test_limit}", "train.optim.name=adam",
+            f"train.optim.lr={args.lr}", "hints.stage.optim.name=adam",
+            f"hints.stage.optim.lr={args.lr}", *args.set]
+
+    def go(command: str, name: str, extra: list[str]) -> Path:
+        return run_once(None, command, out / name, [*base, *extra], args.resume, args.device,
+                        not args.quiet)
+
+    teacher = go("train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
+                                      f"train.epochs={args.epochs_teacher}"])
+    dirs: dict[tuple[int, str], list[Path]] = {}
+    for depth in args.depths:
+        for seed in args.seeds:
+            for method in METHODS:
+                extra = [f"method={method}", f"seed={seed}",
+                         f"student.name=fitnets.models.thin:thin_cifar_d{depth}",
+                         f"train.epochs={args.epochs_student}",
+                         f"hints.stage.epochs={args.hint_epochs}",
+                         f"teacher.name={args.teacher}", f"teacher.weights={teacher}"]
+                dirs.setdefault((depth, method), []).append(
+                    go("distill", f"d{depth}-{method}-s{seed}", extra))
+    elapsed = time.perf_counter() - t0
+    accs = {key: [load_run(p) for p in ps] for key, ps in dirs.items()}
+    accs = {key: [r.summary["test_acc"] for r in runs if r.finished] for key, runs in accs.items()}
+    plot_depth(accs, args.depths, out / "depth.png")
+    preamble = "\n".join([
+        depth_table(accs, args.depths, load_run(teacher)), "", "![depth](depth.png)", "",
+        f"Command: `{command_line(argv)}`", "", f"Hardware: {hardware()}", "",
+        f"Wall-clock time of this invocation: {elapsed:.1f}s "
+        "(runs skipped by --resume not counted).", ""])
+    all_dirs = [teacher, *(p for ps in dirs.values() for p in ps)]
+    path = report(all_dirs, out, title="Depth study on CIFAR-10 (scaled)", preamble=preamble)
+    print(f"wrote {path}")
+    return path
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    m, s, n = mean_std(values)
+    return f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} (n={n})" if n > 1 else "")
+
+
+def depth_table(accs: dict, depths: list[int], teacher) -> str:
+    t = teacher.summary["test_acc"] if teacher.finished else None
+    lines = ["## Test accuracy (final model) by depth", "",
+             f"Teacher {teacher.model}: {'-' if t is None else f'{100 * t:.2f}%'}", "",
+             "| depth | " + " | ".join(METHODS) + " |", "|---:|" + "---:|" * len(METHODS)]
+    for d in depths:
+        lines.append(f"| {d} | " + " | ".join(_cell(accs.get((d, m), [])) for m in METHODS)
+                     + " |")
+    return "\n".join(lines)
+
+
+def plot_depth(accs: dict, depths: list[int], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        pts = [(d, *mean_std(accs[(d, method)])[:2]) for d in depths if accs.get((d, method))]
+        if pts:
+            ds, ms, ss = zip(*pts)
+            ax.errorbar(ds, [100 * m for m in ms], yerr=[100 * s for s in ss], marker="o",
+                        capsize=3, label=method)
+    ax.set_xlabel("student depth (conv layers), ~30K parameters")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(depths)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Thin CIFAR students of about the same parameter count at several depths (the paper's
+depth study, scaled down): ``depth`` conv3x3-BN-ReLU layers, 2x2 max-pooling after each
+third of them, global average pooling and one linear classifier.
+
+Not in ``MODELS``; name them as user builders, e.g.
+``student.name=fitnets.models.thin:thin_cifar_d5``. The width is chosen so that the
+network has about ``params`` parameters (default 30K, the paper's students').
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def width_for(depth: int, params: int = 30_000, in_channels: int = 3,
+              num_classes: int = 10) -> int:
+    """The width w whose net has about ``params`` parameters: conv weights
+    9 * in * w + (depth - 1) * 9 * w^2, BN and biases 2 * depth * w, classifier w * classes."""
+    a = 9 * (depth - 1)
+    b = 9 * in_channels + 2 * depth + num_classes
+    if a == 0:
+        return max(1, round(params / b))
+    return max(1, round((-b + math.sqrt(b * b + 4 * a * params)) / (2 * a)))
+
+
+class ThinNet(nn.Module):
+    def __init__(self, depth: int, width: int, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        pools = {max(1, round(depth * k / 3)) for k in (1, 2, 3)}  # after these layers
+        layers: dict[str, nn.Module] = {}
+        cin = in_channels
+        for i in range(1, depth + 1):
+            layers[f"conv{i}"] = nn.Sequential(nn.Conv2d(cin, width, 3, padding=1, bias=False),
+                                               nn.BatchNorm2d(width), nn.ReLU())
+            if i in pools:
+                layers[f"pool{i}"] = nn.MaxPool2d(2)
+            cin = width
+        self.features = nn.Sequential()
+        for name, m in layers.items():
+            self.features.add_module(name, m)
+        self.classifier = nn.Linear(width, num_classes)
+        self.input_shape = (in_channels, 32, 32)
+        self.num_classes = num_classes
+        # guided layer: the middle conv, as the paper guides a middle layer of the student
+        self.default_guided = f"features.conv{(depth + 1) // 2}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean((2, 3)))
+
+
+def thin_cifar(depth: int, width: int | None = None, num_classes: int = 10,
+               in_channels: int = 3, params: int = 30_000) -> ThinNet:
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    w = width or width_for(depth, params, in_channels, num_classes)
+    return ThinNet(depth, w, num_classes, in_channels)
+
+
+def thin_cifar_d3(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
+    return thin_cifar(3, num_classes=num_classes, in_channels=in_channels)
+
+
+def thin_cifar_d5(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
+    return thin_cifar(5, num_classes=num_classes, in_channels=in_channels)
+
+
+def thin_cifar_d7(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
+    return thin_cifar(7, num_classes=num_classes, in_channels=in_channels)
+
+
+def thin_cifar_d9(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
+    return thin_cifar(9, num_classes=num_classes, in_channels=in_channels)
+
+
+def thin_cifar_d11(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
+    return thin_cifar(11, num_classes=num_classes, in_channels=in_channels)

@@ -1,0 +1,372 @@
+"""Tables and plots from run directories' files only (``fitnets report RUN_DIR ...``).
+
+A report never loads a checkpoint nor evaluates a network: it reads ``config.yaml``,
+``metrics.jsonl`` and, when the run finished, ``summary.json``. A killed run (no summary,
+maybe a partial log) is shown with the stage and epoch it reached. The one thing computed
+is the multiplication count, by building the config's model and counting (no weights).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fitnets.errors import FitnetsError
+
+CLASSIFIER_STAGES = ("train", "kd", "backprop")
+
+
+@dataclass
+class RunRecord:
+    """What a run directory says about its run."""
+
+    path: Path
+    name: str
+    config: dict
+    records: list[dict]
+    summary: dict | None
+    command: str  # train | distill | ? (killed before its first epoch)
+    method: str
+    model: str
+    dataset: str
+    params: int | None = None
+    mults: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def status(self) -> str:
+        if self.finished:
+            return "finished"
+        if not self.records:
+            return "killed before its first epoch"
+        last = self.records[-1]
+        return f"killed at stage {stage_label(last)} epoch {last['epoch']}"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def stage_label(record: dict) -> str:
+    return record["stage"] + (f":{record['pair']}" if "pair" in record else "")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The metrics log; a last line cut short by a kill is dropped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in out if isinstance(r, dict) and "stage" in r and "epoch" in r]
+
+
+def load_run(path: str | Path, name: str | None = None) -> RunRecord:
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise FitnetsError(f"'{path}' is not a run directory (no config.yaml); pass the "
+                           "directories that `fitnets train/distill` wrote.")
+    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    records = read_metrics(path / "metrics.jsonl")
+    summary = None
+    if (path / "summary.json").is_file():
+        summary = json.loads((path / "summary.json").read_text())
+    if summary is not None:
+        command = summary.get("command", "?")
+    elif records:
+        command = "train" if records[0]["stage"] == "train" else "distill"
+    else:
+        command = "?"
+    method = "train" if command == "train" else config.get("method", "?")
+    model_key = "model" if command == "train" else "student"
+    model = (summary or {}).get("model") or config.get(model_key, {}).get("name", "?")
+    dataset = (summary or {}).get("dataset") or config.get("data", {}).get("name", "?")
+    run = RunRecord(path, name or path.name, config, records, summary, command, method,
+                    model, dataset)
+    run.params = (summary or {}).get("params")
+    counted = _count(model, dataset, config.get(model_key, {}).get("batchnorm", False))
+    if counted is not None:
+        run.params = run.params if run.params is not None else counted[0]
+        run.mults = counted[1]
+    return run
+
+
+@functools.cache  # several runs of one model: count once
+def _count(model: str, dataset: str, batchnorm: bool) -> tuple[int, int] | None:
+    """(params, multiplications per image) of ``model`` built from its name; None if it
+    cannot be built here (a user's module that is gone, an unknown input shape)."""
+    try:
+        from fitnets.models import build_model
+        from fitnets.models.counting import count_mults, count_params
+
+        net = build_model(model, num_classes=100 if dataset == "cifar100" else 10,
+                          batchnorm=bool(batchnorm))
+        return count_params(net), count_mults(net, tuple(net.input_shape))
+    except Exception:  # any failure only means "not known": the report shows "-"
+        return None
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def final_stage_records(run: RunRecord) -> list[dict]:
+    """The records of the last classifier stage the run reached (empty: none reached)."""
+    cls = [r for r in run.records if r["stage"] in CLASSIFIER_STAGES]
+    if not cls:
+        return []
+    last = cls[-1]["stage"]
+    return [r for r in cls if r["stage"] == last]
+
+
+def test_error_at(run: RunRecord) -> dict:
+    """Test error at the last logged epoch and at the best-validation epoch (lowest
+    val_error, the earliest on ties) of the final classifier stage, with those epochs."""
+    recs = [r for r in final_stage_records(run) if "test_acc" in r]
+    out = {"last": None, "last_epoch": None, "best": None, "best_epoch": None}
+    if not recs:
+        return out
+    out.update(last=1.0 - recs[-1]["test_acc"], last_epoch=recs[-1]["epoch"])
+    with_val = [r for r in recs if "val_error" in r]
+    if with_val:
+        best = min(with_val, key=lambda r: r["val_error"])  # min keeps the first of ties
+        out.update(best=1.0 - best["test_acc"], best_epoch=best["epoch"])
+    return out
+
+
+def epochs_per_stage(run: RunRecord) -> dict[str, int]:
+    if run.summary and run.summary.get("epochs"):
+        return dict(run.summary["epochs"])
+    out: dict[str, int] = {}
+    for r in run.records:
+        key = r["stage"] + (f":{r['pair']}" if "pair" in r else "")
+        out[key] = max(out.get(key, 0), r["epoch"])
+    return out
+
+
+def wall_time(run: RunRecord) -> float | None:
+    if run.summary and run.summary.get("wall_time_s") is not None:
+        return float(run.summary["wall_time_s"])
+    if run.records:  # a killed run: the sum of its logged epochs (evaluation included)
+        return float(sum(r.get("time", 0.0) for r in run.records))
+    return None
+
+
+def seed_groups(runs: list[RunRecord]) -> list[list[RunRecord]]:
+    """Runs whose resolved configs agree except for ``seed`` and ``out``, two or more."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        cfg = {k: v for k, v in run.config.items() if k not in ("seed", "out")}
+        key = json.dumps([run.command, cfg], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    return [g for g in groups.values() if len(g) >= 2]
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (n - 1; 0 for one value) and n."""
+    n = len(values)
+    mean = sum(values) / n
+    std = statistics.stdev(values) if n > 1 else 0.0
+    return mean, std, n
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def count_str(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def _time_str(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}min"
+
+
+def comparison_table(runs: list[RunRecord]) -> str:
+    head = ("| run | method | dataset | model | parameters | multiplications "
+            "| test error (last epoch) | test error (best-val epoch) | epochs per stage "
+            "| wall time | status |")
+    lines = [head, "|---|---|---|---|---:|---:|---:|---:|---|---:|---|"]
+    for run in runs:
+        e = test_error_at(run)
+        last = "-" if e["last"] is None else f"{pct(e['last'])} (ep {e['last_epoch']})"
+        best = "-" if e["best"] is None else f"{pct(e['best'])} (ep {e['best_epoch']})"
+        eps = ", ".join(f"{k} {v}" for k, v in epochs_per_stage(run).items()) or "-"
+        lines.append(f"| {run.name} | {run.method} | {run.dataset} | {run.model} "
+                     f"| {count_str(run.params)} | {count_str(run.mults)} | {last} | {best} "
+                     f"| {eps} | {_time_str(wall_time(run))} | {run.status} |")
+    return "\n".join(lines)
+
+
+def seed_table(runs: list[RunRecord]) -> str:
+    groups = seed_groups(runs)
+    if not groups:
+        return "No runs that differ only by seed."
+    lines = ["| runs | method | model | seeds | n | test error (last epoch), mean ± std "
+             "| test error (best-val epoch), mean ± std |", "|---|---|---|---|---:|---:|---:|"]
+    for g in groups:
+        done = [r for r in g if r.finished]  # killed runs are listed above, not averaged
+        cells = []
+        for key in ("last", "best"):
+            vals = [test_error_at(r)[key] for r in done]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                m, s, n = mean_std(vals)
+                cells.append(f"{100 * m:.2f} ± {100 * s:.2f}% (n={n})")
+            else:
+                cells.append("-")
+        seeds = ", ".join(str(r.config.get("seed")) for r in done) or "-"
+        lines.append(f"| {', '.join(r.name for r in g)} | {g[0].method} | {g[0].model} "
+                     f"| {seeds} | {len(done)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise FitnetsError("the report's plots need matplotlib: pip install 'fitnets[report]' "
+                           "(or pip install matplotlib).") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+LOSS_KEYS = ("train_loss", "train_ce", "train_soft", "val_loss", "val_hint_loss")
+ACC_KEYS = ("val_acc", "test_acc")
+
+
+def plot_curves(run: RunRecord, path: Path) -> Path | None:
+    """Losses (top) and accuracies with lambda on a second axis (bottom) against the epoch
+    counted across stages; dotted lines mark where each stage starts."""
+    if not run.records:
+        return None
+    plt = pyplot()
+    xs = list(range(1, len(run.records) + 1))
+    fig, (ax_l, ax_a) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for key in LOSS_KEYS:
+        pts = [(x, r[key]) for x, r in zip(xs, run.records) if _num(r.get(key))]
+        if pts:
+            ax_l.plot(*zip(*pts), marker=".", label=key)
+    if any(_num(r.get(k)) and r[k] > 0 for r in run.records for k in LOSS_KEYS):
+        ax_l.set_yscale("log")
+    ax_l.set_ylabel("loss")
+    for key in ACC_KEYS:
+        pts = [(x, 100 * r[key]) for x, r in zip(xs, run.records) if _num(r.get(key))]
+        if pts:
+            ax_a.plot(*zip(*pts), marker=".", label=key)
+    ax_a.set_ylabel("accuracy (%)")
+    ax_a.set_xlabel("epoch (all stages)")
+    lam = [(x, r["lambda"]) for x, r in zip(xs, run.records) if _num(r.get("lambda"))]
+    if lam:
+        ax_lam = ax_a.twinx()
+        ax_lam.plot(*zip(*lam), color="grey", linestyle="--", label="lambda (right axis)")
+        ax_lam.set_ylabel("lambda")
+        ax_lam.legend(loc="lower right", fontsize=8)
+    for x, label in _boundaries(run.records):
+        for ax in (ax_l, ax_a):
+            ax.axvline(x - 0.5, color="black", linestyle=":", linewidth=1)
+        ax_l.annotate(label, (x - 0.5, 1.0), xycoords=("data", "axes fraction"),
+                      fontsize=8, va="bottom")
+    for ax in (ax_l, ax_a):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right" if ax is ax_l else "upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{run.name}: {run.method}, {run.model} ({run.status})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _boundaries(records: list[dict]) -> list[tuple[int, str]]:
+    out, prev = [], None
+    for i, r in enumerate(records, 1):
+        label = stage_label(r)
+        if label != prev:
+            out.append((i, label))
+            prev = label
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[RunRecord]:
+    paths = [Path(p) for p in run_dirs]
+    if not paths:
+        raise FitnetsError("fitnets report needs at least one run directory.")
+    names = [p.resolve().name for p in paths]
+    runs = []
+    for p, n in zip(paths, names):
+        if names.count(n) > 1:  # same leaf name from different places: keep the parent
+            n = f"{p.resolve().parent.name}/{n}"
+        runs.append(load_run(p, n))
+    return runs
+
+
+def report(run_dirs: list[str | Path], out: str | Path, title: str | None = None,
+           preamble: str = "") -> Path:
+    """Write ``out/report.md`` and one ``out/curves-<run>.png`` per run; returns the path.
+
+    ``preamble`` is Markdown placed after the title (the benchmark drivers put their own
+    tables there).
+    """
+    pyplot()  # fail before writing anything when matplotlib is missing
+    runs = load_runs(run_dirs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# {title or 'FitNets report'}", ""]
+    if preamble:
+        parts += [preamble.rstrip(), ""]
+    parts += ["## Runs", "", comparison_table(runs), "",
+              "Test error (last epoch): the test error logged at the last epoch of the final "
+              "classifier stage. Test error (best-val epoch): the test error logged at the "
+              "epoch of that stage with the lowest validation error (the weights a run with "
+              "early stopping and restore_best keeps). Multiplications: per image, counted "
+              "on the model built from its name (\"-\": it could not be built here). "
+              "A killed run's wall time is the sum of its logged epochs.", "",
+              "## Seeds", "", seed_table(runs), "",
+              "Mean ± sample standard deviation (n - 1) over the finished runs whose resolved "
+              "configs differ only by seed and out.", "", "## Learning curves", ""]
+    used: set[str] = set()
+    for run in runs:
+        slug = _slug(run.name)
+        while slug in used:
+            slug += "_"
+        used.add(slug)
+        png = plot_curves(run, out / f"curves-{slug}.png")
+        parts += [f"### {run.name}", "", f"`{run.path}` — {run.status}", ""]
+        parts += [f"![{run.name}]({png.name})" if png else "(no metrics logged)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(parts))
+    return path

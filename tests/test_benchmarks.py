@@ -1,0 +1,46 @@
+"""The reproduction drivers in benchmarks/, on tiny data (seconds)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_reproduce_mnist_on_tiny_idx(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from conftest import write_tiny_mnist
+
+    root = write_tiny_mnist(tmp_path / "data", n_train=80, n_test=20)
+    driver = load("reproduce_mnist")
+    argv = ["--out", str(tmp_path / "t4"), "--seeds", "0", "--epochs-teacher", "1",
+            "--epochs-student", "1", "--hint-epochs", "1", "--device", "cpu", "--quiet",
+            "--set", f"data.root={root}", "data.download=false", "data.val_size=20",
+            "data.batch_size=40"]
+    text = driver.main(argv).read_text()
+    for name in ("teacher", "backprop-s0", "kd-s0", "fitnet-s0"):
+        assert (tmp_path / "t4" / name / "summary.json").is_file(), name
+    assert "## Table 4" in text and "| Student, hints + KD (FitNet) |" in text
+    assert "| 0.51% | ~30K |" in text and "| 0.55% | ~361K |" in text
+    assert "Hardware:" in text and "torch " in text and "Command: `python" in text
+    assert "Wall-clock time" in text and "test error (best-val epoch)" in text
+    # a killed run (summary gone) is resumed, the finished ones are skipped
+    (tmp_path / "t4" / "backprop-s0" / "summary.json").unlink()
+    capsys.readouterr()
+    driver.main([*argv[:-5], "--resume", *argv[-5:]])
+    said = capsys.readouterr().out
+    assert "skip" in said and f"resume {tmp_path / 't4' / 'backprop-s0'}" in said
+    assert (tmp_path / "t4" / "backprop-s0" / "summary.json").is_file()
+    sys.modules.pop("common", None)

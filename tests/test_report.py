@@ -1,0 +1,172 @@
+"""fitnets report: tables, seed statistics and plots from run directories' files only."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from fitnets.cli import main
+from fitnets.config import dump_yaml, make_config
+from fitnets.errors import FitnetsError
+from fitnets.report import load_run, report
+from fitnets.report import test_error_at as error_at
+
+pytest.importorskip("matplotlib")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(path: Path, records: list[dict], summary: dict | None, *overrides: str) -> Path:
+    """A run directory as `fitnets distill` leaves it, written by hand."""
+    path.mkdir(parents=True)
+    cfg = make_config(None, ["data.name=mnist", "method=backprop", f"out={path}", *overrides])
+    (path / "config.yaml").write_text(dump_yaml(cfg))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def classifier_records(stage: str, val_errors: list[float], test_accs: list[float],
+                       lam: bool = False) -> list[dict]:
+    out = []
+    for i, (ve, ta) in enumerate(zip(val_errors, test_accs), 1):
+        r = {"stage": stage, "epoch": i, "lr": 0.001, "train_loss": 1.0 / i,
+             "val_loss": 0.5 / i, "val_acc": 1 - ve, "val_error": ve, "test_acc": ta,
+             "time": 2.0}
+        if lam:
+            r.update(train_ce=0.4 / i, train_soft=0.6 / i, **{"lambda": 4.0 - i})
+        out.append(r)
+    return out
+
+
+def summary_for(method: str, seed: int, epochs: dict, test_error: float) -> dict:
+    return {"command": "distill", "method": method, "dataset": "mnist",
+            "model": "mnist_student", "teacher": None, "params": 30_000,
+            "test_acc": 1 - test_error, "test_error": test_error, "val_acc": 0.9,
+            "stages": [], "epochs": epochs, "wall_time_s": 12.5, "seed": seed}
+
+
+# Three seeds of one backprop config: the test errors at the last epoch and at the
+# best-validation epoch (epoch 2: lowest val_error) differ, so both statistics are checked.
+SEEDS = {0: ([0.10, 0.05, 0.08], [0.80, 0.90, 0.85]),
+         1: ([0.12, 0.04, 0.07], [0.78, 0.92, 0.88]),
+         2: ([0.11, 0.06, 0.09], [0.79, 0.91, 0.83])}
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> list[Path]:
+    dirs = []
+    for seed, (ve, ta) in SEEDS.items():
+        dirs.append(fake_run(tmp_path / f"bp-s{seed}", classifier_records("backprop", ve, ta),
+                             summary_for("backprop", seed, {"backprop": 3}, 1 - ta[-1]),
+                             f"seed={seed}"))
+    hints = [{"stage": "hints", "pair": 0, "epoch": i, "lr": 0.001, "train_loss": 5.0 / i,
+              "val_hint_loss": 4.0 / i, "time": 1.0} for i in (1, 2)]
+    fit = hints + classifier_records("kd", [0.2, 0.1], [0.7, 0.8], lam=True)
+    dirs.append(fake_run(tmp_path / "fitnet", fit,
+                         summary_for("fitnet", 0, {"hints:0": 2, "kd": 2}, 0.2),
+                         "method=fitnet"))
+    # killed inside KD: no summary, and the last line was cut short by the kill
+    killed = fake_run(tmp_path / "killed", hints + classifier_records("kd", [0.3], [0.6], True),
+                      None, "method=fitnet", "seed=7")
+    with open(killed / "metrics.jsonl", "a") as f:
+        f.write('{"stage": "kd", "epo')
+    dirs.append(killed)
+    return dirs
+
+
+def table_row(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+
+
+def test_report_tables_plots_and_killed_run(runs, tmp_path):
+    path = report(runs, tmp_path / "rep", title="Test report")
+    text = path.read_text()
+    assert text.startswith("# Test report")
+    assert "test error (last epoch)" in text and "test error (best-val epoch)" in text
+    row = table_row(text, "bp-s0")
+    assert "| 15.00% (ep 3) | 10.00% (ep 2) |" in row  # last epoch vs best-validation epoch
+    assert "backprop 3" in row and "finished" in row and "12.5s" in row
+    assert "| mnist_student | 30,000 |" in row
+    killed = table_row(text, "killed")
+    assert "killed at stage kd epoch 1" in killed and "hints:0 2, kd 1" in killed
+    assert "40.00% (ep 1)" in killed
+    assert "4.0s" in killed  # a killed run's time: the sum of its logged epochs
+    for name in ("bp-s0", "bp-s1", "bp-s2", "fitnet", "killed"):
+        png = tmp_path / "rep" / f"curves-{name}.png"
+        data = png.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000, name
+        assert f"]({png.name})" in text
+
+
+def test_seed_group_mean_and_std_by_hand(runs, tmp_path):
+    text = report(runs, tmp_path / "rep").read_text()
+    last = [1 - ta[-1] for _, ta in SEEDS.values()]  # 0.15, 0.12, 0.17
+    best = [1 - ta[1] for _, ta in SEEDS.values()]  # 0.10, 0.08, 0.09
+    m_last, s_last = sum(last) / 3, statistics.stdev(last)
+    m_best, s_best = sum(best) / 3, statistics.stdev(best)
+    assert (round(100 * m_last, 2), round(100 * s_last, 2)) == (14.67, 2.52)
+    assert (round(100 * m_best, 2), round(100 * s_best, 2)) == (9.0, 1.0)
+    row = table_row(text, "bp-s0, bp-s1, bp-s2")
+    assert "| 0, 1, 2 | 3 |" in row
+    assert "14.67 ± 2.52% (n=3)" in row and "9.00 ± 1.00% (n=3)" in row
+    # the fitnet runs differ only by seed too; the killed one is listed but not averaged
+    row = table_row(text, "fitnet, killed")
+    assert "| 0 | 1 | 20.00 ± 0.00% (n=1) |" in row
+
+
+def test_killed_run_status_and_best_epoch(runs):
+    killed = load_run(runs[-1])
+    assert not killed.finished and killed.status == "killed at stage kd epoch 1"
+    assert killed.mults is not None and killed.mults > 0  # counted from the model's name
+    assert error_at(load_run(runs[0]))["best_epoch"] == 2
+
+
+def test_model_that_cannot_be_built_shows_a_dash(tmp_path):
+    d = fake_run(tmp_path / "odd", [], None, "student.name=nowhere_module:build")
+    text = report([d], tmp_path / "rep").read_text()
+    row = table_row(text, "odd")
+    assert "| nowhere_module:build | - | - |" in row and "killed before its first epoch" in row
+
+
+def test_cli_report_and_errors(runs, tmp_path, capsys):
+    assert main(["report", *map(str, runs[:2]), "--out", str(tmp_path / "r"),
+                 "--title", "CLI"]) == 0
+    assert (tmp_path / "r" / "report.md").read_text().startswith("# CLI")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch, runs, tmp_path):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_mpl(name, *a, **k):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    with pytest.raises(FitnetsError, match=r"pip install 'fitnets\[report\]'"):
+        report(runs, tmp_path / "rep")
+
+
+def test_report_on_a_real_tiny_run(tmp_path):
+    from conftest import write_tiny_mnist
+    from fitnets.run import run
+
+    root = write_tiny_mnist(tmp_path / "data", n_train=120, n_test=40)
+    cfg = make_config(None, ["device=cpu", "data.download=false", "data.val_size=40",
+                             f"data.root={root}", "data.batch_size=40", "model.name=mnist_student",
+                             "train.epochs=2", "train.optim.name=adam"])
+    run(cfg, "train", tmp_path / "real", verbose=False)
+    text = report([tmp_path / "real"], tmp_path / "rep").read_text()
+    row = table_row(text, "real")
+    assert "| train | mnist | mnist_student |" in row and "finished" in row
+    assert "(ep 2)" in row
+    assert (tmp_path / "rep" / "curves-real.png").read_bytes()[:8] == PNG_MAGIC
