@@ -273,12 +273,16 @@ def write_markdown() -> None:
         lines += [f"## {r['pair']} on {r['device']}", "", f"Command: `{r['command']}`  ",
                   f"Hardware: {r['hardware']}  ", f"Switches: {r['perf']}; "
                   f"{r['images']} images per epoch, batch 128, {r['repeats']} repeats", "",
-                  "| step | fitnets | floor | usual | fitnets/floor | fitnets/usual |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| step | fitnets | floor | usual | fitnets/floor | fitnets/usual "
+                  "| slowest/fastest repeat (fitnets, floor, usual) |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for kind, v in r["steps"].items():
+            spread = ", ".join(f"{max(t) / min(t):.2f}" for t in v["epoch_s"].values())
             lines.append(f"| {kind} | {v['fitnets']:.1f} | {v['floor']:.1f} | {v['usual']:.1f} "
-                         f"| {v['fitnets/floor']:.2f} | {v['fitnets/usual']:.2f} |")
-        c = r["teacher_cache"]
+                         f"| {v['fitnets/floor']:.2f} | {v['fitnets/usual']:.2f} | {spread} |")
+        c = r.get("teacher_cache")
+        if c is None:
+            continue
         lines += ["", f"Stage-2 epoch without augmentation: {c['recompute']:.1f} img/s "
                   f"recomputing the teacher, {c['cached']:.1f} img/s with the teacher cache "
                   f"(x{c['speedup']:.2f}; building the cache took {c['build_s']:.1f} s, "
