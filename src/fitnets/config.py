@@ -133,6 +133,18 @@ class KDConfig:
 
 
 @dataclass
+class PerfConfig:
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast dtype; auto: bf16 on CUDA and on CPUs with native bf16, else fp32 (fp16: CUDA)."""
+    channels_last: Literal["auto", True, False] = "auto"
+    """NHWC memory format for models and batches; auto: on (measured faster on CPU and GPU)."""
+    compile: bool = False
+    """torch.compile the student and teacher forward passes (needs a C++ compiler on CPU)."""
+    teacher_cache: Literal["auto", "off", "memory", "disk"] = "auto"
+    """Compute teacher outputs once per run; auto: when inputs are fixed (no translations)."""
+
+
+@dataclass
 class Config:
     method: Literal["fitnet", "kd", "backprop"] = "fitnet"
     """distill: fitnet (hints then KD), kd (KD only) or backprop (labels only)."""
@@ -158,6 +170,8 @@ class Config:
     """Stage 2: knowledge distillation with lambda annealed."""
     train: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
     """The label-trained stage: `fitnets train`, stage 2 of distill, and the baselines."""
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    """Speed switches: precision, memory layout, compilation, the teacher cache."""
 
 
 # --------------------------------------------------------------------------- building
@@ -314,6 +328,12 @@ def validate(cfg: Config) -> Config:
     _check(k.pretrained_lr_scale >= 0, "config key 'kd.pretrained_lr_scale' must be >= 0.")
     for i, pair in enumerate(cfg.hints.pairs):
         _check(len(pair) == 2, f"config key 'hints.pairs[{i}]' must be [guided, hint], got {pair}.")
+    p = cfg.perf
+    _check(not (p.teacher_cache in ("memory", "disk") and d.augment_pad > 0),
+           f"config key 'perf.teacher_cache={p.teacher_cache}' cannot be used with "
+           f"data.augment_pad={d.augment_pad}: random translations change the teacher's inputs "
+           "every epoch, so cached teacher outputs would be wrong. Use perf.teacher_cache=auto "
+           "(it turns itself off here) or off, or set data.augment_pad=0.")
     _check(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
            f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}.")
     return cfg

@@ -25,7 +25,9 @@ from fitnets.checkpoint import Checkpoints, load_weights, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
 from fitnets.distill.stages import hint_stage, kd_stage, label_stage, params_reaching
 from fitnets.distill.taps import run_to
+from fitnets.distill.teacher_cache import build_teacher_cache, cache_mode
 from fitnets.errors import FitnetsError
+from fitnets.perf import resolve_perf
 from fitnets.train import Arrays, Data, RunState, evaluate, fit
 
 # --------------------------------------------------------------------------- set-up
@@ -61,7 +63,7 @@ def prepare_data(cfg: Config, device: torch.device) -> Prepared:
     augmenting); augmentation then works on whole batches on the device.
     """
     from fitnets.data import load_dataset
-    from fitnets.data.augment import augment
+    from fitnets.data.augment import augment_with_flips
     from fitnets.data.preprocess import fit_preprocess
 
     d = cfg.data
@@ -78,7 +80,7 @@ def prepare_data(cfg: Config, device: torch.device) -> Prepared:
     aug = None
     if d.augment_pad or d.augment_flip:
         def aug(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-            return augment(x, g, pad=d.augment_pad, flip=d.augment_flip)
+            return augment_with_flips(x, g, pad=d.augment_pad, flip=d.augment_flip)
 
     data = Data(train=arrays(ds.train), val=arrays(ds.val), test=arrays(ds.test),
                 batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, augment=aug)
@@ -231,8 +233,10 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     device = resolve_device(cfg.device)
+    perf = resolve_perf(cfg.perf, device)
     seed_everything(cfg.seed)
     prepared = prepare_data(cfg, device)
+    _set_layout(prepared.data, perf)
     say = print if verbose else (lambda *a, **k: None)
 
     if command == "train":
@@ -242,16 +246,27 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
     else:
         student = build_net(cfg.student, prepared, device)
         teacher = None if cfg.method == "backprop" else load_teacher(cfg.teacher, prepared, device)
+        if teacher is not None:
+            perf.prepare(teacher)
         pairs = hint_pairs(cfg, student, teacher) if cfg.method == "fitnet" else []
         plan = [f"hints:{i}" for i in range(len(pairs))] + [
             "backprop" if cfg.method == "backprop" else "kd"]
     say(f"run directory: {run_dir}  device: {device}  stages: {' -> '.join(plan)}")
+    say(f"speed: {perf.describe()}, teacher cache "
+        f"{cache_mode(cfg.perf.teacher_cache, cfg.data.augment_pad) or 'off'}"
+        + (" (off: translations change the teacher's inputs)"
+           if teacher is not None and cfg.perf.teacher_cache == "auto" and cfg.data.augment_pad
+           else ""))
+    if perf.compile:
+        student.compile()
+        if teacher is not None:
+            teacher.compile()
 
     generator = torch.Generator().manual_seed(cfg.seed)
     history: dict = {"stages": [], "elapsed": 0.0}
     first_stage = 0
     loop_state = None
-    run_state = RunState(run_dir, generator, save=lambda s: None, verbose=verbose,
+    run_state = RunState(run_dir, generator, save=lambda s: None, verbose=verbose, perf=perf,
                          tensorboard=cfg.tensorboard)
     if state is not None:
         first_stage = state["stage_index"]
@@ -280,7 +295,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
         if resuming_here:  # the RNG as it was when the checkpoint was written
             torch.set_rng_state(state["rng"]["torch"])
         stage, desc = _make_stage(name, cfg, student, teacher, prepared, pretrained,
-                                  pairs if name.startswith("hints") else None)
+                                  pairs if name.startswith("hints") else None, perf, say)
         if desc and not (resuming_here and loop_state):
             say(f"[hints/{desc['pair']}] guided {desc['guided']} {desc['guided_shape']} -> "
                 f"hint {desc['hint']} {desc['hint_shape']}: {desc['regressor']} regressor, "
@@ -294,8 +309,9 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
             pretrained += _stage1_params(student, pairs[int(name.split(":")[1])][0], prepared)
         history["stages"].append({"name": name, **result, **(desc or {})})
         checkpoint(index + 1, None)  # the stage transition: next stage starts fresh
-    return _finish(cfg, command, run_dir, student, prepared, history, time.perf_counter() - t_start,
-                   say)
+    with perf.autocast():
+        return _finish(cfg, command, run_dir, student, prepared, history,
+                       time.perf_counter() - t_start, say)
 
 
 def hint_pairs(cfg: Config, student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
@@ -316,15 +332,34 @@ def _stage1_params(student: nn.Module, guided: str, prepared: Prepared) -> list[
     return params_reaching(student, lambda v: run_to(student, v, [guided])[0], x)
 
 
-def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs):
+def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs, perf, say):
     data = prepared.data
     if name.startswith("hints"):
         i = int(name.split(":")[1])
-        return hint_stage(cfg, student, teacher, pairs[i], i, data, prepared.input_shape)
+        hint = pairs[i][1]
+        targets = _teacher_cache(cfg, teacher, lambda x: run_to(teacher, x, [hint])[0], hint,
+                                 data, perf, say)
+        return hint_stage(cfg, student, teacher, pairs[i], i, data, prepared.input_shape,
+                          targets)
     if name == "kd":
-        return kd_stage(cfg, student, teacher, data, pretrained), None
+        targets = _teacher_cache(cfg, teacher, teacher, "logits", data, perf, say)
+        return kd_stage(cfg, student, teacher, data, pretrained, targets), None
     return label_stage(name, student, cfg.train, data, pretrained,
                        cfg.kd.pretrained_lr_scale), None
+
+
+def _teacher_cache(cfg, teacher, fn, what, data, perf, say):
+    mode = cache_mode(cfg.perf.teacher_cache, cfg.data.augment_pad)
+    if mode is None:
+        return None
+    return build_teacher_cache(fn, teacher, data.train.x, what=what, flips=cfg.data.augment_flip,
+                               mode=mode, perf=perf, batch_size=data.eval_batch_size, say=say)
+
+
+def _set_layout(data: Data, perf) -> None:
+    for arrays in (data.train, data.val, data.test):
+        if arrays is not None:
+            arrays.x = perf.layout(arrays.x)
 
 
 def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say) -> dict:

@@ -23,8 +23,15 @@ from tqdm.auto import tqdm
 
 from fitnets.config import OptimConfig, StageConfig
 from fitnets.errors import FitnetsError
+from fitnets.perf import FP32, Perf
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, dict[str, float]]]
+# (x, y, epoch, idx, flipped) -> (loss, parts to log). ``idx`` are the batch's rows of
+# data.train and ``flipped`` which of them augmentation mirrored (None: no flips): enough
+# for a loss to look the teacher's outputs up in a cache instead of recomputing them.
+LossFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor | None],
+                  tuple[torch.Tensor, dict[str, float]]]
+# (x, generator) -> (augmented x, flipped mask or None)
+AugmentFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 @dataclass
@@ -45,7 +52,7 @@ class Data:
     test: Arrays
     batch_size: int
     eval_batch_size: int
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    augment: AugmentFn | None = None
 
 
 @dataclass
@@ -55,7 +62,7 @@ class Stage:
     name: str  # hints | kd | backprop | train
     module: nn.Module  # the trainable module (student, or student + regressor)
     param_groups: list[dict]  # for the optimiser; each group may carry an lr "scale"
-    loss: LossFn  # (x, y, epoch) -> (loss, parts to log)
+    loss: LossFn  # (x, y, epoch, idx, flipped) -> (loss, parts to log)
     evaluate: Callable[[int], dict[str, float]]  # epoch -> validation/test metrics
     monitor: str | None  # metric to minimise for early stopping (None: no validation)
     cfg: StageConfig
@@ -68,12 +75,14 @@ class RunState:
     """What the loop needs beyond a stage: checkpoint writer, metrics log, generators."""
 
     def __init__(self, run_dir: Path, generator: torch.Generator,
-                 save: Callable[[dict], None], verbose: bool = True, tensorboard: bool = False):
+                 save: Callable[[dict], None], verbose: bool = True, perf: Perf = FP32,
+                 tensorboard: bool = False):
         self.run_dir = Path(run_dir)
         self.generator = generator  # shuffling and augmentation; saved in every checkpoint
         self.save = save  # writes a checkpoint from the loop's part of the state
         self.metrics = self.run_dir / "metrics.jsonl"
         self.verbose = verbose
+        self.perf = perf  # autocast dtype and memory layout of every step and evaluation
         self.tensorboard = tensorboard_writer(self.run_dir) if tensorboard else None
 
     def log(self, record: dict) -> None:
@@ -217,14 +226,18 @@ def fit(stage: Stage, data: Data, run: RunState, resume: dict | None = None) -> 
     ``resume`` is the loop state from a checkpoint of this same stage (None: fresh start).
     """
     cfg = stage.cfg
+    run.perf.prepare(stage.module)
     opt = make_optimizer(stage.param_groups, cfg.optim)
     sched = make_schedule(opt, cfg.optim, cfg.epochs)
+    scaler = run.perf.scaler()
     es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
     first = 1
     if resume is not None:
         stage.module.load_state_dict(resume["module"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["schedule"])
+        if resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
         es = resume["early_stopping"]
         first = resume["epoch"] + 1
         if resume.get("done"):
@@ -234,11 +247,12 @@ def fit(stage: Stage, data: Data, run: RunState, resume: dict | None = None) -> 
     for epoch in range(first, cfg.epochs + 1):
         last = epoch
         t0 = time.perf_counter()
-        train_parts = _train_epoch(stage, data, run, opt, epoch)
+        train_parts = _train_epoch(stage, data, run, opt, scaler, epoch)
         lr = opt.param_groups[0]["lr"]
         sched.step()
         stage.module.eval()
-        metrics = stage.evaluate(epoch)
+        with run.perf.autocast():
+            metrics = stage.evaluate(epoch)
         record = {"stage": stage.name, **stage.info, "epoch": epoch, "lr": lr,
                   **stage.extra_log(epoch), **train_parts, **metrics,
                   "time": round(time.perf_counter() - t0, 3)}
@@ -257,6 +271,7 @@ def fit(stage: Stage, data: Data, run: RunState, resume: dict | None = None) -> 
         done = stop or epoch == cfg.epochs
         run.save({"epoch": epoch, "done": done, "module": stage.module.state_dict(),
                   "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+                  "scaler": scaler.state_dict(),
                   "early_stopping": es})
         if stop:
             run.say(f"[{stage.name}] early stop: no improvement of {stage.monitor} for "
@@ -267,7 +282,7 @@ def fit(stage: Stage, data: Data, run: RunState, resume: dict | None = None) -> 
     return {"best_epoch": es["best_epoch"], "epochs": last}
 
 
-def _train_epoch(stage: Stage, data: Data, run: RunState, opt, epoch: int) -> dict:
+def _train_epoch(stage: Stage, data: Data, run: RunState, opt, scaler, epoch: int) -> dict:
     stage.module.train()
     sums: dict[str, float] = {}
     steps = 0
@@ -277,9 +292,11 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, epoch: int) -> di
     for step, idx in enumerate(shuffled(n, data.batch_size, run.generator), 1):
         idx = idx.to(data.train.x.device)
         x, y = data.train.x[idx], data.train.y[idx]
+        flipped = None
         if data.augment is not None:
-            x = data.augment(x, run.generator)
-        loss, parts = stage.loss(x, y, epoch)
+            x, flipped = data.augment(x, run.generator)
+        with run.perf.autocast():
+            loss, parts = stage.loss(run.perf.layout(x), y, epoch, idx, flipped)
         if not torch.isfinite(loss):
             raise FitnetsError(
                 f"the {stage.name} loss became {loss.item()} at epoch {epoch}, step {step}: "
@@ -287,8 +304,9 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, epoch: int) -> di
                 "(or check the inputs and the teacher) and start again."
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()  # a pass-through unless fp16
+        scaler.step(opt)
+        scaler.update()
         stage.constrain()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v)

@@ -4,6 +4,9 @@ back-propagation baseline. Each builder returns a ``train.Stage``; none of them 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -17,6 +20,9 @@ from fitnets.distill.regressor import (
 )
 from fitnets.distill.taps import get_layer, layer_shapes, run_to
 from fitnets.train import Arrays, Data, Stage, evaluate, max_norm_fn, scaled_groups
+
+# (batch indices into data.train, flipped mask or None) -> the teacher's outputs
+Targets = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
 class HintModule(nn.Module):
@@ -78,8 +84,12 @@ def _nonlinearity(cfg: Config, teacher_layer: nn.Module) -> Nonlinearity:
 
 
 def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[str, str],
-               index: int, data: Data, input_shape: tuple) -> tuple[Stage, dict]:
-    """Stage 1 for one (guided, hint) pair; also returns a description of the regressor."""
+               index: int, data: Data, input_shape: tuple,
+               targets: Targets | None = None) -> tuple[Stage, dict]:
+    """Stage 1 for one (guided, hint) pair; also returns a description of the regressor.
+
+    ``targets(idx, flipped)``, when given, returns the cached hint maps of the batch.
+    """
     guided, hint = pair
     get_layer(student, guided)
     teacher_layer = get_layer(teacher, hint)
@@ -93,9 +103,12 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
     scfg = cfg.hints.stage
     reduction = cfg.hints.reduction
 
-    def loss(x: torch.Tensor, y: torch.Tensor, epoch: int):
-        with torch.no_grad():
-            (target,) = run_to(teacher, x, [hint])  # the teacher stops at its hint layer
+    def loss(x: torch.Tensor, y: torch.Tensor, epoch: int, idx, flipped):
+        if targets is not None:
+            target = targets(idx, flipped)
+        else:
+            with torch.inference_mode():  # the teacher stops at its hint layer
+                (target,) = run_to(teacher, x, [hint])
         value = hint_loss(module(x), target, reduction)
         return value, {"loss": value.detach()}
 
@@ -127,7 +140,8 @@ def mean_hint_loss(module: nn.Module, teacher: nn.Module, hint: str, arrays: Arr
     total, n = 0.0, len(arrays)
     for i in range(0, n, batch_size):
         x = arrays.x[i:i + batch_size]
-        (target,) = run_to(teacher, x, [hint])
+        with torch.inference_mode():
+            (target,) = run_to(teacher, x, [hint])
         total += hint_loss(module(x), target, reduction).item() * len(x)
     return total / max(n, 1)
 
@@ -150,7 +164,7 @@ def label_stage(name: str, model: nn.Module, scfg: StageConfig, data: Data,
                 pretrained: list[nn.Parameter] = (), pretrained_scale: float = 1.0) -> Stage:
     """Back-propagation on the labels only (`fitnets train`, the backprop baseline)."""
 
-    def loss(x: torch.Tensor, y: torch.Tensor, epoch: int):
+    def loss(x: torch.Tensor, y: torch.Tensor, epoch: int, idx, flipped):
         value = torch.nn.functional.cross_entropy(model(x).float(), y)
         return value, {"loss": value.detach()}
 
@@ -164,17 +178,23 @@ def label_stage(name: str, model: nn.Module, scfg: StageConfig, data: Data,
 
 
 def kd_stage(cfg: Config, student: nn.Module, teacher: nn.Module, data: Data,
-             pretrained: list[nn.Parameter] = ()) -> Stage:
-    """Stage 2: the whole student on L_KD with lambda annealed per epoch."""
+             pretrained: list[nn.Parameter] = (), targets: Targets | None = None) -> Stage:
+    """Stage 2: the whole student on L_KD with lambda annealed per epoch.
+
+    ``targets(idx, flipped)``, when given, returns the cached teacher logits of the batch.
+    """
     k = cfg.kd
 
     def lam(epoch: int) -> float:
         return teacher_weight(epoch, init=k.lambda_init, start=k.lambda_start,
                               saturate=k.lambda_saturate, final=k.lambda_final)
 
-    def loss(x: torch.Tensor, y: torch.Tensor, epoch: int):
-        with torch.no_grad():
-            t_logits = teacher(x)
+    def loss(x: torch.Tensor, y: torch.Tensor, epoch: int, idx, flipped):
+        if targets is not None:
+            t_logits = targets(idx, flipped)
+        else:
+            with torch.inference_mode():  # soft targets are built outside it (losses.py)
+                t_logits = teacher(x)
         total, hard, soft = kd_loss(student(x), t_logits, y, lam=lam(epoch), tau=k.tau,
                                     tau_squared=k.tau_squared)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}

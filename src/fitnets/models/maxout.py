@@ -32,9 +32,22 @@ class Maxout(nn.Module):
             raise ValueError(
                 f"Maxout({self.pieces}) got {channels} channels, not a multiple of {self.pieces}"
             )
+        k = self.pieces
+        if k == 1:
+            return x
+        # max(dim) rather than amax: its backward scatters through the saved argmax, where
+        # amax's backward builds an equality mask and divides (measured 2x slower on CPU).
+        # At exact ties the gradient goes to one piece (the first max) instead of being
+        # shared evenly; forward values are identical.
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+                memory_format=torch.channels_last):
+            # channels-last: a group's pieces are adjacent in memory; keep the layout.
+            n, _, h, w = x.shape
+            grouped = x.permute(0, 2, 3, 1).reshape(n, h, w, channels // k, k)
+            return grouped.max(dim=-1).values.permute(0, 3, 1, 2)
         # (N, C*k, ...) -> (N, C, k, ...): consecutive channels end up in the same group.
-        grouped = x.reshape(x.shape[0], channels // self.pieces, self.pieces, *x.shape[2:])
-        return grouped.amax(dim=2)
+        grouped = x.reshape(x.shape[0], channels // k, k, *x.shape[2:])
+        return grouped.max(dim=2).values
 
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"

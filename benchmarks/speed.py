@@ -1,0 +1,343 @@
+"""Images/second of a stage-1, stage-2 and back-propagation step, measured three ways.
+
+    python benchmarks/speed.py [--pair mnist|cifar10-fitnet1] [--device cpu|cuda] [--steps N]
+
+fitnets: the project's own loop (``train._train_epoch`` on a Stage from distill/stages.py,
+          batched device-side augmentation, losses, logging), default speed switches.
+floor:    the same models, precision, layout and batch size on batches already in memory:
+          forward, backward and optimiser step only (teacher included where the step needs it).
+usual:    per-image PIL transforms (random crop with padding, flip, to-tensor, normalise) in
+          a DataLoader with 2 worker processes, fp32, contiguous, teacher recomputed per step.
+
+Also: a stage-2 epoch without augmentation with the teacher cache vs recomputing the teacher.
+Data are synthetic uint8 images of the pair's shape. Writes
+benchmarks/results/speed-<pair>-<device>.json and rewrites benchmarks/results/SPEED.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from fitnets.config import make_config  # noqa: E402
+from fitnets.distill.losses import hint_loss, kd_loss  # noqa: E402
+from fitnets.distill.stages import HintModule, hint_stage, kd_stage, label_stage  # noqa: E402
+from fitnets.distill.taps import run_to, run_with  # noqa: E402
+from fitnets.distill.teacher_cache import build_teacher_cache  # noqa: E402
+from fitnets.models import build_model  # noqa: E402
+from fitnets.perf import resolve_perf  # noqa: E402
+from fitnets.train import Arrays, Data, RunState, _train_epoch, make_optimizer  # noqa: E402
+
+PAIRS = {
+    "mnist": dict(teacher="mnist_teacher", student="mnist_student", shape=(1, 28, 28),
+                  pad=2, flip=False, images=512),
+    "cifar10-fitnet1": dict(teacher="cifar_teacher", student="fitnet1", shape=(3, 32, 32),
+                            pad=4, flip=True, images=256),
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def models(pair: dict, device: torch.device, perf=None):
+    torch.manual_seed(0)
+    teacher = build_model(pair["teacher"], in_channels=pair["shape"][0]).to(device).eval()
+    teacher.requires_grad_(False)
+    student = build_model(pair["student"], in_channels=pair["shape"][0]).to(device)
+    if perf is not None:
+        perf.prepare(teacher)
+        perf.prepare(student)
+    return teacher, student
+
+
+def synthetic(pair: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    c, h, w = pair["shape"]
+    return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+# --------------------------------------------------------------------------- (1) fitnets
+
+
+def fitnets_data(pair, xs, ys, device, perf, augment=True) -> Data:
+    from fitnets.data.augment import augment_with_flips
+
+    x = torch.from_numpy(xs).permute(0, 3, 1, 2).float().div(255).to(device)
+    arrays = Arrays(perf.layout(x), torch.from_numpy(ys).long().to(device))
+    aug = None
+    if augment:
+        def aug(v, g):
+            return augment_with_flips(v, g, pad=pair["pad"], flip=pair["flip"])
+    return Data(arrays, None, arrays, 128, 512, aug)
+
+
+def make_stage(kind, cfg, teacher, student, data, pair, targets=None):
+    if kind == "stage1":
+        guided, hint = student.default_guided, teacher.default_hint
+        return hint_stage(cfg, student, teacher, (guided, hint), 0, data, pair["shape"],
+                          targets)[0]
+    if kind == "stage2":
+        return kd_stage(cfg, student, teacher, data, targets=targets)
+    return label_stage("backprop", student, cfg.train, data)
+
+
+def time_fitnets(kind, pair, xs, ys, device, perf, repeats, augment=True, cache=False):
+    cfg = make_config(None, ["device=cpu", "train.optim.name=rmsprop", "train.optim.lr=0.00001",
+                             "hints.stage.optim.lr=0.00001"])
+    teacher, student = models(pair, device, perf)
+    data = fitnets_data(pair, xs, ys, device, perf, augment)
+    targets, build_s = None, 0.0
+    if cache:
+        hint = teacher.default_hint
+        fn = teacher if kind == "stage2" else (lambda v: run_to(teacher, v, [hint])[0])
+        t0 = time.perf_counter()
+        targets = build_teacher_cache(fn, teacher, data.train.x, what="bench", flips=False,
+                                      mode="memory", perf=perf, batch_size=512,
+                                      say=lambda s: None)
+        sync(device)
+        build_s = time.perf_counter() - t0
+    stage = make_stage(kind, cfg, teacher, student, data, pair, targets)
+    perf.prepare(stage.module)
+    opt = make_optimizer(stage.param_groups, stage.cfg.optim)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunState(Path(tmp), torch.Generator().manual_seed(0), save=lambda s: None,
+                       verbose=False, perf=perf)
+        scaler = perf.scaler()
+        warm = Data(Arrays(data.train.x[:256], data.train.y[:256]), None, data.test, 128, 512,
+                    data.augment)
+        _train_epoch(stage, warm, run, opt, scaler, 1)
+        times = []
+        for _ in range(repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            _train_epoch(stage, data, run, opt, scaler, 1)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+    return len(xs) / statistics.median(times), times, build_s
+
+
+# --------------------------------------------------------------------------- (2) floor
+
+
+def step_fn(kind, teacher, student, perf):
+    """One training step on a ready batch: what every pipeline must at least compute."""
+    hint = teacher.default_hint
+    if kind == "stage1":
+        from fitnets.distill.regressor import build_regressor, hint_nonlinearity
+        from fitnets.distill.taps import get_layer, layer_shapes
+
+        in_shape = tuple(student.input_shape)
+        g = layer_shapes(student, in_shape)[student.default_guided]
+        h = layer_shapes(teacher, in_shape)[hint]
+        reg = build_regressor(g, h, "auto", hint_nonlinearity(get_layer(teacher, hint)))
+        module = HintModule(student, reg.to(next(student.parameters()).device),
+                            student.default_guided)
+        if perf is not None:
+            perf.prepare(module)
+    else:
+        module = student
+    opt = torch.optim.RMSprop(module.parameters(), lr=1e-5)
+
+    def step(x, y, full_teacher=False):
+        with perf.autocast() if perf is not None else torch.autocast("cpu", enabled=False):
+            if kind == "stage1":
+                with torch.no_grad():
+                    if full_teacher:
+                        _, (target,) = run_with(teacher, x, [hint])
+                    else:
+                        (target,) = run_to(teacher, x, [hint])
+                loss = hint_loss(module(x), target)
+            elif kind == "stage2":
+                with torch.no_grad():
+                    t = teacher(x)
+                loss = kd_loss(module(x), t, y, lam=4.0, tau=3.0)[0]
+            else:
+                loss = F.cross_entropy(module(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def time_floor(kind, pair, xs, ys, device, perf, repeats):
+    teacher, student = models(pair, device, perf)
+    step = step_fn(kind, teacher, student, perf)
+    x = perf.layout(torch.from_numpy(xs).permute(0, 3, 1, 2).float().div(255).to(device))
+    y = torch.from_numpy(ys).long().to(device)
+    batches = [(perf.layout(x[i:i + 128]), y[i:i + 128]) for i in range(0, len(y), 128)]
+    step(*batches[0])
+    step(*batches[-1])
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for xb, yb in batches:
+            step(xb, yb)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return len(xs) / statistics.median(times), times
+
+
+# --------------------------------------------------------------------------- (3) usual
+
+
+class PilDataset(torch.utils.data.Dataset):
+    """torchvision-style: one PIL image at a time, RandomCrop(pad) + flip + ToTensor + norm."""
+
+    def __init__(self, xs, ys, pad, flip):
+        self.xs, self.ys, self.pad, self.flip = xs, ys, pad, flip
+        self.mean, self.std = 0.5, 0.25
+
+    def __len__(self):
+        return len(self.ys)
+
+    def __getitem__(self, i):
+        from PIL import Image, ImageOps
+
+        a = self.xs[i]
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+        w, h = img.size
+        rng = np.random.default_rng()
+        if self.pad:
+            img = ImageOps.expand(img, border=self.pad, fill=0)
+            top, left = rng.integers(0, 2 * self.pad + 1, 2)
+            img = img.crop((left, top, left + w, top + h))
+        if self.flip and rng.random() < 0.5:
+            img = ImageOps.mirror(img)
+        t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+        t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+        return (t - self.mean) / self.std, int(self.ys[i])
+
+
+def time_usual(kind, pair, xs, ys, device, repeats):
+    teacher, student = models(pair, device)
+    step = step_fn(kind, teacher, student, None)
+    loader = torch.utils.data.DataLoader(PilDataset(xs, ys, pair["pad"], pair["flip"]),
+                                         batch_size=128, shuffle=True, num_workers=2,
+                                         persistent_workers=True,
+                                         pin_memory=device.type == "cuda")
+    for xb, yb in loader:  # warm-up: workers started, kernels chosen
+        step(xb.to(device), yb.to(device), full_teacher=True)
+        break
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for xb, yb in loader:
+            step(xb.to(device, non_blocking=True), yb.to(device, non_blocking=True),
+                 full_teacher=True)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return len(xs) / statistics.median(times), times
+
+
+# --------------------------------------------------------------------------- report
+
+
+def hardware(device: torch.device) -> str:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    text = (f"CPU {cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def write_markdown() -> None:
+    lines = ["# Speed: images/second (median of the repeats)", "",
+             "Written by `benchmarks/speed.py`; each row is one run of the command shown.", ""]
+    for path in sorted(RESULTS.glob("speed-*.json")):
+        r = json.loads(path.read_text())
+        lines += [f"## {r['pair']} on {r['device']}", "", f"Command: `{r['command']}`  ",
+                  f"Hardware: {r['hardware']}  ", f"Switches: {r['perf']}; "
+                  f"{r['images']} images per epoch, batch 128, {r['repeats']} repeats", "",
+                  "| step | fitnets | floor | usual | fitnets/floor | fitnets/usual "
+                  "| slowest/fastest repeat (fitnets, floor, usual) |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for kind, v in r["steps"].items():
+            spread = ", ".join(f"{max(t) / min(t):.2f}" for t in v["epoch_s"].values())
+            lines.append(f"| {kind} | {v['fitnets']:.1f} | {v['floor']:.1f} | {v['usual']:.1f} "
+                         f"| {v['fitnets/floor']:.2f} | {v['fitnets/usual']:.2f} | {spread} |")
+        c = r.get("teacher_cache")
+        if c is None:
+            continue
+        lines += ["", f"Stage-2 epoch without augmentation: {c['recompute']:.1f} img/s "
+                  f"recomputing the teacher, {c['cached']:.1f} img/s with the teacher cache "
+                  f"(x{c['speedup']:.2f}; building the cache took {c['build_s']:.1f} s, "
+                  "once per run or once ever with the disk cache).", ""]
+    (RESULTS / "SPEED.md").write_text("\n".join(lines))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", choices=sorted(PAIRS), default="mnist")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimiser steps (batches of 128) per timed epoch")
+    ap.add_argument("--repeats", type=int, default=3, help="timed epochs; the median is kept")
+    ap.add_argument("--only", default="stage1,stage2,backprop,cache")
+    ap.add_argument("--set", nargs="*", default=[], metavar="perf.KEY=VALUE",
+                    help="speed switches other than the defaults, e.g. perf.precision=fp32")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    pair = PAIRS[args.pair]
+    n = 128 * args.steps if args.steps else pair["images"]
+    xs, ys = synthetic(pair, n)
+    perf = resolve_perf(make_config(None, args.set).perf, device)
+    print(f"{args.pair} on {device}: {hardware(device)}; {perf.describe()}; {n} images",
+          flush=True)
+    result = {"pair": args.pair, "device": device.type, "images": n, "repeats": args.repeats,
+              "hardware": hardware(device), "perf": perf.describe(),
+              "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "steps": {}}
+    only = args.only.split(",")
+    for kind in ("stage1", "stage2", "backprop"):
+        if kind not in only:
+            continue
+        a, ta, _ = time_fitnets(kind, pair, xs, ys, device, perf, args.repeats)
+        b, tb = time_floor(kind, pair, xs, ys, device, perf, args.repeats)
+        c, tc = time_usual(kind, pair, xs, ys, device, args.repeats)
+        result["steps"][kind] = {"fitnets": a, "floor": b, "usual": c, "fitnets/floor": a / b,
+                                 "fitnets/usual": a / c,
+                                 "epoch_s": {"fitnets": ta, "floor": tb, "usual": tc}}
+        print(f"{kind:9s} fitnets {a:8.1f} img/s  floor {b:8.1f}  usual {c:8.1f}  "
+              f"fitnets/floor {a / b:.2f}  fitnets/usual {a / c:.2f}", flush=True)
+    if "cache" in only:
+        rec, _, _ = time_fitnets("stage2", pair, xs, ys, device, perf, args.repeats, augment=False)
+        cac, _, build = time_fitnets("stage2", pair, xs, ys, device, perf, args.repeats,
+                                     augment=False, cache=True)
+        result["teacher_cache"] = {"recompute": rec, "cached": cac, "speedup": cac / rec,
+                                   "build_s": build}
+        print(f"stage-2 epoch, no augmentation: recompute {rec:.1f} img/s, cached {cac:.1f} "
+              f"img/s (x{cac / rec:.2f}); cache built in {build:.1f} s", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tag = "".join(f"-{o.split('.')[-1].replace('=', '_')}" for o in args.set)
+    out = RESULTS / f"speed-{args.pair}-{device.type}{tag}.json"
+    out.write_text(json.dumps(result, indent=2))
+    write_markdown()
+    print(f"wrote {out} and {RESULTS / 'SPEED.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The teacher's outputs on the training set, computed once and looked up per batch.
+
+Valid only when the teacher sees the same inputs every epoch: no augmentation, or flips
+only (then two views are stored: the images as they are and mirrored). The outputs are
+stored in the dtype the teacher produces under the run's autocast (bf16 under bf16
+autocast, fp32 otherwise), so a lookup equals a recomputation up to the batch size the
+kernels saw. ``disk`` keeps them in a file keyed by a hash of everything they depend on,
+so later runs with the same teacher, data, preprocessing, layer and precision reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from fitnets.errors import FitnetsError
+from fitnets.perf import Perf
+
+MEMORY_LIMIT = 2 * 1024**3  # auto: bigger caches go to disk
+
+
+class TeacherCache:
+    """Rows ``[0, N)`` hold the plain view, rows ``[N, 2N)`` the mirrored one (if any)."""
+
+    def __init__(self, store: torch.Tensor, n: int, path: Path | None = None):
+        self.store, self.n, self.path = store, n, path
+
+    def __call__(self, idx: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
+        rows = idx.to(self.store.device)
+        if flipped is not None:
+            if len(self.store) < 2 * self.n:
+                raise FitnetsError("the teacher cache has no mirrored view but the batch has "
+                                   "flipped images; rebuild it with flips.")
+            rows = rows + self.n * flipped.to(rows.device).long()
+        return self.store[rows].to(idx.device, non_blocking=True)
+
+
+def cache_mode(mode: str, augment_pad: int) -> str | None:
+    """memory/disk/None (off) for the config value ``mode``; refuses translations."""
+    if mode == "off":
+        return None
+    if augment_pad > 0:
+        if mode == "auto":
+            return None
+        raise FitnetsError(
+            f"perf.teacher_cache={mode} cannot be used with data.augment_pad={augment_pad}: "
+            "random translations change the teacher's inputs every epoch, so cached outputs "
+            "would be wrong. Use perf.teacher_cache=auto or off, or data.augment_pad=0."
+        )
+    return mode
+
+
+def cache_root() -> Path:
+    env = os.environ.get("FITNETS_CACHE")
+    base = Path(env) if env else Path.home() / ".cache" / "fitnets"
+    return base / "teacher"
+
+
+def cache_key(teacher: torch.nn.Module, x: torch.Tensor, what: str, views: int,
+              perf: Perf) -> str:
+    """A hash of the teacher's weights, the preprocessed training inputs (which carry the
+    data config and preprocessing), the layer, the views and the precision/layout."""
+    h = hashlib.sha256()
+    for name, t in sorted(teacher.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    h.update(x.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps([what, views, perf.precision, perf.channels_last, list(x.shape),
+                         torch.__version__]).encode())
+    return h.hexdigest()[:32]
+
+
+def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: torch.nn.Module,
+                        x: torch.Tensor, *, what: str, flips: bool, mode: str, perf: Perf,
+                        batch_size: int, say: Callable[[str], None]) -> TeacherCache:
+    """Run ``fn`` (the teacher up to ``what``) over ``x`` (and its mirror when ``flips``)."""
+    n, views = len(x), 2 if flips else 1
+    with torch.inference_mode(), perf.autocast():
+        probe = fn(perf.layout(x[:1]))
+    shape, dtype = tuple(probe.shape[1:]), probe.dtype
+    nbytes = views * n * probe[0].numel() * probe.element_size()
+    if mode == "auto":
+        mode = "memory" if nbytes <= MEMORY_LIMIT else "disk"
+    path = None
+    if mode == "disk":
+        path = cache_root() / f"{cache_key(teacher, x, what, views, perf)}.bin"
+    where = f" in {path}" if path else " in memory"
+    total = views * n
+    if path is not None and path.exists() and path.stat().st_size == nbytes:
+        say(f"teacher cache: reusing {what} outputs ({nbytes / 2**20:.1f} MiB){where}")
+        return TeacherCache(_mapped(path, total, shape, dtype), n, path)
+    say(f"teacher cache: {views} view(s) x {n} images x {list(shape)} {str(dtype)[6:]} = "
+        f"{nbytes / 2**20:.1f} MiB{where}; computing it once")
+    if path is None:
+        store = torch.empty((total, *shape), dtype=dtype, device=x.device)
+    else:  # written straight into a memory-mapped file (it may not fit in memory)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.truncate(nbytes)
+        store = _mapped(tmp, total, shape, dtype, shared=True)
+    with torch.inference_mode(), perf.autocast():
+        for v in range(views):
+            for i in range(0, n, batch_size):
+                xb = x[i:i + batch_size]
+                store[v * n + i:v * n + i + len(xb)] = fn(perf.layout(xb.flip(3) if v else xb))
+    if path is not None:
+        del store
+        os.replace(tmp, path)  # complete files only: a reader never sees a half-written one
+        store = _mapped(path, total, shape, dtype)
+    return TeacherCache(store, n, path)
+
+
+def _mapped(path: Path, total: int, shape: tuple, dtype: torch.dtype,
+            shared: bool = False) -> torch.Tensor:
+    numel = total * int(torch.Size(shape).numel())
+    return torch.from_file(str(path), shared=shared, size=numel, dtype=dtype).view(total, *shape)
