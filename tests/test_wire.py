@@ -21,6 +21,7 @@ from fitnets.config import HintConfig, make_config
 from fitnets.distill.regressor import KINDS
 from fitnets.distill.stages import joint_stage
 from fitnets.distill.taps import run_to
+from fitnets.errors import FitnetsError
 from fitnets.models import build_model
 from fitnets.run import run
 from fitnets.train import Arrays, Data, RunState, fit
@@ -37,8 +38,11 @@ def test_every_regressor_kind_and_joint_are_accepted():
     assert set(allowed) == set(KINDS)
     for kind in KINDS:
         assert make_config(None, [f"hints.regressor={kind}"]).hints.regressor == kind
-    cfg = make_config(None, ["method=joint", "hints.beta=50"])
+    cfg = make_config(None, ["method=joint", "hints.beta=50", "train.optim.weight_decay=5e-4"])
     assert (cfg.method, cfg.hints.beta) == ("joint", 50.0)
+    assert cfg.train.optim.weight_decay == 5e-4  # YAML 1.1 reads 5e-4 as a string
+    with pytest.raises(FitnetsError, match="must be a number"):
+        make_config(None, ["train.optim.lr=fast"])
 
 
 # --------------------------------------------------------------------------- profile
