@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="fitnets", description="FitNets: hints for thin deep nets (Romero et al., 2015).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.commands = sub.choices  # name -> subparser, for parse_args below
 
     d = sub.add_parser("demo", help="the whole method on scikit-learn's 8x8 digits (no download)")
     d.add_argument("--out", default="runs/demo", help="directory for the demo's runs")
@@ -50,13 +51,42 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument("--out", metavar="RUN_DIR", help="run directory (same as out=RUN_DIR)")
         t.add_argument("--quiet", action="store_true", help="no progress display")
         if name == "distill":
-            t.add_argument("--method", choices=["fitnet", "kd", "backprop"],
+            t.add_argument("--method", choices=["fitnet", "kd", "backprop", "joint"],
                            help="same as method=...")
+            t.add_argument("--teacher", metavar="MODEL", help="same as teacher.name=MODEL")
+            t.add_argument("--student", metavar="MODEL", help="same as student.name=MODEL")
+        else:
+            t.add_argument("--model", metavar="MODEL", help="same as model.name=MODEL")
 
-    lay = sub.add_parser("layers", help="list a model's layer names and output shapes")
-    lay.add_argument("model", nargs="?", help="a built-in model name")
+    lay = sub.add_parser(
+        "layers", help="a model's layers and output shapes, or candidate hint pairs",
+        description="With a model: its layer names and output shapes. With --teacher and "
+                    "--student: every (guided, hint) pair with the regressor it needs.")
+    lay.add_argument("model", nargs="?", help="a built-in model name, pkg.mod:fn or file.py:fn")
     lay.add_argument("--input-shape", help="C,H,W (default: the model's own)")
     lay.add_argument("--list", action="store_true", help="list the built-in models")
+    lay.add_argument("--teacher", metavar="MODEL", help="list hint pairs: the teacher")
+    lay.add_argument("--student", metavar="MODEL", help="list hint pairs: the student")
+    lay.add_argument("--regressor", default="auto", metavar="KIND",
+                     help="regressor kind to cost the pairs with (default auto)")
+
+    pr = sub.add_parser("profile", help="the paper's Table 5: params, mults, time, speed-up")
+    pr.add_argument("--teacher", required=True, metavar="MODEL", help="the reference model")
+    pr.add_argument("--students", nargs="+", required=True, metavar="MODEL")
+    pr.add_argument("--batch-size", type=int, default=128, help="images per timed batch")
+    pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    pr.add_argument("--repeats", type=int, default=10, help="timed batches (median is kept)")
+    pr.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    pr.add_argument("--input-shape", help="C,H,W (default: the teacher's own)")
+    pr.add_argument("--num-classes", type=int, default=10)
+    pr.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+
+    ex = sub.add_parser("export", help="export a finished run's student (state dict, "
+                                       "TorchScript, ONNX) and check the files")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/export)")
+    ex.add_argument("--formats", nargs="+", metavar="FORMAT",
+                    help="state_dict, torchscript and/or onnx (default: all)")
 
     c = sub.add_parser("config", help="print the resolved config, or every key (--doc)")
     c.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE")
@@ -69,8 +99,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Like ArgumentParser.parse_args, but options may come after key=value words
+    (``fitnets distill recipe.yaml teacher.weights=R --teacher T x.y=1``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:  # words after an option: parse the command's own arguments intermixed
+        sub = parser.commands[args.command]
+        return sub.parse_intermixed_args(argv[argv.index(args.command) + 1:],
+                                         namespace=argparse.Namespace(command=args.command))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except FitnetsError as e:
@@ -96,8 +139,10 @@ def _train_or_distill(args: argparse.Namespace) -> int:
     else:
         if args.out:
             overrides.append(f"out={args.out}")
-        if getattr(args, "method", None):
-            overrides.append(f"method={args.method}")
+        for flag, key in (("method", "method"), ("teacher", "teacher.name"),
+                          ("student", "student.name"), ("model", "model.name")):
+            if getattr(args, flag, None):
+                overrides.append(f"{key}={args.__dict__[flag]}")
         cfg = make_config(recipe, overrides)
         run_dir = Path(cfg.out) if cfg.out else default_run_dir(args.command, recipe)
     run(cfg, args.command, run_dir, resume=bool(args.resume), verbose=not args.quiet)
@@ -108,6 +153,8 @@ def _layers(args: argparse.Namespace) -> int:
     from fitnets.models import MODELS, build_model
     from fitnets.models.counting import count_params
 
+    if args.teacher or args.student:
+        return _pairs(args)
     if args.list or not args.model:
         for name in MODELS:
             m = build_model(name)
@@ -116,7 +163,7 @@ def _layers(args: argparse.Namespace) -> int:
                   f"{getattr(m, 'default_guided', '-')}")
         return 0
     model = build_model(args.model)
-    shape = _shape(args.input_shape) if args.input_shape else tuple(model.input_shape)
+    shape = _input_shape(args.input_shape, model, args.model)
     from fitnets.distill.taps import layer_shapes
 
     shapes = layer_shapes(model, shape)
@@ -127,6 +174,76 @@ def _layers(args: argparse.Namespace) -> int:
             out = "x".join(map(str, shapes[name])) if name in shapes else "(not run)"
             n = sum(p.numel() for p in module.parameters())
             print(f"{name:28s} {type(module).__name__:18s} {out:>16s} {n:>10,}")
+    return 0
+
+
+def _input_shape(text: str | None, model, name: str) -> tuple[int, ...]:
+    """--input-shape, else the model's own ``input_shape``; user models may have none."""
+    if text:
+        return _shape(text)
+    if getattr(model, "input_shape", None) is None:
+        raise FitnetsError(f"model '{name}' does not say what input it takes (no "
+                           "input_shape attribute); give --input-shape C,H,W, e.g. 3,32,32.")
+    return tuple(model.input_shape)
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from fitnets.distill.regressor import KINDS
+    from fitnets.distill.suggest import format_suggestions, suggest_pairs
+    from fitnets.models import build_model
+
+    if not (args.teacher and args.student):
+        raise FitnetsError("listing hint pairs needs both --teacher MODEL and --student MODEL.")
+    if args.regressor not in KINDS:
+        raise FitnetsError(f"unknown regressor '{args.regressor}'; choose one of "
+                           f"{', '.join(KINDS)}.")
+    teacher, student = build_model(args.teacher), build_model(args.student)
+    shape = _input_shape(args.input_shape, teacher, args.teacher)
+    print(f"student {args.student} -> teacher {args.teacher}, input "
+          f"{'x'.join(map(str, shape))}, regressor {args.regressor}")
+    print(format_suggestions(suggest_pairs(student, teacher, shape, args.regressor)))
+    print("use a pair with: hints.pairs=[[GUIDED, HINT]] hints.regressor=KIND")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from fitnets.models import build_model
+    from fitnets.models.counting import format_profile, profile
+
+    names = [args.teacher] + [s for s in args.students if s != args.teacher]
+    models = {n: build_model(n, num_classes=args.num_classes) for n in names}
+    shape = _input_shape(args.input_shape, models[args.teacher], args.teacher)
+    rows = profile(models, shape, batch_size=args.batch_size, device=args.device,
+                   warmup=args.warmup, repeats=args.repeats, teacher=args.teacher)
+    table = format_profile(rows)
+    print(table)
+    print(f"input {'x'.join(map(str, shape))}, batch {args.batch_size}, device {args.device}, "
+          f"median of {args.repeats} batches; speed-up and compression relative to "
+          f"{args.teacher}")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table + "\n")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fitnets.export import FORMATS, export_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "model.pt").is_file():
+        raise FitnetsError(f"'{run_dir}' has no model.pt: export needs the directory of a "
+                           "finished run.")
+    info = export_run(run_dir, args.out, tuple(args.formats or FORMATS))
+    out = Path(args.out) if args.out else run_dir / "export"
+    print(f"exported {info['model']} (input {'x'.join(map(str, info['input_shape']))}, "
+          f"{info['num_classes']} classes) to {out}")
+    for kind, entry in info["files"].items():
+        diff = entry.get("max_abs_diff")
+        check = f"max abs difference {diff:.2e}" if diff is not None else entry.get("check", "")
+        print(f"  {kind:12s} {entry['path']:28s} {check}")
+    for kind, why in info["skipped"].items():
+        print(f"  {kind:12s} {why}")
     return 0
 
 
@@ -167,7 +284,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _train_or_distill, "distill": _train_or_distill, "layers": _layers,
-            "config": _config, "demo": _demo, "report": _report}
+            "config": _config, "demo": _demo, "report": _report, "profile": _profile,
+            "export": _export}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -104,12 +104,15 @@ class StageConfig:
 class HintConfig:
     pairs: list[list[str]] = field(default_factory=list)
     """(guided student layer, hint teacher layer) pairs trained in turn; [] = models' defaults."""
-    regressor: Literal["auto", "conv", "fc", "none"] = "auto"
-    """conv: the paper's valid convolution; fc: fully connected; none: shapes must agree."""
+    regressor: Literal["auto", "conv", "fc", "none", "conv1x1", "strided", "transposed",
+                       "interp"] = "auto"
+    """conv: the paper's valid conv; fc; none; conv1x1/strided/transposed/interp: projections."""
     nonlinearity: Literal["auto", "maxout", "relu", "none"] = "auto"
     """Regressor output non-linearity; auto copies the teacher's hint layer."""
-    reduction: Literal["paper", "mean"] = "paper"
-    """paper: half the sum of squares per example, batch mean; mean: per-element mean."""
+    reduction: Literal["auto", "paper", "mean"] = "auto"
+    """paper: half the sum of squares per example; mean: per element; auto: paper (joint: mean)."""
+    beta: float = 100.0
+    """method=joint: loss = cross-entropy + beta * hint loss (100 with the mean, as in CRD)."""
     stage: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
     """Stage 1 (hint training) length, early stopping and optimiser."""
 
@@ -146,8 +149,8 @@ class PerfConfig:
 
 @dataclass
 class Config:
-    method: Literal["fitnet", "kd", "backprop"] = "fitnet"
-    """distill: fitnet (hints then KD), kd (KD only) or backprop (labels only)."""
+    method: Literal["fitnet", "kd", "backprop", "joint"] = "fitnet"
+    """distill: fitnet (hints then KD), kd, backprop (labels), joint (CE + beta*hint, 1 stage)."""
     seed: int = 0
     """Seed for initialisation, shuffling and augmentation."""
     device: str = "auto"
@@ -237,6 +240,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
@@ -318,6 +326,7 @@ def validate(cfg: Config) -> Config:
     _check(d.val_size is None or d.val_size >= 0, "config key 'data.val_size' must be >= 0.")
     _check(d.train_limit >= 0 and d.test_limit >= 0, "data.train_limit/test_limit must be >= 0.")
     _check(d.augment_pad >= 0, f"config key 'data.augment_pad' must be >= 0, got {d.augment_pad}.")
+    _check(cfg.hints.beta >= 0, f"config key 'hints.beta' must be >= 0, got {cfg.hints.beta}.")
     k = cfg.kd
     _check(k.tau > 0, f"config key 'kd.tau' must be > 0, got {k.tau}.")
     _check(k.lambda_init >= 0 and k.lambda_final >= 0, "kd.lambda_init/lambda_final must be >= 0.")

@@ -23,7 +23,13 @@ from torch import nn
 
 from fitnets.checkpoint import Checkpoints, load_weights, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
-from fitnets.distill.stages import hint_stage, kd_stage, label_stage, params_reaching
+from fitnets.distill.stages import (
+    hint_stage,
+    joint_stage,
+    kd_stage,
+    label_stage,
+    params_reaching,
+)
 from fitnets.distill.taps import run_to
 from fitnets.distill.teacher_cache import build_teacher_cache, cache_mode
 from fitnets.errors import FitnetsError
@@ -248,9 +254,11 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
         teacher = None if cfg.method == "backprop" else load_teacher(cfg.teacher, prepared, device)
         if teacher is not None:
             perf.prepare(teacher)
-        pairs = hint_pairs(cfg, student, teacher) if cfg.method == "fitnet" else []
+        pairs = hint_pairs(cfg, student, teacher) if cfg.method in ("fitnet", "joint") else []
         plan = [f"hints:{i}" for i in range(len(pairs))] + [
             "backprop" if cfg.method == "backprop" else "kd"]
+        if cfg.method == "joint":  # joint mode: one stage, CE + beta * hints (see stages.py)
+            plan = ["joint"]
     say(f"run directory: {run_dir}  device: {device}  stages: {' -> '.join(plan)}")
     say(f"speed: {perf.describe()}, teacher cache "
         f"{cache_mode(cfg.perf.teacher_cache, cfg.data.augment_pad) or 'off'}"
@@ -295,11 +303,14 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
         if resuming_here:  # the RNG as it was when the checkpoint was written
             torch.set_rng_state(state["rng"]["torch"])
         stage, desc = _make_stage(name, cfg, student, teacher, prepared, pretrained,
-                                  pairs if name.startswith("hints") else None, perf, say)
-        if desc and not (resuming_here and loop_state):
-            say(f"[hints/{desc['pair']}] guided {desc['guided']} {desc['guided_shape']} -> "
-                f"hint {desc['hint']} {desc['hint_shape']}: {desc['regressor']} regressor, "
-                f"{desc['nonlinearity']}, {desc['regressor_params']:,} parameters")
+                                  pairs if name.startswith(("hints", "joint")) else None, perf,
+                                  say)
+        for d in (desc or {}).get("pairs", [desc] if desc else []):  # joint: several pairs
+            if not (resuming_here and loop_state):
+                say(f"[{name.split(':')[0]}/{d['pair']}] guided {d['guided']} "
+                    f"{d['guided_shape']} -> hint {d['hint']} {d['hint_shape']}: "
+                    f"{d['regressor']} regressor, {d['nonlinearity']}, "
+                    f"{d['regressor_params']:,} parameters")
         resume_loop = loop_state if resuming_here else None
         if resume_loop is not None:  # building the stage drew from the RNG (regressor init)
             torch.set_rng_state(state["rng"]["torch"])
@@ -344,6 +355,8 @@ def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs, perf, 
     if name == "kd":
         targets = _teacher_cache(cfg, teacher, teacher, "logits", data, perf, say)
         return kd_stage(cfg, student, teacher, data, pretrained, targets), None
+    if name == "joint":  # method=joint
+        return joint_stage(cfg, student, teacher, pairs, data, prepared.input_shape)
     return label_stage(name, student, cfg.train, data, pretrained,
                        cfg.kd.pretrained_lr_scale), None
 

@@ -18,7 +18,7 @@ from fitnets.distill.regressor import (
     count_params,
     hint_nonlinearity,
 )
-from fitnets.distill.taps import get_layer, layer_shapes, run_to
+from fitnets.distill.taps import get_layer, layer_shapes, run_to, run_with
 from fitnets.train import Arrays, Data, Stage, evaluate, max_norm_fn, scaled_groups
 
 # (batch indices into data.train, flipped mask or None) -> the teacher's outputs
@@ -101,7 +101,7 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
     module = HintModule(student, regressor, guided)
     trained = params_reaching(module, module, data.train.x)
     scfg = cfg.hints.stage
-    reduction = cfg.hints.reduction
+    reduction = hint_reduction(cfg, joint=False)
 
     def loss(x: torch.Tensor, y: torch.Tensor, epoch: int, idx, flipped):
         if targets is not None:
@@ -221,3 +221,81 @@ def _groups(model: nn.Module, scfg: StageConfig, pretrained, scale: float) -> li
         if rest:
             groups.append({"params": rest, "scale": g["scale"]})
     return groups
+
+
+# --------------------------------------------------------------------------- joint mode
+# method=joint (a deviation from the paper, as later codebases such as CRD train FitNets):
+# one stage, loss = CE(student(x), y) + beta * sum over pairs of hint_loss(r(v_g), u_h), with
+# the regressors trained together with the whole student. The regressors live in
+# JointModule (so the optimiser and checkpoints see them) and are dropped when it ends.
+
+
+def hint_reduction(cfg: Config, joint: bool) -> str:
+    """hints.reduction with auto resolved: the paper's sum for stage 1, the mean for joint."""
+    r = cfg.hints.reduction
+    return ("mean" if joint else "paper") if r == "auto" else r
+
+
+class JointModule(nn.Module):
+    """The whole student plus one regressor per (guided, hint) pair; forward = logits."""
+
+    def __init__(self, student: nn.Module, regressors: list[nn.Module], guided: list[str]):
+        super().__init__()
+        self.student = student
+        self.regressors = nn.ModuleList(regressors)
+        self.guided = list(guided)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def with_hints(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Student logits and the regressors' predictions of the hints, in one forward."""
+        logits, taps = run_with(self.student, x, self.guided)
+        return logits, [r(v) for r, v in zip(self.regressors, taps)]
+
+
+def joint_loss(module: JointModule, teacher: nn.Module, hints: list[str], x: torch.Tensor,
+               y: torch.Tensor, beta: float, reduction: str):
+    """(ce + beta * hint, ce, hint): hint is summed over the pairs."""
+    with torch.no_grad():
+        targets = run_to(teacher, x, hints)  # the teacher stops at its deepest hint layer
+    logits, preds = module.with_hints(x)
+    ce = torch.nn.functional.cross_entropy(logits.float(), y)
+    hint = sum(hint_loss(p, t, reduction) for p, t in zip(preds, targets))
+    return ce + beta * hint, ce, hint
+
+
+def joint_stage(cfg: Config, student: nn.Module, teacher: nn.Module,
+                pairs: list[tuple[str, str]], data: Data,
+                input_shape: tuple) -> tuple[Stage, dict]:
+    """The single stage of method=joint; also returns a description of the regressors."""
+    s_shapes = layer_shapes(student, input_shape)
+    t_shapes = layer_shapes(teacher, input_shape)
+    regressors, descs = [], []
+    for i, (guided, hint) in enumerate(pairs):
+        get_layer(student, guided)
+        nl = _nonlinearity(cfg, get_layer(teacher, hint))
+        reg = build_regressor(s_shapes[guided], t_shapes[hint], cfg.hints.regressor, nl)
+        regressors.append(reg.to(next(student.parameters()).device))
+        descs.append({"pair": i, "guided": guided, "hint": hint,
+                      "guided_shape": list(s_shapes[guided]), "hint_shape": list(t_shapes[hint]),
+                      "regressor": getattr(reg, "kind", "none"), "nonlinearity": str(nl),
+                      "regressor_params": count_params(reg)})
+    module = JointModule(student, regressors, [g for g, _ in pairs])
+    hints = [h for _, h in pairs]
+    beta, reduction = cfg.hints.beta, hint_reduction(cfg, joint=True)
+    scfg = cfg.train
+
+    def loss(x: torch.Tensor, y: torch.Tensor, epoch: int, idx, flipped):
+        total, ce, hint = joint_loss(module, teacher, hints, x, y, beta, reduction)
+        return total, {"loss": total.detach(), "ce": ce.detach(), "hint": hint.detach()}
+
+    stage = Stage(
+        name="joint", module=module,
+        param_groups=scaled_groups(module, None, scfg.optim.lr_scale, prefix="student."),
+        loss=loss, evaluate=classifier_eval(student, data),
+        monitor="val_error" if data.val is not None else None, cfg=scfg,
+        constrain=max_norm_fn(module, scfg.optim.max_norm, prefix="student."),
+        extra_log=lambda epoch: {"beta": beta},
+    )
+    return stage, {"joint": True, "beta": beta, "reduction": reduction, "pairs": descs}
