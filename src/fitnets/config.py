@@ -133,6 +133,14 @@ class KDConfig:
 
 
 @dataclass
+class DistConfig:
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend under torchrun: auto = nccl on GPUs, gloo on CPUs."""
+    scale_lr: bool = False
+    """Multiply every learning rate by the number of processes (linear scaling rule)."""
+
+
+@dataclass
 class Config:
     method: Literal["fitnet", "kd", "backprop"] = "fitnet"
     """distill: fitnet (hints then KD), kd (KD only) or backprop (labels only)."""
@@ -156,6 +164,8 @@ class Config:
     """Stage 2: knowledge distillation with lambda annealed."""
     train: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
     """The label-trained stage: `fitnets train`, stage 2 of distill, and the baselines."""
+    dist: DistConfig = field(default_factory=DistConfig)
+    """Multi-process training (torchrun); ignored in a single process."""
 
 
 # --------------------------------------------------------------------------- building

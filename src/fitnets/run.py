@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitnets import distributed
 from fitnets.checkpoint import Checkpoints, load_weights, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
 from fitnets.distill.stages import hint_stage, kd_stage, label_stage, params_reaching
@@ -216,24 +217,52 @@ def config_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
 
 def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
         verbose: bool = True) -> dict:
-    """Train (command="train") or distill; returns the summary (also in summary.json)."""
-    rd = RunDir(run_dir, resume)
+    """Train (command="train") or distill; returns the summary (also in summary.json).
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; see fitnets.distributed.
+    """
+    dist = distributed.setup(cfg.dist, resolve_device(cfg.device))
     try:
-        return _run(cfg, command, rd.path, resume, verbose)
+        run_dir, resume = _agree_on_run_dir(Path(run_dir), resume, dist)
+        rd = RunDir(run_dir, resume) if dist.is_main else None  # rank 0 alone writes
+        try:
+            summary = _run(cfg, command, run_dir, resume, verbose and dist.is_main, dist)
+        finally:
+            if rd is not None:
+                rd.close()
+        dist.barrier()  # the other ranks wait for rank 0's model.pt and summary.json
+        return summary
     finally:
-        rd.close()
+        dist.close()
 
 
-def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) -> dict:
+def _agree_on_run_dir(run_dir: Path, resume: bool, dist) -> tuple[Path, bool]:
+    """Rank 0's run directory for all; after an elastic restart, resume it automatically."""
+    if (dist.is_main and not resume and distributed.restart_count() > 0
+            and (run_dir / "config.yaml").is_file()):
+        print(f"elastic restart {distributed.restart_count()}: resuming {run_dir}")
+        resume = True
+    run_dir, resume = dist.broadcast((str(run_dir), resume))
+    return Path(run_dir), resume
+
+
+def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
+         dist: distributed.Dist) -> dict:
     ckpts = Checkpoints(run_dir)
-    state = ckpts.load_latest() if resume else None
-    if not resume:
+    # rank 0 reads the checkpoint and sends it: every rank continues from the same one
+    state = dist.broadcast(ckpts.load_latest() if resume and dist.is_main else None)
+    if dist.is_main and not resume:
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    if dist.is_main and state is None:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    device = resolve_device(cfg.device)
+    distributed.check_batch(cfg, dist)
+    cfg = distributed.scale_lr(cfg, dist)
+    device = dist.device
     seed_everything(cfg.seed)
     prepared = prepare_data(cfg, device)
     say = print if verbose else (lambda *a, **k: None)
+    if dist.enabled:
+        say(distributed.describe(cfg, dist))
 
     if command == "train":
         student = build_net(cfg.model, prepared, device)
@@ -251,7 +280,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
     history: dict = {"stages": [], "elapsed": 0.0}
     first_stage = 0
     loop_state = None
-    run_state = RunState(run_dir, generator, save=lambda s: None, verbose=verbose)
+    run_state = RunState(run_dir, generator, save=lambda s: None, verbose=verbose, dist=dist)
     if state is not None:
         first_stage = state["stage_index"]
         loop_state = state["loop"]
@@ -263,12 +292,18 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
             f", epoch {loop_state['epoch'] if loop_state else 0}")
     t_start = time.perf_counter() - history["elapsed"]
     pretrained: list[nn.Parameter] = []
+    saves = 0
 
     def checkpoint(index: int, loop: dict | None) -> None:
+        nonlocal saves
         history["elapsed"] = time.perf_counter() - t_start
-        ckpts.save({"stage_index": index, "loop": loop, "student": student.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()},
-                    "log_lines": run_state.log_lines(), "history": json.dumps(history)})
+        if dist.is_main:
+            ckpts.save({"stage_index": index, "loop": loop, "student": student.state_dict(),
+                        "rng": {"torch": torch.get_rng_state(),
+                                "generator": generator.get_state()},
+                        "log_lines": run_state.log_lines(), "history": json.dumps(history)})
+        saves += 1
+        distributed.test_hook_after_checkpoint(dist, saves)
 
     for index, name in enumerate(plan):
         if index < first_stage:
@@ -279,7 +314,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
         if resuming_here:  # the RNG as it was when the checkpoint was written
             torch.set_rng_state(state["rng"]["torch"])
         stage, desc = _make_stage(name, cfg, student, teacher, prepared, pretrained,
-                                  pairs if name.startswith("hints") else None)
+                                  pairs if name.startswith("hints") else None, dist.wrap)
         if desc and not (resuming_here and loop_state):
             say(f"[hints/{desc['pair']}] guided {desc['guided']} {desc['guided_shape']} -> "
                 f"hint {desc['hint']} {desc['hint_shape']}: {desc['regressor']} regressor, "
@@ -294,7 +329,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
         history["stages"].append({"name": name, **result, **(desc or {})})
         checkpoint(index + 1, None)  # the stage transition: next stage starts fresh
     return _finish(cfg, command, run_dir, student, prepared, history, time.perf_counter() - t_start,
-                   say)
+                   say, dist.is_main)
 
 
 def hint_pairs(cfg: Config, student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
@@ -315,27 +350,31 @@ def _stage1_params(student: nn.Module, guided: str, prepared: Prepared) -> list[
     return params_reaching(student, lambda v: run_to(student, v, [guided])[0], x)
 
 
-def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs):
+def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs, wrap):
     data = prepared.data
     if name.startswith("hints"):
         i = int(name.split(":")[1])
-        return hint_stage(cfg, student, teacher, pairs[i], i, data, prepared.input_shape)
+        return hint_stage(cfg, student, teacher, pairs[i], i, data, prepared.input_shape,
+                          wrap=wrap)
     if name == "kd":
-        return kd_stage(cfg, student, teacher, data, pretrained), None
+        return kd_stage(cfg, student, teacher, data, pretrained, wrap=wrap), None
     return label_stage(name, student, cfg.train, data, pretrained,
-                       cfg.kd.pretrained_lr_scale), None
+                       cfg.kd.pretrained_lr_scale, wrap=wrap), None
 
 
-def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say) -> dict:
+def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say,
+            write: bool = True) -> dict:
     student.eval()
     test = evaluate(student, prepared.data.test, prepared.data.eval_batch_size)
     val = (evaluate(student, prepared.data.val, prepared.data.eval_batch_size)
            if prepared.data.val is not None else None)
     model_cfg = cfg.model if command == "train" else cfg.student
-    save_weights({"model": model_cfg.name, "batchnorm": model_cfg.batchnorm,
-                  "num_classes": prepared.num_classes, "input_shape": list(prepared.input_shape),
-                  "state_dict": student.state_dict(),
-                  "preprocess": prepared.preprocess.state_dict()}, run_dir / "model.pt")
+    if write:
+        save_weights({"model": model_cfg.name, "batchnorm": model_cfg.batchnorm,
+                      "num_classes": prepared.num_classes,
+                      "input_shape": list(prepared.input_shape),
+                      "state_dict": student.state_dict(),
+                      "preprocess": prepared.preprocess.state_dict()}, run_dir / "model.pt")
     summary = {
         "command": command,
         "method": "train" if command == "train" else cfg.method,
@@ -351,9 +390,10 @@ def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say) -> 
         "wall_time_s": round(elapsed, 2),
         "seed": cfg.seed,
     }
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    if write:
+        tmp = run_dir / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, run_dir / "summary.json")
     say(f"done: test accuracy {100 * test['acc']:.2f}% ({summary['params']:,} parameters); "
         f"wrote {run_dir / 'summary.json'}")
     return summary

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fitnets.config import OptimConfig, StageConfig
+from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, dict[str, float]]]
@@ -68,14 +69,17 @@ class RunState:
     """What the loop needs beyond a stage: checkpoint writer, metrics log, generators."""
 
     def __init__(self, run_dir: Path, generator: torch.Generator,
-                 save: Callable[[dict], None], verbose: bool = True):
+                 save: Callable[[dict], None], verbose: bool = True, dist: Dist | None = None):
         self.run_dir = Path(run_dir)
         self.generator = generator  # shuffling and augmentation; saved in every checkpoint
         self.save = save  # writes a checkpoint from the loop's part of the state
         self.metrics = self.run_dir / "metrics.jsonl"
         self.verbose = verbose
+        self.dist = dist or Dist()  # several processes: shards, reductions; rank 0 writes
 
     def log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -88,7 +92,7 @@ class RunState:
 
     def truncate_log(self, lines: int) -> None:
         """Drop records written after the checkpoint we resume from."""
-        if not self.metrics.exists():
+        if not self.dist.is_main or not self.metrics.exists():
             return
         with open(self.metrics) as f:
             kept = f.readlines()[:lines]
@@ -256,6 +260,7 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, epoch: int) -> di
         x, y = data.train.x[idx], data.train.y[idx]
         if data.augment is not None:
             x = data.augment(x, run.generator)
+        x, y, share = run.dist.shard(x, y)  # several processes: this rank's part of the batch
         loss, parts = stage.loss(x, y, epoch)
         if not torch.isfinite(loss):
             raise FitnetsError(
@@ -264,16 +269,17 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, epoch: int) -> di
                 "(or check the inputs and the teacher) and start again."
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        run.dist.weigh(loss, share).backward()
         opt.step()
         stage.constrain()
         for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            sums[k] = sums.get(k, 0.0) + float(v) * share
         steps += 1
         bar.update(len(idx))
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
+    sums = run.dist.sum(sums)  # the global batches' means, as in one process
     return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 
 

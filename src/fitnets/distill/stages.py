@@ -60,6 +60,11 @@ def params_reaching(module: nn.Module, fn, x: torch.Tensor) -> list[nn.Parameter
     return used
 
 
+def as_is(module: nn.Module, params) -> nn.Module:
+    """The default ``wrap``: train ``module`` itself (one process)."""
+    return module
+
+
 def _nonlinearity(cfg: Config, teacher_layer: nn.Module) -> Nonlinearity:
     kind = cfg.hints.nonlinearity
     if kind == "auto":
@@ -78,8 +83,12 @@ def _nonlinearity(cfg: Config, teacher_layer: nn.Module) -> Nonlinearity:
 
 
 def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[str, str],
-               index: int, data: Data, input_shape: tuple) -> tuple[Stage, dict]:
-    """Stage 1 for one (guided, hint) pair; also returns a description of the regressor."""
+               index: int, data: Data, input_shape: tuple, wrap=as_is) -> tuple[Stage, dict]:
+    """Stage 1 for one (guided, hint) pair; also returns a description of the regressor.
+
+    ``wrap(module, trained_params)`` gives what the training loss calls (DDP: the wrapper);
+    evaluation calls the module itself.
+    """
     guided, hint = pair
     get_layer(student, guided)
     teacher_layer = get_layer(teacher, hint)
@@ -90,13 +99,14 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
     regressor.to(next(student.parameters()).device)
     module = HintModule(student, regressor, guided)
     trained = params_reaching(module, module, data.train.x)
+    net = wrap(module, trained)
     scfg = cfg.hints.stage
     reduction = cfg.hints.reduction
 
     def loss(x: torch.Tensor, y: torch.Tensor, epoch: int):
         with torch.no_grad():
             (target,) = run_to(teacher, x, [hint])  # the teacher stops at its hint layer
-        value = hint_loss(module(x), target, reduction)
+        value = hint_loss(net(x), target, reduction)
         return value, {"loss": value.detach()}
 
     def evaluate_hints(epoch: int) -> dict[str, float]:
@@ -147,16 +157,19 @@ def classifier_eval(model: nn.Module, data: Data):
 
 
 def label_stage(name: str, model: nn.Module, scfg: StageConfig, data: Data,
-                pretrained: list[nn.Parameter] = (), pretrained_scale: float = 1.0) -> Stage:
+                pretrained: list[nn.Parameter] = (), pretrained_scale: float = 1.0,
+                wrap=as_is) -> Stage:
     """Back-propagation on the labels only (`fitnets train`, the backprop baseline)."""
+    groups = _groups(model, scfg, pretrained, pretrained_scale)
+    net = wrap(model, [p for g in groups for p in g["params"]])
 
     def loss(x: torch.Tensor, y: torch.Tensor, epoch: int):
-        value = torch.nn.functional.cross_entropy(model(x).float(), y)
+        value = torch.nn.functional.cross_entropy(net(x).float(), y)
         return value, {"loss": value.detach()}
 
     return Stage(
         name=name, module=model,
-        param_groups=_groups(model, scfg, pretrained, pretrained_scale),
+        param_groups=groups,
         loss=loss, evaluate=classifier_eval(model, data),
         monitor="val_error" if data.val is not None else None, cfg=scfg,
         constrain=max_norm_fn(model, scfg.optim.max_norm),
@@ -164,9 +177,11 @@ def label_stage(name: str, model: nn.Module, scfg: StageConfig, data: Data,
 
 
 def kd_stage(cfg: Config, student: nn.Module, teacher: nn.Module, data: Data,
-             pretrained: list[nn.Parameter] = ()) -> Stage:
+             pretrained: list[nn.Parameter] = (), wrap=as_is) -> Stage:
     """Stage 2: the whole student on L_KD with lambda annealed per epoch."""
     k = cfg.kd
+    groups = _groups(student, cfg.train, pretrained, k.pretrained_lr_scale)
+    net = wrap(student, [p for g in groups for p in g["params"]])
 
     def lam(epoch: int) -> float:
         return teacher_weight(epoch, init=k.lambda_init, start=k.lambda_start,
@@ -175,13 +190,13 @@ def kd_stage(cfg: Config, student: nn.Module, teacher: nn.Module, data: Data,
     def loss(x: torch.Tensor, y: torch.Tensor, epoch: int):
         with torch.no_grad():
             t_logits = teacher(x)
-        total, hard, soft = kd_loss(student(x), t_logits, y, lam=lam(epoch), tau=k.tau,
+        total, hard, soft = kd_loss(net(x), t_logits, y, lam=lam(epoch), tau=k.tau,
                                     tau_squared=k.tau_squared)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
 
     return Stage(
         name="kd", module=student,
-        param_groups=_groups(student, cfg.train, pretrained, k.pretrained_lr_scale),
+        param_groups=groups,
         loss=loss, evaluate=classifier_eval(student, data),
         monitor="val_error" if data.val is not None else None, cfg=cfg.train,
         constrain=max_norm_fn(student, cfg.train.optim.max_norm),
