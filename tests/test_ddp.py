@@ -11,18 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as td
 
 import fitnets
 from fitnets.checkpoint import load_weights
 from fitnets.config import make_config
+from fitnets.distributed import Dist
 from fitnets.run import run
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (td.is_available() and td.is_gloo_available()),
-                       reason="torch.distributed with gloo is not available"),
-]
+needs_gloo = pytest.mark.skipif(not (td.is_available() and td.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available")
 
 # Plain SGD: float rounding differences (the 2-process gradient is the mean of two half-batch
 # means) stay at rounding size. Adam and RMSProp divide by sqrt(v) and amplify them to ~1e-3
@@ -48,8 +47,11 @@ def torchrun(args: list[str], out: Path, *, restarts: int = 0, kill: str | None 
     env.pop("FITNETS_TEST_KILL", None)
     if kill:
         env["FITNETS_TEST_KILL"] = kill
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+    # elastic restarts need the c10d rendezvous: with the static one (--master-port) the
+    # restarted workers hung in gloo's init_process_group (torch 2.13, CPU)
+    where = (["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
+             if restarts else ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *where,
            "--max-restarts", str(restarts), "-m", "fitnets", "distill", *args,
            "--out", str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -81,6 +83,21 @@ def assert_close_runs(a: Path, b: Path, atol: float) -> float:
     return diff
 
 
+def test_a_rank_takes_its_slice_and_weighs_its_share():
+    x, y = torch.arange(7.0)[:, None], torch.arange(7)
+    a, b = Dist(rank=0, world=2), Dist(rank=1, world=2)
+    (xa, _, sa), (xb, yb, sb) = a.shard(x, y), b.shard(x, y)
+    assert xa.flatten().tolist() == [0, 1, 2] and yb.tolist() == [3, 4, 5, 6]
+    assert (sa, sb) == (3 / 7, 4 / 7)
+    # DDP averages over 2 ranks: (w_a * mean_a + w_b * mean_b) / 2 == the batch mean
+    la, lb = b.weigh(xa.mean(), sa), b.weigh(xb.mean(), sb)
+    assert ((la + lb) / 2).item() == pytest.approx(x.mean().item())
+    last = Dist(rank=0, world=3).shard(x[:2], y[:2])  # fewer images than ranks: rank 0 none
+    assert len(last[1]) == 1 and last[2] == 0.0
+    total = x.sum()
+    assert Dist().shard(x, y)[2] == 1.0 and Dist().weigh(total, 1.0) is total  # 1 process
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from conftest import write_tiny_mnist
@@ -99,10 +116,13 @@ def setup(tmp_path_factory):
     return base, args, one, two, done
 
 
+@pytest.mark.slow
+@needs_gloo
 def test_two_processes_match_one_process_with_the_same_global_batch(setup):
     _, _, one, two, done = setup
     assert_close_runs(one, two, WEIGHT_ATOL)
-    assert "global batch 32 = 2 x 16, lr 0.005 (hints) / 0.02 (train, kd)" in done.stdout
+    assert ("global batch 32 = 2 x 16, lr 0.005 (hints) / 0.02 (kd) (as in the recipe)"
+            in done.stdout)
     summary = json.loads((two / "summary.json").read_text())
     assert summary["epochs"] == {"hints:0": 2, "kd": 2}
     # rank 0 alone writes: one set of records, two checkpoints kept
@@ -110,21 +130,25 @@ def test_two_processes_match_one_process_with_the_same_global_batch(setup):
     assert len(list((two / "checkpoints").glob("ckpt-*.pt"))) == 2
 
 
+@pytest.mark.slow
+@needs_gloo
 def test_elastic_restart_resumes_from_the_last_checkpoint(setup):
     base, args, _, two, _ = setup
     out = base / "elastic"
-    # rank 1 dies (SIGKILL) after the 3rd checkpoint (the end of stage 1); torchrun
-    # restarts both workers, which find the run directory and resume it
-    done = torchrun(args, out, restarts=1, kill="1:3")
+    # rank 1 dies (SIGKILL) after its 1st checkpoint (stage 1, epoch 1); torchrun restarts
+    # both workers, which find the run directory and resume it inside stage 1 under DDP
+    done = torchrun(args, out, restarts=1, kill="1:1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "elastic restart 1: resuming" in done.stdout
     assert_close_runs(two, out, atol=0.0)  # same process count: bit-exact
 
 
+@pytest.mark.slow
+@needs_gloo
 def test_a_two_process_run_resumes_in_one_process(setup):
     base, args, one, _, _ = setup
     out = base / "cut"
-    done = torchrun(args, out, restarts=0, kill="1:2")  # dies in stage 1, no restarts
+    done = torchrun(args, out, restarts=0, kill="1:3")  # dies at the stage 1->2 transition
     assert done.returncode != 0
     assert not (out / "summary.json").exists()
     run(make_config(out / "config.yaml"), "distill", out, resume=True, verbose=False)

@@ -153,13 +153,15 @@ def scale_lr(cfg: Config, dist: Dist) -> Config:
                                hints=dataclasses.replace(cfg.hints, stage=stage(cfg.hints.stage)))
 
 
-def describe(cfg: Config, dist: Dist) -> str:
+def describe(cfg: Config, dist: Dist, command: str) -> str:
     """The start-of-run line: global batch = processes x per-rank batch, and the lr."""
     b = cfg.data.batch_size
-    how = f"x{dist.world} (dist.scale_lr)" if cfg.dist.scale_lr else "as in the recipe"
+    lr = f"{cfg.train.optim.lr:g}"
+    if command != "train" and cfg.method == "fitnet":
+        lr = f"{cfg.hints.stage.optim.lr:g} (hints) / {lr} (kd)"
+    how = f"x{dist.world} by dist.scale_lr" if cfg.dist.scale_lr else "as in the recipe"
     return (f"{dist.world} processes ({td.get_backend()}): global batch {b} = {dist.world} x "
-            f"{b // dist.world}, lr {cfg.hints.stage.optim.lr:g} (hints) / "
-            f"{cfg.train.optim.lr:g} (train, kd) {how}")
+            f"{b // dist.world}, lr {lr} ({how})")
 
 
 def restart_count() -> int:

@@ -202,11 +202,11 @@ def default_run_dir(command: str, recipe: str | None) -> Path:
 
 
 def config_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
-    allowed = ("device=", "data.root=")
+    allowed = ("device=", "data.root=", "dist.backend=")
     bad = [o for o in overrides if not o.startswith(allowed)]
     if bad:
-        raise FitnetsError(f"with --resume only device= and data.root= may be changed (the "
-                           f"run must continue as it started); got {bad}.")
+        raise FitnetsError(f"with --resume only device=, data.root= and dist.backend= may be "
+                           f"changed (the run must continue as it started); got {bad}.")
     if not (Path(run_dir) / "config.yaml").is_file():
         raise FitnetsError(f"cannot resume: '{run_dir}' is not a run directory (no config.yaml).")
     return make_config(Path(run_dir) / "config.yaml", overrides)
@@ -262,7 +262,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
     prepared = prepare_data(cfg, device)
     say = print if verbose else (lambda *a, **k: None)
     if dist.enabled:
-        say(distributed.describe(cfg, dist))
+        say(distributed.describe(cfg, dist, command))
 
     if command == "train":
         student = build_net(cfg.model, prepared, device)
