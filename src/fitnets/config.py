@@ -148,6 +148,14 @@ class PerfConfig:
 
 
 @dataclass
+class DistConfig:
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend under torchrun: auto = nccl on GPUs, gloo on CPUs."""
+    scale_lr: bool = False
+    """Multiply every learning rate by the number of processes (linear scaling rule)."""
+
+
+@dataclass
 class Config:
     method: Literal["fitnet", "kd", "backprop", "joint"] = "fitnet"
     """distill: fitnet (hints then KD), kd, backprop (labels), joint (CE + beta*hint, 1 stage)."""
@@ -175,6 +183,8 @@ class Config:
     """The label-trained stage: `fitnets train`, stage 2 of distill, and the baselines."""
     perf: PerfConfig = field(default_factory=PerfConfig)
     """Speed switches: precision, memory layout, compilation, the teacher cache."""
+    dist: DistConfig = field(default_factory=DistConfig)
+    """Multi-process training (torchrun); ignored in a single process."""
 
 
 # --------------------------------------------------------------------------- building

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitnets import distributed
 from fitnets.checkpoint import Checkpoints, load_weights, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
 from fitnets.distill.stages import (
@@ -209,11 +210,11 @@ def default_run_dir(command: str, recipe: str | None) -> Path:
 
 
 def config_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
-    allowed = ("device=", "data.root=")
+    allowed = ("device=", "data.root=", "dist.backend=")
     bad = [o for o in overrides if not o.startswith(allowed)]
     if bad:
-        raise FitnetsError(f"with --resume only device= and data.root= may be changed (the "
-                           f"run must continue as it started); got {bad}.")
+        raise FitnetsError(f"with --resume only device=, data.root= and dist.backend= may be "
+                           f"changed (the run must continue as it started); got {bad}.")
     if not (Path(run_dir) / "config.yaml").is_file():
         raise FitnetsError(f"cannot resume: '{run_dir}' is not a run directory (no config.yaml).")
     return make_config(Path(run_dir) / "config.yaml", overrides)
@@ -224,26 +225,54 @@ def config_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
 
 def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
         verbose: bool = True) -> dict:
-    """Train (command="train") or distill; returns the summary (also in summary.json)."""
-    rd = RunDir(run_dir, resume)
+    """Train (command="train") or distill; returns the summary (also in summary.json).
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; see fitnets.distributed.
+    """
+    dist = distributed.setup(cfg.dist, resolve_device(cfg.device))
     try:
-        return _run(cfg, command, rd.path, resume, verbose)
+        run_dir, resume = _agree_on_run_dir(Path(run_dir), resume, dist)
+        rd = RunDir(run_dir, resume) if dist.is_main else None  # rank 0 alone writes
+        try:
+            summary = _run(cfg, command, run_dir, resume, verbose and dist.is_main, dist)
+        finally:
+            if rd is not None:
+                rd.close()
+        dist.barrier()  # the other ranks wait for rank 0's model.pt and summary.json
+        return summary
     finally:
-        rd.close()
+        dist.close()
 
 
-def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) -> dict:
+def _agree_on_run_dir(run_dir: Path, resume: bool, dist) -> tuple[Path, bool]:
+    """Rank 0's run directory for all; after an elastic restart, resume it automatically."""
+    if (dist.is_main and not resume and distributed.restart_count() > 0
+            and (run_dir / "config.yaml").is_file()):
+        print(f"elastic restart {distributed.restart_count()}: resuming {run_dir}")
+        resume = True
+    run_dir, resume = dist.broadcast((str(run_dir), resume))
+    return Path(run_dir), resume
+
+
+def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
+         dist: distributed.Dist) -> dict:
     ckpts = Checkpoints(run_dir)
-    state = ckpts.load_latest() if resume else None
-    if not resume:
+    # rank 0 reads the checkpoint and sends it: every rank continues from the same one
+    state = dist.broadcast(ckpts.load_latest() if resume and dist.is_main else None)
+    if dist.is_main and not resume:
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    if dist.is_main and state is None:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    device = resolve_device(cfg.device)
+    distributed.check_batch(cfg, dist)
+    cfg = distributed.scale_lr(cfg, dist)
+    device = dist.device
     perf = resolve_perf(cfg.perf, device)
     seed_everything(cfg.seed)
     prepared = prepare_data(cfg, device)
     _set_layout(prepared.data, perf)
     say = print if verbose else (lambda *a, **k: None)
+    if dist.enabled:
+        say(distributed.describe(cfg, dist, command))
 
     if command == "train":
         student = build_net(cfg.model, prepared, device)
@@ -275,7 +304,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
     first_stage = 0
     loop_state = None
     run_state = RunState(run_dir, generator, save=lambda s: None, verbose=verbose, perf=perf,
-                         tensorboard=cfg.tensorboard)
+                         tensorboard=cfg.tensorboard, dist=dist)
     if state is not None:
         first_stage = state["stage_index"]
         loop_state = state["loop"]
@@ -287,12 +316,18 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
             f", epoch {loop_state['epoch'] if loop_state else 0}")
     t_start = time.perf_counter() - history["elapsed"]
     pretrained: list[nn.Parameter] = []
+    saves = 0
 
     def checkpoint(index: int, loop: dict | None) -> None:
+        nonlocal saves
         history["elapsed"] = time.perf_counter() - t_start
-        ckpts.save({"stage_index": index, "loop": loop, "student": student.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()},
-                    "log_lines": run_state.log_lines(), "history": json.dumps(history)})
+        if dist.is_main:
+            ckpts.save({"stage_index": index, "loop": loop, "student": student.state_dict(),
+                        "rng": {"torch": torch.get_rng_state(),
+                                "generator": generator.get_state()},
+                        "log_lines": run_state.log_lines(), "history": json.dumps(history)})
+        saves += 1
+        distributed.test_hook_after_checkpoint(dist, saves)
 
     for index, name in enumerate(plan):
         if index < first_stage:
@@ -304,7 +339,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
             torch.set_rng_state(state["rng"]["torch"])
         stage, desc = _make_stage(name, cfg, student, teacher, prepared, pretrained,
                                   pairs if name.startswith(("hints", "joint")) else None, perf,
-                                  say)
+                                  say, dist.wrap)
         for d in (desc or {}).get("pairs", [desc] if desc else []):  # joint: several pairs
             if not (resuming_here and loop_state):
                 say(f"[{name.split(':')[0]}/{d['pair']}] guided {d['guided']} "
@@ -322,7 +357,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
         checkpoint(index + 1, None)  # the stage transition: next stage starts fresh
     with perf.autocast():
         return _finish(cfg, command, run_dir, student, prepared, history,
-                       time.perf_counter() - t_start, say)
+                       time.perf_counter() - t_start, say, dist.is_main)
 
 
 def hint_pairs(cfg: Config, student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
@@ -343,7 +378,7 @@ def _stage1_params(student: nn.Module, guided: str, prepared: Prepared) -> list[
     return params_reaching(student, lambda v: run_to(student, v, [guided])[0], x)
 
 
-def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs, perf, say):
+def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs, perf, say, wrap):
     data = prepared.data
     if name.startswith("hints"):
         i = int(name.split(":")[1])
@@ -351,14 +386,14 @@ def _make_stage(name, cfg, student, teacher, prepared, pretrained, pairs, perf, 
         targets = _teacher_cache(cfg, teacher, lambda x: run_to(teacher, x, [hint])[0], hint,
                                  data, perf, say)
         return hint_stage(cfg, student, teacher, pairs[i], i, data, prepared.input_shape,
-                          targets)
+                          targets, wrap=wrap)
     if name == "kd":
         targets = _teacher_cache(cfg, teacher, teacher, "logits", data, perf, say)
-        return kd_stage(cfg, student, teacher, data, pretrained, targets), None
+        return kd_stage(cfg, student, teacher, data, pretrained, targets, wrap=wrap), None
     if name == "joint":  # method=joint
-        return joint_stage(cfg, student, teacher, pairs, data, prepared.input_shape)
+        return joint_stage(cfg, student, teacher, pairs, data, prepared.input_shape, wrap=wrap)
     return label_stage(name, student, cfg.train, data, pretrained,
-                       cfg.kd.pretrained_lr_scale), None
+                       cfg.kd.pretrained_lr_scale, wrap=wrap), None
 
 
 def _teacher_cache(cfg, teacher, fn, what, data, perf, say):
@@ -375,16 +410,19 @@ def _set_layout(data: Data, perf) -> None:
             arrays.x = perf.layout(arrays.x)
 
 
-def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say) -> dict:
+def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say,
+            write: bool = True) -> dict:
     student.eval()
     test = evaluate(student, prepared.data.test, prepared.data.eval_batch_size)
     val = (evaluate(student, prepared.data.val, prepared.data.eval_batch_size)
            if prepared.data.val is not None else None)
     model_cfg = cfg.model if command == "train" else cfg.student
-    save_weights({"model": model_cfg.name, "batchnorm": model_cfg.batchnorm,
-                  "num_classes": prepared.num_classes, "input_shape": list(prepared.input_shape),
-                  "state_dict": student.state_dict(),
-                  "preprocess": prepared.preprocess.state_dict()}, run_dir / "model.pt")
+    if write:
+        save_weights({"model": model_cfg.name, "batchnorm": model_cfg.batchnorm,
+                      "num_classes": prepared.num_classes,
+                      "input_shape": list(prepared.input_shape),
+                      "state_dict": student.state_dict(),
+                      "preprocess": prepared.preprocess.state_dict()}, run_dir / "model.pt")
     summary = {
         "command": command,
         "method": "train" if command == "train" else cfg.method,
@@ -400,9 +438,10 @@ def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say) -> 
         "wall_time_s": round(elapsed, 2),
         "seed": cfg.seed,
     }
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    if write:
+        tmp = run_dir / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, run_dir / "summary.json")
     say(f"done: test accuracy {100 * test['acc']:.2f}% ({summary['params']:,} parameters); "
         f"wrote {run_dir / 'summary.json'}")
     return summary

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fitnets.config import OptimConfig, StageConfig
+from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
 from fitnets.perf import FP32, Perf
 
@@ -76,16 +77,20 @@ class RunState:
 
     def __init__(self, run_dir: Path, generator: torch.Generator,
                  save: Callable[[dict], None], verbose: bool = True, perf: Perf = FP32,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, dist: Dist | None = None):
         self.run_dir = Path(run_dir)
         self.generator = generator  # shuffling and augmentation; saved in every checkpoint
         self.save = save  # writes a checkpoint from the loop's part of the state
         self.metrics = self.run_dir / "metrics.jsonl"
         self.verbose = verbose
         self.perf = perf  # autocast dtype and memory layout of every step and evaluation
-        self.tensorboard = tensorboard_writer(self.run_dir) if tensorboard else None
+        self.dist = dist or Dist()  # several processes: shards, reductions; rank 0 writes
+        self.tensorboard = (tensorboard_writer(self.run_dir)
+                            if tensorboard and self.dist.is_main else None)
 
     def log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -100,7 +105,7 @@ class RunState:
 
     def truncate_log(self, lines: int) -> None:
         """Drop records written after the checkpoint we resume from."""
-        if not self.metrics.exists():
+        if not self.dist.is_main or not self.metrics.exists():
             return
         with open(self.metrics) as f:
             kept = f.readlines()[:lines]
@@ -295,6 +300,8 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, scaler, epoch: in
         flipped = None
         if data.augment is not None:
             x, flipped = data.augment(x, run.generator)
+        # several processes: this rank's part of the batch (and of its indices and flips)
+        x, y, idx, flipped, share = run.dist.shard(x, y, idx, flipped)
         with run.perf.autocast():
             loss, parts = stage.loss(run.perf.layout(x), y, epoch, idx, flipped)
         if not torch.isfinite(loss):
@@ -304,17 +311,18 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, scaler, epoch: in
                 "(or check the inputs and the teacher) and start again."
             )
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # a pass-through unless fp16
+        scaler.scale(run.dist.weigh(loss, share)).backward()  # scaler: pass-through unless fp16
         scaler.step(opt)
         scaler.update()
         stage.constrain()
         for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            sums[k] = sums.get(k, 0.0) + float(v) * share
         steps += 1
         bar.update(len(idx))
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
+    sums = run.dist.sum(sums)  # the global batches' means, as in one process
     return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 
 

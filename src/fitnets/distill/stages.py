@@ -66,6 +66,11 @@ def params_reaching(module: nn.Module, fn, x: torch.Tensor) -> list[nn.Parameter
     return used
 
 
+def as_is(module: nn.Module, params) -> nn.Module:
+    """The default ``wrap``: train ``module`` itself (one process)."""
+    return module
+
+
 def _nonlinearity(cfg: Config, teacher_layer: nn.Module) -> Nonlinearity:
     kind = cfg.hints.nonlinearity
     if kind == "auto":
@@ -85,10 +90,12 @@ def _nonlinearity(cfg: Config, teacher_layer: nn.Module) -> Nonlinearity:
 
 def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[str, str],
                index: int, data: Data, input_shape: tuple,
-               targets: Targets | None = None) -> tuple[Stage, dict]:
+               targets: Targets | None = None, wrap=as_is) -> tuple[Stage, dict]:
     """Stage 1 for one (guided, hint) pair; also returns a description of the regressor.
 
     ``targets(idx, flipped)``, when given, returns the cached hint maps of the batch.
+    ``wrap(module, trained_params)`` gives what the training loss calls (DDP: the wrapper);
+    evaluation calls the module itself.
     """
     guided, hint = pair
     get_layer(student, guided)
@@ -100,6 +107,7 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
     regressor.to(next(student.parameters()).device)
     module = HintModule(student, regressor, guided)
     trained = params_reaching(module, module, data.train.x)
+    net = wrap(module, trained)
     scfg = cfg.hints.stage
     reduction = hint_reduction(cfg, joint=False)
 
@@ -109,7 +117,7 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
         else:
             with torch.inference_mode():  # the teacher stops at its hint layer
                 (target,) = run_to(teacher, x, [hint])
-        value = hint_loss(module(x), target, reduction)
+        value = hint_loss(net(x), target, reduction)
         return value, {"loss": value.detach()}
 
     def evaluate_hints(epoch: int) -> dict[str, float]:
@@ -161,16 +169,19 @@ def classifier_eval(model: nn.Module, data: Data):
 
 
 def label_stage(name: str, model: nn.Module, scfg: StageConfig, data: Data,
-                pretrained: list[nn.Parameter] = (), pretrained_scale: float = 1.0) -> Stage:
+                pretrained: list[nn.Parameter] = (), pretrained_scale: float = 1.0,
+                wrap=as_is) -> Stage:
     """Back-propagation on the labels only (`fitnets train`, the backprop baseline)."""
+    groups = _groups(model, scfg, pretrained, pretrained_scale)
+    net = wrap(model, [p for g in groups for p in g["params"]])
 
     def loss(x: torch.Tensor, y: torch.Tensor, epoch: int, idx, flipped):
-        value = torch.nn.functional.cross_entropy(model(x).float(), y)
+        value = torch.nn.functional.cross_entropy(net(x).float(), y)
         return value, {"loss": value.detach()}
 
     return Stage(
         name=name, module=model,
-        param_groups=_groups(model, scfg, pretrained, pretrained_scale),
+        param_groups=groups,
         loss=loss, evaluate=classifier_eval(model, data),
         monitor="val_error" if data.val is not None else None, cfg=scfg,
         constrain=max_norm_fn(model, scfg.optim.max_norm),
@@ -178,12 +189,15 @@ def label_stage(name: str, model: nn.Module, scfg: StageConfig, data: Data,
 
 
 def kd_stage(cfg: Config, student: nn.Module, teacher: nn.Module, data: Data,
-             pretrained: list[nn.Parameter] = (), targets: Targets | None = None) -> Stage:
+             pretrained: list[nn.Parameter] = (), targets: Targets | None = None,
+             wrap=as_is) -> Stage:
     """Stage 2: the whole student on L_KD with lambda annealed per epoch.
 
     ``targets(idx, flipped)``, when given, returns the cached teacher logits of the batch.
     """
     k = cfg.kd
+    groups = _groups(student, cfg.train, pretrained, k.pretrained_lr_scale)
+    net = wrap(student, [p for g in groups for p in g["params"]])
 
     def lam(epoch: int) -> float:
         return teacher_weight(epoch, init=k.lambda_init, start=k.lambda_start,
@@ -195,13 +209,13 @@ def kd_stage(cfg: Config, student: nn.Module, teacher: nn.Module, data: Data,
         else:
             with torch.inference_mode():  # soft targets are built outside it (losses.py)
                 t_logits = teacher(x)
-        total, hard, soft = kd_loss(student(x), t_logits, y, lam=lam(epoch), tau=k.tau,
+        total, hard, soft = kd_loss(net(x), t_logits, y, lam=lam(epoch), tau=k.tau,
                                     tau_squared=k.tau_squared)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
 
     return Stage(
         name="kd", module=student,
-        param_groups=_groups(student, cfg.train, pretrained, k.pretrained_lr_scale),
+        param_groups=groups,
         loss=loss, evaluate=classifier_eval(student, data),
         monitor="val_error" if data.val is not None else None, cfg=cfg.train,
         constrain=max_norm_fn(student, cfg.train.optim.max_norm),
@@ -245,21 +259,23 @@ class JointModule(nn.Module):
         self.regressors = nn.ModuleList(regressors)
         self.guided = list(guided)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Student logits and the regressors' predictions of the hints, in one forward.
 
-    def with_hints(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Student logits and the regressors' predictions of the hints, in one forward."""
+        (A plain forward, so that a DDP wrapper sees the whole step; evaluation calls the
+        student itself.)
+        """
         logits, taps = run_with(self.student, x, self.guided)
         return logits, [r(v) for r, v in zip(self.regressors, taps)]
 
 
-def joint_loss(module: JointModule, teacher: nn.Module, hints: list[str], x: torch.Tensor,
+def joint_loss(net, teacher: nn.Module, hints: list[str], x: torch.Tensor,
                y: torch.Tensor, beta: float, reduction: str):
-    """(ce + beta * hint, ce, hint): hint is summed over the pairs."""
+    """(ce + beta * hint, ce, hint): hint is summed over the pairs; ``net`` is a JointModule
+    (or its DDP wrapper)."""
     with torch.no_grad():
         targets = run_to(teacher, x, hints)  # the teacher stops at its deepest hint layer
-    logits, preds = module.with_hints(x)
+    logits, preds = net(x)
     ce = torch.nn.functional.cross_entropy(logits.float(), y)
     hint = sum(hint_loss(p, t, reduction) for p, t in zip(preds, targets))
     return ce + beta * hint, ce, hint
@@ -267,7 +283,7 @@ def joint_loss(module: JointModule, teacher: nn.Module, hints: list[str], x: tor
 
 def joint_stage(cfg: Config, student: nn.Module, teacher: nn.Module,
                 pairs: list[tuple[str, str]], data: Data,
-                input_shape: tuple) -> tuple[Stage, dict]:
+                input_shape: tuple, wrap=as_is) -> tuple[Stage, dict]:
     """The single stage of method=joint; also returns a description of the regressors."""
     s_shapes = layer_shapes(student, input_shape)
     t_shapes = layer_shapes(teacher, input_shape)
@@ -285,14 +301,16 @@ def joint_stage(cfg: Config, student: nn.Module, teacher: nn.Module,
     hints = [h for _, h in pairs]
     beta, reduction = cfg.hints.beta, hint_reduction(cfg, joint=True)
     scfg = cfg.train
+    groups = scaled_groups(module, None, scfg.optim.lr_scale, prefix="student.")
+    net = wrap(module, [p for g in groups for p in g["params"]])
 
     def loss(x: torch.Tensor, y: torch.Tensor, epoch: int, idx, flipped):
-        total, ce, hint = joint_loss(module, teacher, hints, x, y, beta, reduction)
+        total, ce, hint = joint_loss(net, teacher, hints, x, y, beta, reduction)
         return total, {"loss": total.detach(), "ce": ce.detach(), "hint": hint.detach()}
 
     stage = Stage(
         name="joint", module=module,
-        param_groups=scaled_groups(module, None, scfg.optim.lr_scale, prefix="student."),
+        param_groups=groups,
         loss=loss, evaluate=classifier_eval(student, data),
         monitor="val_error" if data.val is not None else None, cfg=scfg,
         constrain=max_norm_fn(module, scfg.optim.max_norm, prefix="student."),

@@ -1,0 +1,182 @@
+"""Several processes, one run: torchrun's process group, batch shards, reductions, who writes.
+
+``torchrun --nproc-per-node N -m fitnets distill ...`` starts N copies of the same command
+with RANK, WORLD_SIZE and LOCAL_RANK set. Every rank holds the whole dataset and the frozen
+teacher, draws the same permutation and the same augmentation from the shared seeded
+generator (so all ranks stay in lockstep, and a checkpoint's generator state is valid for
+any number of processes), and trains on its own slice of each global batch. The trainable
+module is wrapped in DistributedDataParallel; rank 0 alone writes files. One process
+(WORLD_SIZE unset or 1) gets ``Dist()``, whose methods all do nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as td
+from torch import nn
+
+from fitnets.config import Config, DistConfig
+from fitnets.errors import FitnetsError
+
+
+@dataclass
+class Dist:
+    """This process's place in the job; the defaults describe a single process."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False  # we created the process group, so we destroy it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            td.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (pickled: checkpoints, paths, flags)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        td.broadcast_object_list(box, src=0, device=self._comm_device())
+        return box[0]
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor | None) -> tuple:
+        """This rank's contiguous slice of a global batch (and of ``extra`` per-image tensors,
+        e.g. batch indices and flip mask; None passes through), then its share of the batch.
+
+        The share weighs the loss so that DDP's gradient average equals the gradient of the
+        global batch mean even when the last batch does not split evenly. A rank left with
+        no image (last batch smaller than the world) trains on one image with weight 0.
+        """
+        if not self.enabled:
+            return (x, y, *extra, 1.0)
+        n = len(y)
+        lo, hi = self.rank * n // self.world, (self.rank + 1) * n // self.world
+        share = (hi - lo) / n
+        if hi == lo:
+            lo, hi = 0, 1
+        return (*(None if t is None else t[lo:hi] for t in (x, y, *extra)), share)
+
+    def weigh(self, loss: torch.Tensor, share: float) -> torch.Tensor:
+        """The loss to back-propagate: DDP averages over ranks, so scale by share * world."""
+        return loss if not self.enabled else loss * (share * self.world)
+
+    def sum(self, values: dict[str, float]) -> dict[str, float]:
+        """Sum each value over the ranks (every rank passes the same keys)."""
+        if not self.enabled or not values:
+            return values
+        keys = list(values)  # the same order on every rank: the same code made them
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64,
+                         device=self._comm_device())
+        td.all_reduce(t)
+        return dict(zip(keys, t.tolist()))
+
+    def wrap(self, module: nn.Module, trained: Iterable[nn.Parameter]) -> nn.Module:
+        """``module`` in DistributedDataParallel (itself in a single process).
+
+        Stage 1's module holds the whole student but its forward stops at the guided layer,
+        so the layers above get no gradient: DDP must then look for unused parameters.
+        """
+        if not self.enabled:
+            return module
+        keep = {id(p) for p in trained}
+        unused = any(p.requires_grad and id(p) not in keep for p in module.parameters())
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                   find_unused_parameters=unused)
+
+    def close(self) -> None:
+        if self.owns_group and td.is_initialized():
+            td.destroy_process_group()
+
+    def _comm_device(self) -> torch.device:
+        return self.device if td.get_backend() == "nccl" else torch.device("cpu")
+
+
+def setup(cfg: DistConfig, device: torch.device) -> Dist:
+    """Join torchrun's process group when WORLD_SIZE > 1; GPUs: device cuda:LOCAL_RANK."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device=device)
+    if not td.is_available():
+        raise FitnetsError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed.")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise FitnetsError(f"dist.backend=nccl needs GPUs but the device is {device}; use "
+                           "dist.backend=gloo (or auto).")
+    owns = not td.is_initialized()
+    if owns:
+        td.init_process_group(backend=backend)
+    return Dist(rank=td.get_rank(), world=td.get_world_size(), device=device, owns_group=owns)
+
+
+def check_batch(cfg: Config, dist: Dist) -> None:
+    b = cfg.data.batch_size
+    if dist.enabled and b % dist.world:
+        raise FitnetsError(
+            f"data.batch_size={b} is the global batch and must split evenly over the "
+            f"{dist.world} processes; use a multiple of {dist.world} (e.g. "
+            f"{b - b % dist.world or dist.world})."
+        )
+
+
+def scale_lr(cfg: Config, dist: Dist) -> Config:
+    """``cfg`` with every learning rate times the world size when dist.scale_lr is set."""
+    if not (dist.enabled and cfg.dist.scale_lr):
+        return cfg
+
+    def stage(s):
+        optim = dataclasses.replace(s.optim, lr=s.optim.lr * dist.world)
+        return dataclasses.replace(s, optim=optim)
+
+    return dataclasses.replace(cfg, train=stage(cfg.train),
+                               hints=dataclasses.replace(cfg.hints, stage=stage(cfg.hints.stage)))
+
+
+def describe(cfg: Config, dist: Dist, command: str) -> str:
+    """The start-of-run line: global batch = processes x per-rank batch, and the lr."""
+    b = cfg.data.batch_size
+    lr = f"{cfg.train.optim.lr:g}"
+    if command != "train" and cfg.method == "fitnet":
+        lr = f"{cfg.hints.stage.optim.lr:g} (hints) / {lr} (kd)"
+    how = f"x{dist.world} by dist.scale_lr" if cfg.dist.scale_lr else "as in the recipe"
+    return (f"{dist.world} processes ({td.get_backend()}): global batch {b} = {dist.world} x "
+            f"{b // dist.world}, lr {lr} ({how})")
+
+
+def restart_count() -> int:
+    """How often torchrun has restarted the workers (elastic restarts); 0 at first."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def test_hook_after_checkpoint(dist: Dist, count: int) -> None:
+    """For tests: FITNETS_TEST_KILL=RANK:N kills rank RANK (SIGKILL) after its N-th
+    checkpoint of the first attempt, standing in for a crashed worker or node."""
+    spec = os.environ.get("FITNETS_TEST_KILL")
+    if not spec or restart_count() > 0:
+        return
+    rank, n = (int(v) for v in spec.split(":"))
+    if dist.rank == rank and count == n:
+        os.kill(os.getpid(), signal.SIGKILL)
