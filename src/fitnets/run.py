@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fitnets.checkpoint import Checkpoints, load_weights, save_weights
+from fitnets.checkpoint import Checkpoints, atomic_write, load_weights, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
 from fitnets.distill.stages import hint_stage, kd_stage, label_stage, params_reaching
 from fitnets.distill.taps import run_to
@@ -178,7 +178,7 @@ class RunDir:
             )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
+            probe = self.path / f".write-test{os.getpid()}"
             probe.write_bytes(b"x" * 1024)
             probe.unlink()
         except OSError as e:
@@ -226,9 +226,10 @@ def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
 
 def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) -> dict:
     ckpts = Checkpoints(run_dir)
-    state = ckpts.load_latest() if resume else None
+    state = _checked(ckpts.load_latest(), ckpts.dir) if resume else None
     if not resume:
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        atomic_write(run_dir / "config.yaml", dump_yaml(cfg).encode())
+    if state is None:  # a fresh start (also --resume of a run killed before its first save)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -297,6 +298,19 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool) 
                    say)
 
 
+_CHECKPOINT_KEYS = ("stage_index", "loop", "student", "rng", "log_lines", "history")
+
+
+def _checked(state: dict | None, where: Path) -> dict | None:
+    """A loaded checkpoint must hold what ``_run`` reads; anything else is not ours."""
+    if state is not None and not (isinstance(state, dict)
+                                  and all(k in state for k in _CHECKPOINT_KEYS)):
+        raise FitnetsError(f"the newest checkpoint in {where} is not a fitnets checkpoint (it "
+                           f"lacks {', '.join(_CHECKPOINT_KEYS)}); start the run again into a "
+                           "new directory.")
+    return state
+
+
 def hint_pairs(cfg: Config, student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
     if cfg.hints.pairs:
         return [tuple(p) for p in cfg.hints.pairs]
@@ -351,9 +365,7 @@ def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say) -> 
         "wall_time_s": round(elapsed, 2),
         "seed": cfg.seed,
     }
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     say(f"done: test accuracy {100 * test['acc']:.2f}% ({summary['params']:,} parameters); "
         f"wrote {run_dir / 'summary.json'}")
     return summary

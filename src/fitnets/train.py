@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fitnets.checkpoint import kill_point
 from fitnets.config import OptimConfig, StageConfig
 from fitnets.errors import FitnetsError
 
@@ -76,9 +77,14 @@ class RunState:
         self.verbose = verbose
 
     def log(self, record: dict) -> None:
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+        except OSError as e:
+            raise FitnetsError(f"cannot append to '{self.metrics}': {e.strerror or e}. The last "
+                               "checkpoint is intact; free some space, then continue the run "
+                               "with --resume RUN_DIR.") from None
 
     def log_lines(self) -> int:
         if not self.metrics.exists():
@@ -267,6 +273,7 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, epoch: int) -> di
         loss.backward()
         opt.step()
         stage.constrain()
+        kill_point("step")
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         steps += 1
