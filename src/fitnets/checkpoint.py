@@ -14,6 +14,8 @@ import hashlib
 import io
 import os
 import re
+import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,16 +28,58 @@ _NAME = re.compile(r"^ckpt-(\d{6})\.pt$")
 KEEP = 2
 
 
+# --- TEST HOOK --------------------------------------------------------------------------
+# FITNETS_TEST_KILL_AT=EVENT:N[:STOP] makes this process SIGKILL itself (or SIGSTOP, to
+# freeze it while it holds its run directory's lock) at the N-th EVENT it reaches:
+#   step   after the N-th optimiser step (train.py)
+#   save   after the N-th checkpoint is complete (file and checksum)
+#   write  halfway through the N-th atomic file write (checkpoint, checksum, model.pt, ...)
+# Used only by tests/test_reliability.py and tools/kill_resume.py; unset, it costs nothing.
+_kill_counts: dict[str, int] = {}
+
+
+def kill_point(event: str) -> None:
+    spec = os.environ.get("FITNETS_TEST_KILL_AT")
+    if not spec or not spec.startswith(event + ":"):
+        return
+    _, n, *how = spec.split(":")
+    _kill_counts[event] = _kill_counts.get(event, 0) + 1
+    if _kill_counts[event] == int(n):
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGSTOP if how == ["STOP"] else signal.SIGKILL)
+# -----------------------------------------------------------------------------------------
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new, never half.
+
+    Any OSError (full disk, permissions) becomes a FitnetsError; the temporary file is
+    removed and ``path`` is left as it was.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            _write_all(f, data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise FitnetsError(
+            f"cannot write '{path}': {e.strerror or e}. The previous version of the file (and "
+            "every earlier checkpoint) is intact; free some space or fix the permissions, then "
+            "continue the run with --resume RUN_DIR."
+        ) from None
     _fsync_dir(path.parent)
+
+
+def _write_all(f, data: bytes) -> None:
+    half = len(data) // 2
+    f.write(data[:half])
+    f.flush()
+    kill_point("write")
+    f.write(data[half:])
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -91,6 +135,8 @@ class Checkpoints:
 
     def save(self, payload: dict) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".ckpt-*.tmp*"):  # left by a killed writer (we hold the lock)
+            stale.unlink(missing_ok=True)
         existing = self._all()
         seq = existing[0][0] + 1 if existing else 1
         data = to_bytes(payload)
@@ -100,6 +146,7 @@ class Checkpoints:
         for _, old in existing[KEEP - 1:]:
             old.with_suffix(".sha256").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
+        kill_point("save")
         return path
 
     def load_latest(self) -> dict | None:

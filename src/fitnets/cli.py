@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except FitnetsError as e:
-        print(f"fitnets: error: {e}", file=sys.stderr)
+        print("fitnets: error: " + " ".join(str(e).split()), file=sys.stderr)  # one paragraph
         return 2
     except KeyboardInterrupt:
         print("\nfitnets: interrupted. A run continues from its last checkpoint with "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -361,6 +362,21 @@ def validate(cfg: Config) -> Config:
 # --------------------------------------------------------------------------- public API
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load, plus floats such as 1e-3 that YAML 1.1 would read as strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=3"`` -> (["a", "b"], 3); the value is read as YAML (numbers, lists, null)."""
     if "=" not in text:
@@ -372,7 +388,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise FitnetsError(f"cannot read the override '{text}': the key is empty.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise FitnetsError(f"cannot read the value of override '{text}': {e}") from None
     return key.split("."), value
@@ -390,7 +406,7 @@ def load_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise FitnetsError(f"recipe '{path}' does not exist (or is not a file).")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = _safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise FitnetsError(f"recipe '{path}' is not valid YAML: {e}") from None
     except UnicodeDecodeError:

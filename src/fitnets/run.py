@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fitnets import distributed
-from fitnets.checkpoint import Checkpoints, load_weights, save_weights
+from fitnets.checkpoint import Checkpoints, atomic_write, load_weights, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
 from fitnets.distill.stages import (
     hint_stage,
@@ -187,7 +187,7 @@ class RunDir:
             )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
+            probe = self.path / f".write-test{os.getpid()}"
             probe.write_bytes(b"x" * 1024)
             probe.unlink()
         except OSError as e:
@@ -258,10 +258,11 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
          dist: distributed.Dist) -> dict:
     ckpts = Checkpoints(run_dir)
     # rank 0 reads the checkpoint and sends it: every rank continues from the same one
-    state = dist.broadcast(ckpts.load_latest() if resume and dist.is_main else None)
+    state = dist.broadcast(_checked(ckpts.load_latest(), ckpts.dir)
+                           if resume and dist.is_main else None)
     if dist.is_main and not resume:
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    if dist.is_main and state is None:
+        atomic_write(run_dir / "config.yaml", dump_yaml(cfg).encode())
+    if dist.is_main and state is None:  # fresh (also --resume of a run killed before a save)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     distributed.check_batch(cfg, dist)
     cfg = distributed.scale_lr(cfg, dist)
@@ -360,6 +361,19 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
                        time.perf_counter() - t_start, say, dist.is_main)
 
 
+_CHECKPOINT_KEYS = ("stage_index", "loop", "student", "rng", "log_lines", "history")
+
+
+def _checked(state: dict | None, where: Path) -> dict | None:
+    """A loaded checkpoint must hold what ``_run`` reads; anything else is not ours."""
+    if state is not None and not (isinstance(state, dict)
+                                  and all(k in state for k in _CHECKPOINT_KEYS)):
+        raise FitnetsError(f"the newest checkpoint in {where} is not a fitnets checkpoint (it "
+                           f"lacks {', '.join(_CHECKPOINT_KEYS)}); start the run again into a "
+                           "new directory.")
+    return state
+
+
 def hint_pairs(cfg: Config, student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
     if cfg.hints.pairs:
         return [tuple(p) for p in cfg.hints.pairs]
@@ -439,9 +453,7 @@ def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say,
         "seed": cfg.seed,
     }
     if write:
-        tmp = run_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, run_dir / "summary.json")
+        atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     say(f"done: test accuracy {100 * test['acc']:.2f}% ({summary['params']:,} parameters); "
         f"wrote {run_dir / 'summary.json'}")
     return summary

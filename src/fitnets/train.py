@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fitnets.checkpoint import kill_point
 from fitnets.config import OptimConfig, StageConfig
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
@@ -91,9 +92,14 @@ class RunState:
     def log(self, record: dict) -> None:
         if not self.dist.is_main:
             return
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+        except OSError as e:
+            raise FitnetsError(f"cannot append to '{self.metrics}': {e.strerror or e}. The last "
+                               "checkpoint is intact; free some space, then continue the run "
+                               "with --resume RUN_DIR.") from None
         if self.tensorboard is not None:
             self.tensorboard(record)
 
@@ -315,6 +321,7 @@ def _train_epoch(stage: Stage, data: Data, run: RunState, opt, scaler, epoch: in
         scaler.step(opt)
         scaler.update()
         stage.constrain()
+        kill_point("step")
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v) * share
         steps += 1

@@ -107,6 +107,12 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
         device = param.device if param is not None else "cpu"
         with torch.no_grad():
             model(torch.zeros((1, *input_shape), device=device))
+    except RuntimeError as e:  # e.g. an input smaller than a kernel
+        raise FitnetsError(
+            f"{type(model).__name__} cannot run on inputs of shape {tuple(input_shape)}: "
+            f"{str(e).splitlines()[0][:300].rstrip('.')}. Give the input shape the model is "
+            "built for."
+        ) from None
     finally:
         model.train(was_training)
         for h in handles:

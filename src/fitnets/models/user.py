@@ -44,7 +44,15 @@ def resolve_model(
             f"'{where}' has no function '{fn_name}' (from model '{spec}'). Callables defined "
             f"there: {', '.join(found) or 'none'}."
         )
-    model = fn(**_kwargs_for(fn, num_classes=num_classes, in_channels=in_channels))
+    try:
+        model = fn(**_kwargs_for(fn, num_classes=num_classes, in_channels=in_channels))
+    except TypeError as e:
+        if e.__traceback__ is not None and e.__traceback__.tb_next is not None:
+            raise  # raised inside the builder: a bug there, keep its traceback
+        raise FitnetsError(
+            f"'{spec}' cannot be called as a model builder: {e}. It must take num_classes "
+            "(and optionally in_channels) and return a torch.nn.Module."
+        ) from None
     if not isinstance(model, nn.Module):
         raise FitnetsError(
             f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module; the function "
