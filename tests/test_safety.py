@@ -285,8 +285,8 @@ def test_a_non_finite_loss_names_stage_epoch_step_and_keeps_the_last_checkpoint(
 
     def fit_with_nan_at_epoch_2(stage, data, run, resume=None):
         loss = stage.loss
-        stage.loss = lambda x, y, e: ((loss(x, y, e)[0] * float("nan"), {}) if e == 2
-                                      else loss(x, y, e))
+        stage.loss = lambda x, y, e, *rest: ((loss(x, y, e, *rest)[0] * float("nan"), {})
+                                             if e == 2 else loss(x, y, e, *rest))
         return real_fit(stage, data, run, resume)
 
     monkeypatch.setattr(fitnets.run, "fit", fit_with_nan_at_epoch_2)
