@@ -14,6 +14,12 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def _no_user_cache_setting(monkeypatch):
+    """Tests choose cache folders themselves: a user's $FITNETS_CACHE must not leak in."""
+    monkeypatch.delenv("FITNETS_CACHE", raising=False)
+
+
 def idx_file(path: Path, a: np.ndarray, gz: bool = False) -> None:
     """Write ``a`` (uint8) in the IDX format: magic (0, 0, 0x08, ndim), big-endian dims."""
     data = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
