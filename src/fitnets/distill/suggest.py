@@ -20,7 +20,7 @@ from fitnets.distill.regressor import (
     describe_regressor,
     hint_nonlinearity,
 )
-from fitnets.distill.taps import get_layer
+from fitnets.distill.taps import get_layer, layer_shapes
 from fitnets.errors import FitnetsError
 
 _SKIP = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
@@ -31,32 +31,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 def _map_shapes(model: nn.Module, input_shape: tuple) -> list[tuple[str, tuple]]:
     """(name, C,H,W) of every module with a 4D output, in the order their outputs appear."""
-    order: list[tuple[str, tuple]] = []
-    seen: set[str] = set()
-    handles = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-
-        def hook(_m, _i, out, name=name):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and name not in seen:
-                seen.add(name)
-                order.append((name, tuple(out.shape[1:])))
-
-        handles.append(module.register_forward_hook(hook))
-    modes = [m.training for m in model.modules()]
-    try:
-        model.eval()
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else "cpu"
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=device))
-    finally:
-        for m, mode in zip(model.modules(), modes):
-            m.training = mode
-        for h in handles:
-            h.remove()
-    return order
+    return [(n, s) for n, s in layer_shapes(model, input_shape).items() if len(s) == 3]
 
 
 def candidate_layers(model: nn.Module, input_shape: tuple) -> list[tuple[str, tuple]]:

@@ -88,7 +88,8 @@ def _as_tensor(value, name: str) -> torch.Tensor:
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple]:
-    """Output shape (without the batch) of every named submodule for one dummy input."""
+    """Output shape (without the batch) of every named submodule for one dummy input, in the
+    order the forward pass produced them (a module called twice keeps its first shape)."""
     shapes: dict[str, tuple] = {}
     handles = []
     for name, module in model.named_modules():
@@ -100,7 +101,7 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
                 shapes.setdefault(name, tuple(out.shape[1:]))
 
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
+    modes = [m.training for m in model.modules()]  # restored one by one: they may differ
     try:
         model.eval()
         param = next(model.parameters(), None)
@@ -114,7 +115,8 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
             "built for."
         ) from None
     finally:
-        model.train(was_training)
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
         for h in handles:
             h.remove()
-    return shapes
+    return shapes  # in the order the outputs appeared
