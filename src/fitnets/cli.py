@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a few epochs only (seconds)")
 
     for name, text in (("train", "train one network on labels (a teacher, or a baseline)"),
-                       ("distill", "train a student from a teacher: fitnet, kd, backprop or joint")):
+                       ("distill", "train a student from a teacher: fitnet, kd, backprop, joint")):
         t = sub.add_parser(name, help=text, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         t.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE",
