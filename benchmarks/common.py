@@ -14,6 +14,16 @@ from fitnets.config import make_config
 from fitnets.run import config_for_resume, run
 
 
+def add_run_options(p) -> None:
+    """The options every driver shares: device, resume, extra overrides, quiet."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true",
+                   help="skip finished runs, continue killed ones from their checkpoints")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra config overrides for every run, e.g. data.root=/data")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+
+
 def run_once(recipe: str | None, command: str, out: Path, overrides: list[str],
              resume: bool, device: str, verbose: bool) -> Path:
     """Run ``recipe`` into ``out``; with ``resume`` a finished run (summary.json) is skipped

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, hardware, run_once  # noqa: E402
+from common import add_run_options, command_line, hardware, run_once  # noqa: E402
 
 from fitnets.report import load_run, mean_std, pyplot, report  # noqa: E402
 
@@ -48,12 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=0, help="first N training images (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of every stage")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true",
-                   help="skip finished runs, continue killed ones from their checkpoints")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra config overrides for every run, e.g. data.root=/data")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    add_run_options(p)
     return p.parse_args(argv)
 
 

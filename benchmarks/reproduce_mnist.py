@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import command_line, hardware, run_once  # noqa: E402
+from common import add_run_options, command_line, hardware, run_once  # noqa: E402
 
 from fitnets.report import load_run, mean_std, report  # noqa: E402
 
@@ -46,12 +46,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs-student", type=int, help="student (stage 2) epochs (default 500)")
     p.add_argument("--hint-epochs", type=int, help="FitNet stage-1 epochs (default 500)")
     p.add_argument("--train-limit", type=int, default=0, help="first N training images (0: all)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true",
-                   help="skip finished runs, continue killed ones from their checkpoints")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra config overrides for every run, e.g. data.root=/data")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    add_run_options(p)
     return p.parse_args(argv)
 
 
