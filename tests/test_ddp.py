@@ -45,16 +45,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], out: Path, *, restarts: int = 0, kill: str | None = None):
+def torchrun(args: list[str], out: Path, *, restarts: int = 0, kill: str | None = None,
+             rdzv: str = "static"):
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(fitnets.__file__).parents[1])}
     env.pop("FITNETS_TEST_KILL", None)
     if kill:
         env["FITNETS_TEST_KILL"] = kill
-    # elastic restarts need the c10d rendezvous: with the static one (--master-port) the
-    # restarted workers hung in gloo's init_process_group (torch 2.13, CPU)
     where = (["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
-             if restarts else ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())])
+             if rdzv == "c10d"
+             else ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *where,
            "--max-restarts", str(restarts), "-m", "fitnets", "distill", *args,
            "--out", str(out)]
@@ -136,17 +136,15 @@ def test_two_processes_match_one_process_with_the_same_global_batch(setup):
 
 @pytest.mark.slow
 @needs_gloo
-@pytest.mark.skipif(
-    os.environ.get("FITNETS_TEST_ELASTIC") != "1",
-    reason="opt-in (FITNETS_TEST_ELASTIC=1): on the 2-core dev machine the restarted gloo "
-           "workers hung or were refused in init_process_group in 2 of 3 runs; see issue 7",
-)
-def test_elastic_restart_resumes_from_the_last_checkpoint(setup):
+@pytest.mark.parametrize("rdzv", ["c10d", "static"])
+def test_elastic_restart_resumes_from_the_last_checkpoint(setup, rdzv):
     base, args, _, two, _ = setup
-    out = base / "elastic"
+    out = base / f"elastic-{rdzv}"
     # rank 1 dies (SIGKILL) after its 1st checkpoint (stage 1, epoch 1); torchrun restarts
-    # both workers, which find the run directory and resume it inside stage 1 under DDP
-    done = torchrun(args, out, restarts=1, kill="1:1")
+    # both workers, which find the run directory and resume it inside stage 1 under DDP.
+    # Both rendezvous keep the agent's store across attempts: without our per-attempt key
+    # prefix the restarted gloo workers hung or were refused (3 of 3 runs, torch 2.13).
+    done = torchrun(args, out, restarts=1, kill="1:1", rdzv=rdzv)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "elastic restart 1: resuming" in done.stdout
     assert_close_runs(two, out, atol=0.0)  # same process count: bit-exact
@@ -164,3 +162,41 @@ def test_a_two_process_run_resumes_in_one_process(setup):
     # the generator is in lockstep on every rank: the same global batches follow; only the
     # float reduction order differs from the uninterrupted 1-process run
     assert_close_runs(one, out, WEIGHT_ATOL)
+
+
+def test_restarted_workers_get_a_store_namespace_of_their_own(monkeypatch):
+    import fitnets.distributed as fd
+
+    made = []
+
+    class FakeStore:
+        def __init__(self, host, port, is_master):
+            made.append((host, port, is_master))
+
+    monkeypatch.setattr(fd.td, "TCPStore", FakeStore)
+    monkeypatch.setattr(fd.td, "PrefixStore", lambda prefix, store: (prefix, store))
+    env = {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400", "RANK": "3", "WORLD_SIZE": "4",
+           "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert fd._restart_store() == {}  # first attempt: torch's own env:// init
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    got = fd._restart_store()
+    assert got["store"][0] == "fitnets/attempt_2" and (got["rank"], got["world_size"]) == (3, 4)
+    assert made == [("10.0.0.1", 29400, False)]  # a client of the agent's store
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # a new store per attempt
+    assert fd._restart_store() == {}
+
+
+def test_multi_node_elastic_runs_are_told_to_disable_the_shared_store(monkeypatch):
+    import fitnets.distributed as fd
+
+    for k, v in {"TORCHELASTIC_MAX_RESTARTS": "3", "GROUP_WORLD_SIZE": "2",
+                 "TORCHELASTIC_USE_AGENT_STORE": "True"}.items():
+        monkeypatch.setenv(k, v)
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in fd.elastic_advice()
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")  # one node: one agent, one restart count
+    assert fd.elastic_advice() is None
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")
+    assert fd.elastic_advice() is None

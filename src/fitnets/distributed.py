@@ -128,8 +128,28 @@ def setup(cfg: DistConfig, device: torch.device) -> Dist:
                            "dist.backend=gloo (or auto).")
     owns = not td.is_initialized()
     if owns:
-        td.init_process_group(backend=backend)
+        td.init_process_group(backend=backend, **_restart_store())
     return Dist(rank=td.get_rank(), world=td.get_world_size(), device=device, owns_group=owns)
+
+
+def _restart_store() -> dict:
+    """After an elastic restart, the process group's keys in a namespace of their own.
+
+    torchrun's agent keeps one TCPStore for the whole job and hands it to every attempt's
+    workers (TORCHELASTIC_USE_AGENT_STORE=True), but ``init_process_group`` does not prefix
+    its keys by attempt. The restarted workers then read the killed workers' gloo addresses
+    and the first attempt's barrier counters from that store, and their init is refused
+    ("connectFullMesh failed ... Connection refused") or waits forever (torch 2.13, both
+    seen). A prefix per restart count gives each attempt a clean namespace. The first
+    attempt, and launchers that start a new store per attempt, keep the default env:// init.
+    """
+    count = restart_count()
+    if count == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                        is_master=False)
+    return {"store": td.PrefixStore(f"fitnets/attempt_{count}", store),
+            "rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"])}
 
 
 def check_batch(cfg: Config, dist: Dist) -> None:
@@ -162,8 +182,28 @@ def describe(cfg: Config, dist: Dist, command: str) -> str:
     if command != "train" and cfg.method == "fitnet":
         lr = f"{cfg.hints.stage.optim.lr:g} (hints) / {lr} (kd)"
     how = f"x{dist.world} by dist.scale_lr" if cfg.dist.scale_lr else "as in the recipe"
-    return (f"{dist.world} processes ({td.get_backend()}): global batch {b} = {dist.world} x "
+    line = (f"{dist.world} processes ({td.get_backend()}): global batch {b} = {dist.world} x "
             f"{b // dist.world}, lr {lr} ({how})")
+    advice = elastic_advice()
+    return f"{line}\n{advice}" if advice else line
+
+
+def elastic_advice() -> str | None:
+    """A warning for the one set-up whose restarts our per-attempt prefix cannot make safe.
+
+    Each node's agent counts only the restarts its own workers caused (pytorch#108158), so
+    on several nodes sharing the agent's store the attempt prefixes of _restart_store can
+    differ between nodes. torch's own switch gives every attempt a fresh store instead.
+    """
+    env = os.environ
+    if (int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0
+            and int(env.get("GROUP_WORLD_SIZE", "1") or 1) > 1
+            and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"):
+        return ("warning: elastic restarts on several nodes with torchrun's shared store: "
+                "launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its "
+                "environment on every node, or restarted workers may wait forever in "
+                "init_process_group (pytorch#135712).")
+    return None
 
 
 def restart_count() -> int:
