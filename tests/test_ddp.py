@@ -200,3 +200,58 @@ def test_multi_node_elastic_runs_are_told_to_disable_the_shared_store(monkeypatc
     monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")
     assert fd.elastic_advice() is None
+
+
+def test_evaluation_shares_cover_every_row_once():
+    for world in (1, 2, 3, 4):
+        for n in (0, 1, 5, 40, 10001):
+            shares = [Dist(rank=r, world=world).rows(n) for r in range(world)]
+            assert shares[0][0] == 0 and shares[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))  # contiguous
+            sizes = [hi - lo for lo, hi in shares]
+            assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.slow
+@needs_gloo
+def test_the_teacher_cache_is_computed_once_for_all_processes(setup, tmp_path):
+    base, args, _, _, _ = setup
+    # no translations, so the cache is valid; flips give it two views
+    cached = [*args, "data.augment_pad=0"]
+    one = tmp_path / "one"
+    run(make_config(None, [*cached, "perf.teacher_cache=memory"]), "distill", one,
+        verbose=False)
+    os.environ["FITNETS_CACHE"] = str(tmp_path / "cache")  # torchrun's workers inherit it
+    try:
+        done = torchrun([*cached, "perf.teacher_cache=disk"], tmp_path / "two")
+    finally:
+        del os.environ["FITNETS_CACHE"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    # both stages (hint maps, then logits): computed once, each rank a share of the rows
+    assert done.stdout.count("computing it once, shared by 2 processes") == 2
+    files = sorted(p.name for p in (tmp_path / "cache" / "teacher").iterdir())
+    assert len(files) == 2 and all(f.endswith(".bin") for f in files)  # no tmp left over
+    assert_close_runs(one, tmp_path / "two", WEIGHT_ATOL)
+
+
+def test_sync_batchnorm_is_chosen_by_device_and_refused_on_cpus():
+    from torch import nn
+
+    from fitnets.errors import FitnetsError
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+
+    m = net()
+    bn_params = list(m[1].parameters())
+    gpu = Dist(rank=0, world=2, device=torch.device("cuda", 0))
+    out = gpu.sync_batchnorm(m)
+    assert isinstance(out[1], nn.SyncBatchNorm)  # converted, same parameters
+    assert all(a is b for a, b in zip(out[1].parameters(), bn_params))
+    off = Dist(rank=0, world=2, device=torch.device("cuda", 0), sync_bn=False)
+    assert type(off.sync_batchnorm(net())[1]) is nn.BatchNorm2d
+    cpu = Dist(rank=0, world=2)  # auto on a CPU: SyncBatchNorm is CUDA-only, so per rank
+    assert type(cpu.sync_batchnorm(net())[1]) is nn.BatchNorm2d
+    with pytest.raises(FitnetsError, match="dist.sync_bn=true needs GPUs"):
+        Dist(rank=0, world=2, sync_bn=True).sync_batchnorm(net())
+    assert Dist(sync_bn=True).sync_batchnorm(m) is m  # one process: nothing to synchronise

@@ -154,6 +154,10 @@ class DistConfig:
     """Process-group backend under torchrun: auto = nccl on GPUs, gloo on CPUs."""
     scale_lr: bool = False
     """Multiply every learning rate by the number of processes (linear scaling rule)."""
+    sync_bn: Literal["auto", True, False] = "auto"
+    """Batch-norm statistics over the global batch (SyncBatchNorm); auto = on GPUs when the
+    trained module has batch norm. torch's SyncBatchNorm is CUDA-only: on CPUs each rank
+    normalises with its own slice."""
 
 
 @dataclass

@@ -34,6 +34,8 @@ class Dist:
     world: int = 1
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False  # we created the process group, so we destroy it
+    local_rank: int = 0  # the rank on this machine (LOCAL_RANK)
+    sync_bn: str | bool = "auto"  # dist.sync_bn
 
     @property
     def enabled(self) -> bool:
@@ -72,6 +74,11 @@ class Dist:
             lo, hi = 0, 1
         return (*(None if t is None else t[lo:hi] for t in (x, y, *extra)), share)
 
+    def rows(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous share [lo, hi) of ``n`` evaluation rows (all of them in
+        one process); shares differ by at most one row."""
+        return self.rank * n // self.world, (self.rank + 1) * n // self.world
+
     def weigh(self, loss: torch.Tensor, share: float) -> torch.Tensor:
         """The loss to back-propagate: DDP averages over ranks, so scale by share * world."""
         return loss if not self.enabled else loss * (share * self.world)
@@ -86,6 +93,27 @@ class Dist:
         td.all_reduce(t)
         return dict(zip(keys, t.tolist()))
 
+    def all_true(self, flag: bool) -> bool:
+        """True when ``flag`` holds on every rank."""
+        return flag if not self.enabled else self.sum({"f": float(flag)})["f"] == self.world
+
+    def gather_rows(self, part: torch.Tensor, total: int) -> torch.Tensor:
+        """The ranks' ``part``s (their ``rows(total)`` shares, in rank order) as one tensor
+        of ``total`` rows on every rank. Sent as bytes, so any dtype goes through gloo."""
+        if not self.enabled:
+            return part
+        size = -(-total // self.world)  # the largest share; smaller ones are padded
+        pad = part.new_zeros((size, *part.shape[1:]))
+        pad[:len(part)] = part
+        flat = pad.contiguous().view(torch.uint8).to(self._comm_device())
+        bufs = [torch.empty_like(flat) for _ in range(self.world)]
+        td.all_gather(bufs, flat)
+        rows = [b.to(part.device).view(part.dtype).view(size, *part.shape[1:])
+                for b in bufs]
+        return torch.cat([r[:hi - lo] for r, (lo, hi) in
+                          zip(rows, (Dist(rank=k, world=self.world).rows(total)
+                                     for k in range(self.world)))])
+
     def wrap(self, module: nn.Module, trained: Iterable[nn.Parameter]) -> nn.Module:
         """``module`` in DistributedDataParallel (itself in a single process).
 
@@ -94,11 +122,28 @@ class Dist:
         """
         if not self.enabled:
             return module
+        module = self.sync_batchnorm(module)
         keep = {id(p) for p in trained}
         unused = any(p.requires_grad and id(p) not in keep for p in module.parameters())
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=ids,
                                                    find_unused_parameters=unused)
+
+    def sync_batchnorm(self, module: nn.Module) -> nn.Module:
+        """``module`` with its batch norms synchronised over the ranks when dist.sync_bn
+        asks for it (auto: on GPUs). The layers are swapped in place and keep their
+        parameters and buffers, so optimisers and checkpoints are unaffected."""
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+        if self.sync_bn is False or not self.enabled or not has_bn:
+            return module
+        if self.device.type != "cuda":
+            if self.sync_bn is True:
+                raise FitnetsError(
+                    "dist.sync_bn=true needs GPUs: torch's SyncBatchNorm runs on CUDA only. "
+                    "On CPU processes use dist.sync_bn=auto or false (each rank's batch norm "
+                    "then normalises with its own slice of the global batch).")
+            return module
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
     def close(self) -> None:
         if self.owns_group and td.is_initialized():
@@ -129,7 +174,8 @@ def setup(cfg: DistConfig, device: torch.device) -> Dist:
     owns = not td.is_initialized()
     if owns:
         td.init_process_group(backend=backend, **_restart_store())
-    return Dist(rank=td.get_rank(), world=td.get_world_size(), device=device, owns_group=owns)
+    return Dist(rank=td.get_rank(), world=td.get_world_size(), device=device, owns_group=owns,
+                local_rank=local, sync_bn=cfg.sync_bn)
 
 
 def _restart_store() -> dict:
@@ -182,8 +228,10 @@ def describe(cfg: Config, dist: Dist, command: str) -> str:
     if command != "train" and cfg.method == "fitnet":
         lr = f"{cfg.hints.stage.optim.lr:g} (hints) / {lr} (kd)"
     how = f"x{dist.world} by dist.scale_lr" if cfg.dist.scale_lr else "as in the recipe"
+    bn = ("synchronised (SyncBatchNorm)" if dist.sync_bn is not False
+          and dist.device.type == "cuda" else "per rank")
     line = (f"{dist.world} processes ({td.get_backend()}): global batch {b} = {dist.world} x "
-            f"{b // dist.world}, lr {lr} ({how})")
+            f"{b // dist.world}, lr {lr} ({how}); batch-norm statistics, if any: {bn}")
     advice = elastic_advice()
     return f"{line}\n{advice}" if advice else line
 

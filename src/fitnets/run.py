@@ -271,6 +271,7 @@ def _run(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
     seed_everything(cfg.seed)
     prepared = prepare_data(cfg, device)
     _set_layout(prepared.data, perf)
+    prepared.data.dist = dist
     say = print if verbose else (lambda *a, **k: None)
     if dist.enabled:
         say(distributed.describe(cfg, dist, command))
@@ -415,7 +416,8 @@ def _teacher_cache(cfg, teacher, fn, what, data, perf, say):
     if mode is None:
         return None
     return build_teacher_cache(fn, teacher, data.train.x, what=what, flips=cfg.data.augment_flip,
-                               mode=mode, perf=perf, batch_size=data.eval_batch_size, say=say)
+                               mode=mode, perf=perf, batch_size=data.eval_batch_size, say=say,
+                               dist=data.dist)
 
 
 def _set_layout(data: Data, perf) -> None:
@@ -427,8 +429,9 @@ def _set_layout(data: Data, perf) -> None:
 def _finish(cfg, command, run_dir, student, prepared, history, elapsed, say,
             write: bool = True) -> dict:
     student.eval()
-    test = evaluate(student, prepared.data.test, prepared.data.eval_batch_size)
-    val = (evaluate(student, prepared.data.val, prepared.data.eval_batch_size)
+    d = prepared.data
+    test = evaluate(student, d.test, d.eval_batch_size, d.dist)
+    val = (evaluate(student, d.val, d.eval_batch_size, d.dist)
            if prepared.data.val is not None else None)
     model_cfg = cfg.model if command == "train" else cfg.student
     if write:

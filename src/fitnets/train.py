@@ -55,6 +55,7 @@ class Data:
     batch_size: int
     eval_batch_size: int
     augment: AugmentFn | None = None
+    dist: Dist = field(default_factory=Dist)  # under torchrun: evaluation is sharded
 
 
 @dataclass
@@ -216,16 +217,24 @@ def shuffled(n: int, batch_size: int, generator: torch.Generator) -> Iterator[to
 
 @torch.no_grad()
 def evaluate(model: Callable[[torch.Tensor], torch.Tensor], arrays: Arrays,
-             batch_size: int) -> dict[str, float]:
-    """Cross-entropy and accuracy of ``model`` (already in eval mode) on ``arrays``."""
+             batch_size: int, dist: Dist | None = None) -> dict[str, float]:
+    """Cross-entropy and accuracy of ``model`` (already in eval mode) on ``arrays``.
+
+    Under torchrun (``dist``) each rank evaluates its contiguous share of the rows and the
+    sums are added over the ranks: every rank gets the whole split's values (the correct
+    count exactly, the loss up to the order of float additions).
+    """
+    dist = dist or Dist()
+    lo, hi = dist.rows(len(arrays))
     loss, correct = 0.0, 0
-    for i in range(0, len(arrays), batch_size):
-        x, y = arrays.x[i:i + batch_size], arrays.y[i:i + batch_size]
+    for i in range(lo, hi, batch_size):
+        x, y = arrays.x[i:min(i + batch_size, hi)], arrays.y[i:min(i + batch_size, hi)]
         logits = model(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
+    sums = dist.sum({"loss": loss, "correct": float(correct)})
     n = max(len(arrays), 1)
-    return {"loss": loss / n, "acc": correct / n}
+    return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n}
 
 
 # --------------------------------------------------------------------------- the loop

@@ -19,6 +19,7 @@ from fitnets.distill.regressor import (
     hint_nonlinearity,
 )
 from fitnets.distill.taps import get_layer, layer_shapes, run_to, run_with
+from fitnets.distributed import Dist
 from fitnets.train import Arrays, Data, Stage, evaluate, max_norm_fn, scaled_groups
 
 # (batch indices into data.train, flipped mask or None) -> the teacher's outputs
@@ -124,7 +125,7 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
         if data.val is None:
             return {}
         return {"val_hint_loss": mean_hint_loss(module, teacher, hint, data.val,
-                                                data.eval_batch_size, reduction)}
+                                                data.eval_batch_size, reduction, data.dist)}
 
     stage = Stage(
         name="hints", module=module,
@@ -144,14 +145,17 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
 
 @torch.no_grad()
 def mean_hint_loss(module: nn.Module, teacher: nn.Module, hint: str, arrays: Arrays,
-                   batch_size: int, reduction: str) -> float:
-    total, n = 0.0, len(arrays)
-    for i in range(0, n, batch_size):
-        x = arrays.x[i:i + batch_size]
+                   batch_size: int, reduction: str, dist: Dist | None = None) -> float:
+    """The hint loss per example over ``arrays`` (sharded over the ranks under torchrun)."""
+    dist = dist or Dist()
+    lo, hi = dist.rows(len(arrays))
+    total = 0.0
+    for i in range(lo, hi, batch_size):
+        x = arrays.x[i:min(i + batch_size, hi)]
         with torch.inference_mode():
             (target,) = run_to(teacher, x, [hint])
         total += hint_loss(module(x), target, reduction).item() * len(x)
-    return total / max(n, 1)
+    return dist.sum({"total": total})["total"] / max(len(arrays), 1)
 
 
 def classifier_eval(model: nn.Module, data: Data):
@@ -160,9 +164,9 @@ def classifier_eval(model: nn.Module, data: Data):
     def run(epoch: int) -> dict[str, float]:
         out = {}
         if data.val is not None:
-            v = evaluate(model, data.val, data.eval_batch_size)
+            v = evaluate(model, data.val, data.eval_batch_size, data.dist)
             out.update(val_loss=v["loss"], val_acc=v["acc"], val_error=1.0 - v["acc"])
-        out["test_acc"] = evaluate(model, data.test, data.eval_batch_size)["acc"]
+        out["test_acc"] = evaluate(model, data.test, data.eval_batch_size, data.dist)["acc"]
         return out
 
     return run

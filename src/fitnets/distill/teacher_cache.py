@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
 from fitnets.perf import Perf
 
@@ -77,8 +78,16 @@ def cache_key(teacher: torch.nn.Module, x: torch.Tensor, what: str, views: int,
 
 def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: torch.nn.Module,
                         x: torch.Tensor, *, what: str, flips: bool, mode: str, perf: Perf,
-                        batch_size: int, say: Callable[[str], None]) -> TeacherCache:
-    """Run ``fn`` (the teacher up to ``what``) over ``x`` (and its mirror when ``flips``)."""
+                        batch_size: int, say: Callable[[str], None],
+                        dist: Dist | None = None) -> TeacherCache:
+    """Run ``fn`` (the teacher up to ``what``) over ``x`` (and its mirror when ``flips``).
+
+    Under torchrun (``dist``) the work is split: each rank computes its share of every chunk
+    of rows and the shares are gathered, so the cache is computed once for the whole job and
+    every rank ends with all of it. A disk cache is written by each machine's local rank 0;
+    the other ranks of that machine map its file.
+    """
+    dist = dist or Dist()
     n, views = len(x), 2 if flips else 1
     with torch.inference_mode(), perf.autocast():
         probe = fn(perf.layout(x[:1]))
@@ -91,27 +100,47 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
         path = cache_root() / f"{cache_key(teacher, x, what, views, perf)}.bin"
     where = f" in {path}" if path else " in memory"
     total = views * n
-    if path is not None and path.exists() and path.stat().st_size == nbytes:
+    have = path is not None and path.exists() and path.stat().st_size == nbytes
+    if dist.all_true(have):  # every rank must find it, or all compute it together
         say(f"teacher cache: reusing {what} outputs ({nbytes / 2**20:.1f} MiB){where}")
         return TeacherCache(_mapped(path, total, shape, dtype), n, path)
+    shared = f", shared by {dist.world} processes" if dist.enabled else ""
     say(f"teacher cache: {views} view(s) x {n} images x {list(shape)} {str(dtype)[6:]} = "
-        f"{nbytes / 2**20:.1f} MiB{where}; computing it once")
+        f"{nbytes / 2**20:.1f} MiB{where}; computing it once{shared}")
+    writes = path is None or dist.local_rank == 0
+    store = tmp = None
     if path is None:
         store = torch.empty((total, *shape), dtype=dtype, device=x.device)
-    else:  # written straight into a memory-mapped file (it may not fit in memory)
+    elif writes:  # written straight into a memory-mapped file (it may not fit in memory)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         with open(tmp, "wb") as f:
             f.truncate(nbytes)
         store = _mapped(tmp, total, shape, dtype, shared=True)
+    chunk = batch_size * dist.world * 4  # rows per gathering round
     with torch.inference_mode(), perf.autocast():
         for v in range(views):
-            for i in range(0, n, batch_size):
-                xb = x[i:i + batch_size]
-                store[v * n + i:v * n + i + len(xb)] = fn(perf.layout(xb.flip(3) if v else xb))
+            for c0 in range(0, n, chunk):
+                c1 = min(c0 + chunk, n)
+                lo, hi = dist.rows(c1 - c0)
+                mine = x[c0 + lo:c0 + hi]
+                if v:
+                    mine = mine.flip(3)
+                part = torch.cat([fn(perf.layout(mine[i:i + batch_size]))
+                                  for i in range(0, len(mine), batch_size)] or [probe[:0]])
+                rows = dist.gather_rows(part, c1 - c0)
+                if store is not None:
+                    store[v * n + c0:v * n + c1] = rows
     if path is not None:
-        del store
-        os.replace(tmp, path)  # complete files only: a reader never sees a half-written one
+        if writes:
+            del store
+            os.replace(tmp, path)  # complete files only: a reader never sees a half-written one
+        dist.barrier()  # this machine's writer has put the file in place
+        if not path.exists():
+            raise FitnetsError(
+                f"teacher cache: {path} was not written by this machine's local rank 0; the "
+                "processes of one machine must share FITNETS_CACHE."
+            )
         store = _mapped(path, total, shape, dtype)
     return TeacherCache(store, n, path)
 
