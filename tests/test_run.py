@@ -202,3 +202,44 @@ def test_short_fitnet_run_on_a_slice_of_real_mnist(tmp_path):
     # must be well above chance (10%); this run gave 64.5% for the teacher
     assert t["test_acc"] > 0.4, t["test_acc"]
     assert s["test_acc"] > 0.2, s["test_acc"]
+
+
+def test_a_killed_joint_run_resumes_with_its_regressor(teacher_dir, tmp_path, monkeypatch):
+    """method=joint trains the regressor inside the one stage's module: a resume must bring
+    it back from the checkpoint (not a fresh one), or the result would differ."""
+    root, teacher, _ = teacher_dir
+    args = [f"teacher.weights={teacher}", "method=joint", "train.epochs=3",
+            "data.augment_flip=true", "hints.regressor=conv"]
+    ref = tmp_path / "ref"
+    run(cfg_for(root, *args), "distill", ref, verbose=False)
+
+    real_save = Checkpoints.save
+    saves = {"n": 0}
+
+    def save_then_die(self, payload):
+        path = real_save(self, payload)
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise Killed
+        return path
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    with pytest.raises(Killed):
+        run(cfg_for(root, *args), "distill", tmp_path / "cut", verbose=False)
+    monkeypatch.setattr(Checkpoints, "save", real_save)
+    ckpt = torch.load(sorted((tmp_path / "cut" / "checkpoints").glob("ckpt-*.pt"))[-1],
+                      weights_only=True)
+    assert any("regressor" in k for k in _flat_keys(ckpt))  # the regressor is checkpointed
+    run(make_config(tmp_path / "cut" / "config.yaml"), "distill", tmp_path / "cut",
+        resume=True, verbose=False)
+    a = load_weights(ref / "model.pt")["state_dict"]
+    b = load_weights(tmp_path / "cut" / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _strip_time(tmp_path / "cut" / "metrics.jsonl") == _strip_time(ref / "metrics.jsonl")
+
+
+def _flat_keys(obj, prefix=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"{prefix}{k}"
+            yield from _flat_keys(v, f"{prefix}{k}.")
