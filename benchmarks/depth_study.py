@@ -1,5 +1,6 @@
-"""The paper's depth study, scaled down: CIFAR-10 students of about 30K parameters at
-several depths, each trained by back-propagation, KD and hints (FitNet), from one teacher.
+"""The paper's depth study, scaled down: CIFAR-10 students of a fixed parameter budget
+(about 30K; about 107K with --budgets 30000 107000) at several depths, each trained by
+back-propagation, KD and hints (FitNet), from one teacher.
 
 One command (hours on a GPU; the paper's teacher is `--teacher cifar_teacher`):
 
@@ -10,11 +11,12 @@ Smoke run (minutes on a CPU):
     python benchmarks/depth_study.py --out runs/depth-smoke --train-limit 500 \\
         --test-limit 500 --epochs-teacher 1 --epochs-student 1 --hint-epochs 1 --depths 3 5
 
-The students are ``fitnets.models.thin:thin_cifar_d<depth>`` (conv3x3-BN-ReLU, width chosen
-for ~30K parameters, guided layer = the middle conv); the teacher's hint layer is its
+The students are ``fitnets.models.thin:thin_cifar_d<depth>[_107k]`` (conv3x3-BN-ReLU, width
+chosen for the budget, guided layer = the middle conv); the teacher's hint layer is its
 default (the middle stage of a ResNet). Every run gets its own directory under ``--out``;
 ``--resume`` skips finished runs and continues killed ones. ``--out/report.md`` holds a
-depth x method table, ``depth.png`` (test accuracy vs depth), then the full report.
+depth x method table per budget, ``depth.png`` (test accuracy vs depth, a panel per
+budget), then the full report.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_run_options, command_line, hardware, run_once  # noqa: E402
 
+from fitnets.models.thin import BUDGETS  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report  # noqa: E402
 
 METHODS = ("backprop", "kd", "fitnet")
@@ -38,6 +41,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/depth", help="directory of all runs + report")
     p.add_argument("--depths", type=int, nargs="+", default=[3, 5, 7, 9],
                    choices=[3, 5, 7, 9, 11], help="student depths (conv layers)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[30_000], choices=BUDGETS,
+                   help="student parameter budgets (the paper's ~30K; ~107K, FitNet 2's size)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds")
     p.add_argument("--teacher", default="resnet20",
                    help="built-in teacher model (smaller than the paper's: resnet20; "
@@ -68,23 +73,30 @@ def main(argv: list[str] | None = None) -> Path:
 
     teacher = go("train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
                                       f"train.epochs={args.epochs_teacher}"])
-    dirs: dict[tuple[int, str], list[Path]] = {}
-    for depth in args.depths:
-        for seed in args.seeds:
-            for method in METHODS:
-                extra = [f"method={method}", f"seed={seed}",
-                         f"student.name=fitnets.models.thin:thin_cifar_d{depth}",
-                         f"train.epochs={args.epochs_student}",
-                         f"hints.stage.epochs={args.hint_epochs}",
-                         f"teacher.name={args.teacher}", f"teacher.weights={teacher}"]
-                dirs.setdefault((depth, method), []).append(
-                    go("distill", f"d{depth}-{method}-s{seed}", extra))
+    dirs: dict[tuple[int, int, str], list[Path]] = {}
+    for budget in args.budgets:
+        tag = _tag(budget)
+        for depth in args.depths:
+            for seed in args.seeds:
+                for method in METHODS:
+                    extra = [f"method={method}", f"seed={seed}",
+                             f"student.name=fitnets.models.thin:thin_cifar_d{depth}{tag}",
+                             f"train.epochs={args.epochs_student}",
+                             f"hints.stage.epochs={args.hint_epochs}",
+                             f"teacher.name={args.teacher}", f"teacher.weights={teacher}"]
+                    dirs.setdefault((budget, depth, method), []).append(
+                        go("distill", f"{tag[1:] + '-' if tag else ''}d{depth}-{method}-s{seed}",
+                           extra))
     elapsed = time.perf_counter() - t0
     accs = {key: [load_run(p) for p in ps] for key, ps in dirs.items()}
     accs = {key: [r.summary["test_acc"] for r in runs if r.finished] for key, runs in accs.items()}
-    plot_depth(accs, args.depths, out / "depth.png")
+    plot_depth(accs, args.budgets, args.depths, out / "depth.png")
+    tables = [depth_table(accs, b, args.depths) for b in args.budgets]
+    t = load_run(teacher)
+    t_acc = t.summary["test_acc"] if t.finished else None
     preamble = "\n".join([
-        depth_table(accs, args.depths, load_run(teacher)), "", "![depth](depth.png)", "",
+        f"Teacher {t.model}: {'-' if t_acc is None else f'{100 * t_acc:.2f}%'} test accuracy",
+        "", *tables, "", "![depth](depth.png)", "",
         f"Command: `{command_line(argv)}`", "", f"Hardware: {hardware()}", "",
         f"Wall-clock time of this invocation: {elapsed:.1f}s "
         "(runs skipped by --resume not counted).", ""])
@@ -101,31 +113,39 @@ def _cell(values: list[float]) -> str:
     return f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} (n={n})" if n > 1 else "")
 
 
-def depth_table(accs: dict, depths: list[int], teacher) -> str:
-    t = teacher.summary["test_acc"] if teacher.finished else None
-    lines = ["## Test accuracy (final model) by depth", "",
-             f"Teacher {teacher.model}: {'-' if t is None else f'{100 * t:.2f}%'}", "",
+def _tag(budget: int) -> str:
+    """The builders' suffix: thin_cifar_d5 (30K), thin_cifar_d5_107k."""
+    return "" if budget == 30_000 else f"_{budget // 1000}k"
+
+
+def depth_table(accs: dict, budget: int, depths: list[int]) -> str:
+    lines = [f"## Test accuracy (final model) by depth, students of ~{budget // 1000}K "
+             "parameters", "",
              "| depth | " + " | ".join(METHODS) + " |", "|---:|" + "---:|" * len(METHODS)]
     for d in depths:
-        lines.append(f"| {d} | " + " | ".join(_cell(accs.get((d, m), [])) for m in METHODS)
-                     + " |")
-    return "\n".join(lines)
+        lines.append(f"| {d} | " + " | ".join(_cell(accs.get((budget, d, m), []))
+                                               for m in METHODS) + " |")
+    return "\n".join(lines) + "\n"
 
 
-def plot_depth(accs: dict, depths: list[int], path: Path) -> None:
+def plot_depth(accs: dict, budgets: list[int], depths: list[int], path: Path) -> None:
+    """One panel per budget: test accuracy against depth, a line per method."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in METHODS:
-        pts = [(d, *mean_std(accs[(d, method)])[:2]) for d in depths if accs.get((d, method))]
-        if pts:
-            ds, ms, ss = zip(*pts)
-            ax.errorbar(ds, [100 * m for m in ms], yerr=[100 * s for s in ss], marker="o",
-                        capsize=3, label=method)
-    ax.set_xlabel("student depth (conv layers), ~30K parameters")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(depths)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4), squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        for method in METHODS:
+            pts = [(d, *mean_std(accs[(budget, d, method)])[:2]) for d in depths
+                   if accs.get((budget, d, method))]
+            if pts:
+                ds, ms, ss = zip(*pts)
+                ax.errorbar(ds, [100 * m for m in ms], yerr=[100 * s for s in ss],
+                            marker="o", capsize=3, label=method)
+        ax.set_title(f"students of ~{budget // 1000}K parameters")
+        ax.set_xlabel("student depth (conv layers)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_xticks(depths)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

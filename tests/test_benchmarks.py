@@ -44,3 +44,30 @@ def test_reproduce_mnist_on_tiny_idx(tmp_path, capsys):
     assert "skip" in said and f"resume {tmp_path / 't4' / 'backprop-s0'}" in said
     assert (tmp_path / "t4" / "backprop-s0" / "summary.json").is_file()
     sys.modules.pop("common", None)
+
+
+@pytest.mark.slow
+def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
+    pytest.importorskip("matplotlib")
+    import numpy as np
+    from test_data_cifar import cifar10_members
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name, data in cifar10_members(np.random.default_rng(0), per_batch=12,
+                                      n_test=10).items():
+        (folder / name).write_bytes(data)
+    driver = load("depth_study")
+    argv = ["--out", str(tmp_path / "d"), "--depths", "3", "--budgets", "30000", "107000",
+            "--epochs-teacher", "1", "--epochs-student", "1", "--hint-epochs", "1",
+            "--device", "cpu", "--quiet", "--set", f"data.root={tmp_path / 'data'}",
+            "data.download=false", "data.val_size=10", "data.batch_size=25"]
+    text = driver.main(argv).read_text()
+    for name in ("d3-backprop-s0", "d3-kd-s0", "d3-fitnet-s0", "107k-d3-backprop-s0",
+                 "107k-d3-kd-s0", "107k-d3-fitnet-s0"):
+        assert (tmp_path / "d" / name / "summary.json").is_file(), name
+    assert "students of ~30K parameters" in text and "students of ~107K parameters" in text
+    assert (tmp_path / "d" / "depth.png").stat().st_size > 0
+    # the 107K students really are ~107K: the report's parameter column
+    assert "thin_cifar_d3_107k | 107,246 |" in text
+    sys.modules.pop("common", None)

@@ -59,21 +59,22 @@ def thin_cifar(depth: int, width: int | None = None, num_classes: int = 10,
     return ThinNet(depth, w, num_classes, in_channels)
 
 
-def thin_cifar_d3(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
-    return thin_cifar(3, num_classes=num_classes, in_channels=in_channels)
+def _builder(depth: int, params: int):
+    def build(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
+        return thin_cifar(depth, num_classes=num_classes, in_channels=in_channels,
+                          params=params)
+
+    tag = "" if params == 30_000 else f"_{params // 1000}k"
+    build.__name__ = build.__qualname__ = f"thin_cifar_d{depth}{tag}"
+    build.__doc__ = f"{depth} conv layers, about {params:,} parameters."
+    return build
 
 
-def thin_cifar_d5(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
-    return thin_cifar(5, num_classes=num_classes, in_channels=in_channels)
-
-
-def thin_cifar_d7(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
-    return thin_cifar(7, num_classes=num_classes, in_channels=in_channels)
-
-
-def thin_cifar_d9(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
-    return thin_cifar(9, num_classes=num_classes, in_channels=in_channels)
-
-
-def thin_cifar_d11(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
-    return thin_cifar(11, num_classes=num_classes, in_channels=in_channels)
+# thin_cifar_d3 ... thin_cifar_d11 (about 30K parameters, the paper's budget) and
+# thin_cifar_d3_107k ... thin_cifar_d11_107k (about 107K, the paper's FitNet 2 size)
+BUDGETS = (30_000, 107_000)
+for _params in BUDGETS:
+    for _depth in (1, 3, 5, 7, 9, 11):
+        _f = _builder(_depth, _params)
+        globals()[_f.__name__] = _f
+del _params, _depth, _f
