@@ -50,6 +50,7 @@ def test_reproduce_mnist_on_tiny_idx(tmp_path, capsys):
 def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
     pytest.importorskip("matplotlib")
     import numpy as np
+
     from test_data_cifar import cifar10_members
 
     folder = tmp_path / "data" / "cifar-10-batches-py"
