@@ -108,6 +108,7 @@ def _decode_split(entries: list[_Entry], classes: list[str], mode: str,
     x[0] = first
     size = size or first.shape[1:]  # without size= every image must match the first
     bar = tqdm(entries[1:], desc=f"decoding {entries[0].split}", unit="img",
+               total=len(entries), initial=1,  # the count of images, the first included
                disable=len(entries) < 1000, leave=False)
     for i, e in enumerate(bar, start=1):
         x[i] = _decode(e, mode, size, resize)
