@@ -34,6 +34,9 @@ from fitnets.models.thin import BUDGETS  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report  # noqa: E402
 
 METHODS = ("backprop", "kd", "fitnet")
+# data.name=cifar10 reads the canonical pickles when present, else cifar10-jpeg.zip
+DATA_NOTE = ("the canonical pickles if present, else cifar10-jpeg.zip: lossy JPEG, "
+             "quality ~75")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> Path:
     t = load_run(teacher)
     t_acc = t.summary["test_acc"] if t.finished else None
     preamble = "\n".join([
-        f"Teacher {t.model}: {'-' if t_acc is None else f'{100 * t_acc:.2f}%'} test accuracy",
+        f"Teacher {t.model}: {'-' if t_acc is None else f'{100 * t_acc:.2f}%'} test accuracy "
+        f"(CIFAR-10 from {DATA_NOTE})",
         "", *tables, "", "![depth](depth.png)", "",
         f"Command: `{command_line(argv)}`", "", f"Hardware: {hardware()}", "",
         f"Wall-clock time of this invocation: {elapsed:.1f}s "
@@ -120,7 +124,7 @@ def _tag(budget: int) -> str:
 
 def depth_table(accs: dict, budget: int, depths: list[int]) -> str:
     lines = [f"## Test accuracy (final model) by depth, students of ~{budget // 1000}K "
-             "parameters", "",
+             "parameters", "", f"CIFAR-10 from {DATA_NOTE}.", "",
              "| depth | " + " | ".join(METHODS) + " |", "|---:|" + "---:|" * len(METHODS)]
     for d in depths:
         lines.append(f"| {d} | " + " | ".join(_cell(accs.get((budget, d, m), []))
@@ -146,6 +150,7 @@ def plot_depth(accs: dict, budgets: list[int], depths: list[int], path: Path) ->
         ax.set_xticks(depths)
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.suptitle(f"CIFAR-10 ({DATA_NOTE})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
