@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import warnings
 
 import pytest
 import torch
@@ -41,7 +42,9 @@ def test_state_dict_and_torchscript_round_trip(tmp_path) -> None:
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert load_weights(out / "preprocess.pt") == {"kind": "scale"}
     x = torch.randn(5, 3, 32, 32)  # another batch size than the trace's
-    scripted = torch.jit.load(str(out / "student.torchscript.pt"))
+    with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.load; users still call it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(str(out / "student.torchscript.pt"))
     with torch.no_grad():
         assert torch.allclose(scripted(x), model(x), atol=1e-5)
     assert not (out / "student.onnx").exists()

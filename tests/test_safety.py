@@ -105,6 +105,7 @@ def test_the_malicious_pickle_works_when_loaded_unsafely(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # our evil file
 @pytest.mark.parametrize("form", [0, 1], ids=["raw-pickle", "torch-zip"])
 def test_a_malicious_checkpoint_with_a_valid_checksum_runs_nothing(tmp_path, capsys, form):
     marker, blobs = evil_files(tmp_path)
@@ -120,6 +121,7 @@ def test_a_malicious_checkpoint_with_a_valid_checksum_runs_nothing(tmp_path, cap
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # our evil file
 @pytest.mark.parametrize("form", [0, 1], ids=["raw-pickle", "torch-zip"])
 def test_a_malicious_teacher_file_runs_nothing(tiny, tmp_path, capsys, form):
     root, _ = tiny
