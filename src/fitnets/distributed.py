@@ -42,6 +42,11 @@ class Dist:
         return self.world > 1
 
     @property
+    def syncs_batchnorm(self) -> bool:
+        """Whether batch norms are synchronised (dist.sync_bn not false, on GPUs)."""
+        return self.enabled and self.sync_bn is not False and self.device.type == "cuda"
+
+    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -68,16 +73,17 @@ class Dist:
         if not self.enabled:
             return (x, y, *extra, 1.0)
         n = len(y)
-        lo, hi = self.rank * n // self.world, (self.rank + 1) * n // self.world
+        lo, hi = self.rows(n)
         share = (hi - lo) / n
         if hi == lo:
             lo, hi = 0, 1
         return (*(None if t is None else t[lo:hi] for t in (x, y, *extra)), share)
 
-    def rows(self, n: int) -> tuple[int, int]:
-        """This rank's contiguous share [lo, hi) of ``n`` evaluation rows (all of them in
-        one process); shares differ by at most one row."""
-        return self.rank * n // self.world, (self.rank + 1) * n // self.world
+    def rows(self, n: int, rank: int | None = None) -> tuple[int, int]:
+        """This rank's (or ``rank``'s) contiguous share [lo, hi) of ``n`` rows (all of them
+        in one process); shares differ by at most one row."""
+        r = self.rank if rank is None else rank
+        return r * n // self.world, (r + 1) * n // self.world
 
     def weigh(self, loss: torch.Tensor, share: float) -> torch.Tensor:
         """The loss to back-propagate: DDP averages over ranks, so scale by share * world."""
@@ -110,9 +116,8 @@ class Dist:
         td.all_gather(bufs, flat)
         rows = [b.to(part.device).view(part.dtype).view(size, *part.shape[1:])
                 for b in bufs]
-        return torch.cat([r[:hi - lo] for r, (lo, hi) in
-                          zip(rows, (Dist(rank=k, world=self.world).rows(total)
-                                     for k in range(self.world)))])
+        shares = [self.rows(total, k) for k in range(self.world)]
+        return torch.cat([r[:hi - lo] for r, (lo, hi) in zip(rows, shares)])
 
     def wrap(self, module: nn.Module, trained: Iterable[nn.Parameter]) -> nn.Module:
         """``module`` in DistributedDataParallel (itself in a single process).
@@ -136,7 +141,7 @@ class Dist:
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
         if self.sync_bn is False or not self.enabled or not has_bn:
             return module
-        if self.device.type != "cuda":
+        if not self.syncs_batchnorm:
             if self.sync_bn is True:
                 raise FitnetsError(
                     "dist.sync_bn=true needs GPUs: torch's SyncBatchNorm runs on CUDA only. "
@@ -228,8 +233,7 @@ def describe(cfg: Config, dist: Dist, command: str) -> str:
     if command != "train" and cfg.method == "fitnet":
         lr = f"{cfg.hints.stage.optim.lr:g} (hints) / {lr} (kd)"
     how = f"x{dist.world} by dist.scale_lr" if cfg.dist.scale_lr else "as in the recipe"
-    bn = ("synchronised (SyncBatchNorm)" if dist.sync_bn is not False
-          and dist.device.type == "cuda" else "per rank")
+    bn = "synchronised (SyncBatchNorm)" if dist.syncs_batchnorm else "per rank"
     line = (f"{dist.world} processes ({td.get_backend()}): global batch {b} = {dist.world} x "
             f"{b // dist.world}, lr {lr} ({how}); batch-norm statistics, if any: {bn}")
     advice = elastic_advice()

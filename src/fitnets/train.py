@@ -215,6 +215,16 @@ def shuffled(n: int, batch_size: int, generator: torch.Generator) -> Iterator[to
         yield order[i:i + batch_size]
 
 
+def eval_batches(arrays: Arrays, batch_size: int,
+                 dist: Dist | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's contiguous share of ``arrays`` (all of it in one process), in order, as
+    (x, y) batches of at most ``batch_size``."""
+    lo, hi = (dist or Dist()).rows(len(arrays))
+    for i in range(lo, hi, batch_size):
+        j = min(i + batch_size, hi)
+        yield arrays.x[i:j], arrays.y[i:j]
+
+
 @torch.no_grad()
 def evaluate(model: Callable[[torch.Tensor], torch.Tensor], arrays: Arrays,
              batch_size: int, dist: Dist | None = None) -> dict[str, float]:
@@ -225,10 +235,8 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], arrays: Arrays,
     count exactly, the loss up to the order of float additions).
     """
     dist = dist or Dist()
-    lo, hi = dist.rows(len(arrays))
     loss, correct = 0.0, 0
-    for i in range(lo, hi, batch_size):
-        x, y = arrays.x[i:min(i + batch_size, hi)], arrays.y[i:min(i + batch_size, hi)]
+    for x, y in eval_batches(arrays, batch_size, dist):
         logits = model(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()

@@ -20,7 +20,15 @@ from fitnets.distill.regressor import (
 )
 from fitnets.distill.taps import get_layer, layer_shapes, run_to, run_with
 from fitnets.distributed import Dist
-from fitnets.train import Arrays, Data, Stage, evaluate, max_norm_fn, scaled_groups
+from fitnets.train import (
+    Arrays,
+    Data,
+    Stage,
+    eval_batches,
+    evaluate,
+    max_norm_fn,
+    scaled_groups,
+)
 
 # (batch indices into data.train, flipped mask or None) -> the teacher's outputs
 Targets = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -148,10 +156,8 @@ def mean_hint_loss(module: nn.Module, teacher: nn.Module, hint: str, arrays: Arr
                    batch_size: int, reduction: str, dist: Dist | None = None) -> float:
     """The hint loss per example over ``arrays`` (sharded over the ranks under torchrun)."""
     dist = dist or Dist()
-    lo, hi = dist.rows(len(arrays))
     total = 0.0
-    for i in range(lo, hi, batch_size):
-        x = arrays.x[i:min(i + batch_size, hi)]
+    for x, _ in eval_batches(arrays, batch_size, dist):
         with torch.inference_mode():
             (target,) = run_to(teacher, x, [hint])
         total += hint_loss(module(x), target, reduction).item() * len(x)
