@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, command_line, hardware, run_once  # noqa: E402
+from common import add_run_options, provenance, run_once  # noqa: E402
 
-from fitnets.models.thin import BUDGETS  # noqa: E402
+from fitnets.models.thin import BUDGETS, builder_name  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report  # noqa: E402
 
 METHODS = ("backprop", "kd", "fitnet")
@@ -78,18 +78,17 @@ def main(argv: list[str] | None = None) -> Path:
                                       f"train.epochs={args.epochs_teacher}"])
     dirs: dict[tuple[int, int, str], list[Path]] = {}
     for budget in args.budgets:
-        tag = _tag(budget)
+        tag = "" if budget == 30_000 else f"{budget // 1000}k-"  # run names: d3-..., 107k-d3-...
         for depth in args.depths:
             for seed in args.seeds:
                 for method in METHODS:
                     extra = [f"method={method}", f"seed={seed}",
-                             f"student.name=fitnets.models.thin:thin_cifar_d{depth}{tag}",
+                             f"student.name=fitnets.models.thin:{builder_name(depth, budget)}",
                              f"train.epochs={args.epochs_student}",
                              f"hints.stage.epochs={args.hint_epochs}",
                              f"teacher.name={args.teacher}", f"teacher.weights={teacher}"]
                     dirs.setdefault((budget, depth, method), []).append(
-                        go("distill", f"{tag[1:] + '-' if tag else ''}d{depth}-{method}-s{seed}",
-                           extra))
+                        go("distill", f"{tag}d{depth}-{method}-s{seed}", extra))
     elapsed = time.perf_counter() - t0
     accs = {key: [load_run(p) for p in ps] for key, ps in dirs.items()}
     accs = {key: [r.summary["test_acc"] for r in runs if r.finished] for key, runs in accs.items()}
@@ -100,10 +99,7 @@ def main(argv: list[str] | None = None) -> Path:
     preamble = "\n".join([
         f"Teacher {t.model}: {'-' if t_acc is None else f'{100 * t_acc:.2f}%'} test accuracy "
         f"(CIFAR-10 from {DATA_NOTE})",
-        "", *tables, "", "![depth](depth.png)", "",
-        f"Command: `{command_line(argv)}`", "", f"Hardware: {hardware()}", "",
-        f"Wall-clock time of this invocation: {elapsed:.1f}s "
-        "(runs skipped by --resume not counted).", ""])
+        "", *tables, "", "![depth](depth.png)", "", *provenance(argv, elapsed)])
     all_dirs = [teacher, *(p for ps in dirs.values() for p in ps)]
     path = report(all_dirs, out, title="Depth study on CIFAR-10 (scaled)", preamble=preamble)
     print(f"wrote {path}")
@@ -115,11 +111,6 @@ def _cell(values: list[float]) -> str:
         return "-"
     m, s, n = mean_std(values)
     return f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} (n={n})" if n > 1 else "")
-
-
-def _tag(budget: int) -> str:
-    """The builders' suffix: thin_cifar_d5 (30K), thin_cifar_d5_107k."""
-    return "" if budget == 30_000 else f"_{budget // 1000}k"
 
 
 def depth_table(accs: dict, budget: int, depths: list[int]) -> str:

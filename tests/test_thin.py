@@ -16,8 +16,7 @@ def n_params(m):
 @pytest.mark.parametrize("budget", thin.BUDGETS)
 @pytest.mark.parametrize("depth", [1, 3, 5, 7, 9, 11])
 def test_every_depth_has_the_budget_within_3_percent(depth, budget):
-    tag = "" if budget == 30_000 else f"_{budget // 1000}k"
-    net = getattr(thin, f"thin_cifar_d{depth}{tag}")()
+    net = getattr(thin, thin.builder_name(depth, budget))()
     assert abs(n_params(net) - budget) <= 0.03 * budget
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == depth

@@ -59,13 +59,17 @@ def thin_cifar(depth: int, width: int | None = None, num_classes: int = 10,
     return ThinNet(depth, w, num_classes, in_channels)
 
 
+def builder_name(depth: int, params: int = 30_000) -> str:
+    """The builder's name in this module: thin_cifar_d5 (30K), thin_cifar_d5_107k."""
+    return f"thin_cifar_d{depth}" + ("" if params == 30_000 else f"_{params // 1000}k")
+
+
 def _builder(depth: int, params: int):
     def build(num_classes: int = 10, in_channels: int = 3) -> ThinNet:
         return thin_cifar(depth, num_classes=num_classes, in_channels=in_channels,
                           params=params)
 
-    tag = "" if params == 30_000 else f"_{params // 1000}k"
-    build.__name__ = build.__qualname__ = f"thin_cifar_d{depth}{tag}"
+    build.__name__ = build.__qualname__ = builder_name(depth, params)
     build.__doc__ = f"{depth} conv layers, about {params:,} parameters."
     return build
 
