@@ -57,6 +57,13 @@ def hardware() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def provenance(argv: list[str] | None, elapsed: float) -> list[str]:
+    """The report lines that say how its figures were made: command, hardware, time."""
+    return [f"Command: `{command_line(argv)}`", "", f"Hardware: {hardware()}", "",
+            f"Wall-clock time of this invocation: {elapsed:.1f}s "
+            "(runs skipped by --resume not counted).", ""]
+
+
 def command_line(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
     return shlex.join(["python", sys.argv[0] if argv is None else "benchmarks/<script>", *args])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, command_line, hardware, run_once  # noqa: E402
+from common import add_run_options, provenance, run_once  # noqa: E402
 
 from fitnets.report import load_run, mean_std, report  # noqa: E402
 
@@ -73,11 +73,7 @@ def main(argv: list[str] | None = None) -> Path:
             dirs.setdefault(method, []).append(
                 go(f"mnist-{method}.yaml", "distill", f"{method}-s{seed}", extra))
     elapsed = time.perf_counter() - t0
-    preamble = table4(dirs) + "\n\n" + "\n".join([
-        f"Command: `{command_line(argv)}`", "",
-        f"Hardware: {hardware()}", "",
-        f"Wall-clock time of this invocation: {elapsed:.1f}s "
-        "(runs skipped by --resume not counted).", ""])
+    preamble = table4(dirs) + "\n\n" + "\n".join(provenance(argv, elapsed))
     all_dirs = [d for ds in dirs.values() for d in ds]
     path = report(all_dirs, out, title="MNIST, Table 4 of Romero et al. (2015)",
                   preamble=preamble)
