@@ -100,6 +100,25 @@ class Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs, no cleanup code catches it."""
 
 
+def run_killed_after_save(monkeypatch, cfg, out, kill_after: int) -> None:
+    """Distill ``cfg`` into ``out`` and "kill" it right after its ``kill_after``-th
+    checkpoint is complete."""
+    saves = {"n": 0}
+    real_save = Checkpoints.save
+
+    def save_then_die(self, payload):
+        path = real_save(self, payload)
+        saves["n"] += 1
+        if saves["n"] == kill_after:
+            raise Killed
+        return path
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    with pytest.raises(Killed):
+        run(cfg, "distill", out, verbose=False)
+    monkeypatch.setattr(Checkpoints, "save", real_save)
+
+
 def _strip_time(path):
     out = []
     for line in path.read_text().splitlines():
@@ -130,20 +149,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(teacher_dir, reference
     root, teacher, _ = teacher_dir
     args = _resume_args(teacher)
 
-    saves = {"n": 0}
-    real_save = Checkpoints.save
-
-    def save_then_die(self, payload):
-        path = real_save(self, payload)
-        saves["n"] += 1
-        if saves["n"] == kill_after:
-            raise Killed
-        return path
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
-    with pytest.raises(Killed):
-        run(cfg_for(root, *args), "distill", tmp_path / "cut", verbose=False)
-    monkeypatch.setattr(Checkpoints, "save", real_save)
+    run_killed_after_save(monkeypatch, cfg_for(root, *args), tmp_path / "cut", kill_after)
     assert not (tmp_path / "cut" / "summary.json").exists()
     run(make_config(tmp_path / "cut" / "config.yaml"), "distill", tmp_path / "cut", resume=True,
         verbose=False)
@@ -213,20 +219,7 @@ def test_a_killed_joint_run_resumes_with_its_regressor(teacher_dir, tmp_path, mo
     ref = tmp_path / "ref"
     run(cfg_for(root, *args), "distill", ref, verbose=False)
 
-    real_save = Checkpoints.save
-    saves = {"n": 0}
-
-    def save_then_die(self, payload):
-        path = real_save(self, payload)
-        saves["n"] += 1
-        if saves["n"] == 2:
-            raise Killed
-        return path
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
-    with pytest.raises(Killed):
-        run(cfg_for(root, *args), "distill", tmp_path / "cut", verbose=False)
-    monkeypatch.setattr(Checkpoints, "save", real_save)
+    run_killed_after_save(monkeypatch, cfg_for(root, *args), tmp_path / "cut", 2)
     ckpt = torch.load(sorted((tmp_path / "cut" / "checkpoints").glob("ckpt-*.pt"))[-1],
                       weights_only=True)
     assert any("regressor" in k for k in _flat_keys(ckpt))  # the regressor is checkpointed
