@@ -280,25 +280,25 @@ def test_empty_or_one_class_image_folder_through_the_command_line(tmp_path, caps
 
 def test_a_non_finite_loss_names_stage_epoch_step_and_keeps_the_last_checkpoint(
         tiny, tmp_path, capsys, monkeypatch):
-    import fitnets.run
+    from fitnets.train import Trainer
 
     root, _ = tiny
-    real_fit = fitnets.run.fit
+    real_fit = Trainer.fit
 
-    def fit_with_nan_at_epoch_2(stage, data, run, resume=None):
+    def fit_with_nan_at_epoch_2(self, stage, index=0, resume=None):
         loss = stage.loss
-        stage.loss = lambda x, y, e, *rest: ((loss(x, y, e, *rest)[0] * float("nan"), {})
-                                             if e == 2 else loss(x, y, e, *rest))
-        return real_fit(stage, data, run, resume)
+        stage.loss = lambda out, b, e: ((loss(out, b, e)[0] * float("nan"), {})
+                                        if e == 2 else loss(out, b, e))
+        return real_fit(self, stage, index, resume)
 
-    monkeypatch.setattr(fitnets.run, "fit", fit_with_nan_at_epoch_2)
+    monkeypatch.setattr(Trainer, "fit", fit_with_nan_at_epoch_2)
     out = tmp_path / "r"
     args = ["train", *TINY, f"data.root={root}", "model.name=mnist_student", "train.epochs=3"]
     assert cli([*args, f"out={out}"]) == 2
     err = one_paragraph_error(capsys)
     assert "the train loss became nan at epoch 2, step 1" in err and "checkpoint is kept" in err
     assert Checkpoints(out).load_latest()["loop"]["epoch"] == 1
-    monkeypatch.setattr(fitnets.run, "fit", real_fit)
+    monkeypatch.setattr(Trainer, "fit", real_fit)
     assert main(["train", "--resume", str(out)]) == 0
     assert "resuming at stage train, epoch 1" in capsys.readouterr().out
     epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -320,7 +320,7 @@ def test_a_huge_learning_rate_stops_with_the_divergence_message(tiny, tmp_path, 
 def test_an_unwritable_run_directory_fails_before_any_work(tmp_path, capsys, monkeypatch, where):
     import fitnets.run
 
-    monkeypatch.setattr(fitnets.run, "prepare_data", lambda *a: pytest.fail("too late"))
+    monkeypatch.setattr(fitnets.run, "prepare", lambda *a: pytest.fail("too late"))
     (tmp_path / "a-file").write_text("x")
     out = tmp_path / "a-file" / "run" if where == "under-a-file" else Path("/proc/fitnets-run")
     assert main(["train", "device=cpu", f"out={out}", "--quiet"]) == 2

@@ -6,11 +6,10 @@ import builtins
 import json
 
 import pytest
-import torch
 
 from fitnets.config import make_config
 from fitnets.errors import FitnetsError
-from fitnets.train import RunState
+from fitnets.train import RunLog
 
 
 def test_off_by_default_and_documented():
@@ -30,13 +29,12 @@ def test_missing_tensorboard_names_the_extra(monkeypatch, tmp_path):
 
     monkeypatch.setattr(builtins, "__import__", no_tb)
     with pytest.raises(FitnetsError, match=r"pip install 'fitnets\[tensorboard\]'"):
-        RunState(tmp_path, torch.Generator(), save=lambda s: None, tensorboard=True)
+        RunLog(tmp_path, tensorboard=True)
 
 
 def test_metrics_are_written_as_scalars(tmp_path):
     pytest.importorskip("tensorboard")
-    state = RunState(tmp_path, torch.Generator(), save=lambda s: None, verbose=False,
-                     tensorboard=True)
+    state = RunLog(tmp_path, verbose=False, tensorboard=True)
     state.log({"stage": "hints", "pair": 0, "epoch": 1, "train_loss": 2.5, "time": 0.1})
     state.log({"stage": "kd", "epoch": 1, "lambda": 4.0, "test_acc": 0.5, "time": 0.1})
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2

@@ -18,13 +18,17 @@ from PIL import Image
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.config import HintConfig, make_config
+from fitnets.data.memory import Arrays, Batch, Data
+from fitnets.distill.methods import Setup
+from fitnets.distill.methods.joint import joint_stage
 from fitnets.distill.regressor import KINDS
-from fitnets.distill.stages import joint_stage
 from fitnets.distill.taps import run_to
+from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.models import build_model
+from fitnets.perf import FP32
 from fitnets.run import run
-from fitnets.train import Arrays, Data, RunState, fit
+from fitnets.train import Trainer
 
 FAST = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=40",
         "data.batch_size=32", "train.optim.name=adam", "train.optim.lr=0.003"]
@@ -101,12 +105,14 @@ def test_joint_loss_is_ce_plus_beta_times_hint_from_the_parts(tmp_path):
     teacher, student = build_model("mnist_teacher").eval(), build_model("mnist_student")
     cfg = make_config(None, ["method=joint", "hints.beta=7", "train.epochs=1"])
     data = _tiny_data()
-    stage, desc = joint_stage(cfg, student, teacher, [("conv4", "conv2")], data, (1, 28, 28))
+    setup = Setup(cfg, student, Teacher(teacher, cfg, FP32, data.train.x, 32), data, (1, 28, 28))
+    stage = joint_stage(setup, [("conv4", "conv2")])
+    desc = stage.summary
     assert desc["reduction"] == "mean" and desc["pairs"][0]["regressor"] == "conv"
     regressor = stage.module.regressors[0]
     stage.module.eval()  # no dropout: the same forward twice
     x, y = data.train.x[:8], data.train.y[:8]
-    total, parts = stage.loss(x, y, 1, None, None)
+    total, parts = stage.loss(stage.module(x), Batch(x, y), 1)
     with torch.no_grad():
         ce = F.cross_entropy(student(x), y)
         (v,) = run_to(student, x, ["conv4"])
@@ -116,7 +122,7 @@ def test_joint_loss_is_ce_plus_beta_times_hint_from_the_parts(tmp_path):
     assert torch.allclose(total, ce + 7 * hint)
 
     before = [p.detach().clone() for p in regressor.parameters()]
-    fit(stage, data, RunState(tmp_path, torch.Generator().manual_seed(0), lambda s: None, False))
+    Trainer(tmp_path, data, student, verbose=False).fit(stage)
     after = list(regressor.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after))  # trained with the student
 

@@ -1,4 +1,4 @@
-"""Atomic, checksummed checkpoints; weights-only loading.
+"""Atomic, checksummed checkpoints; weights-only loading into a model.
 
 Each save writes ``ckpt-NNNNNN.pt`` (temporary file, flush, fsync, rename) and then its
 ``.sha256`` sidecar the same way; only then are older checkpoints deleted (two are kept).
@@ -14,40 +14,20 @@ import hashlib
 import io
 import os
 import re
-import signal
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from fitnets import faults
 from fitnets.errors import FitnetsError
 
 _NAME = re.compile(r"^ckpt-(\d{6})\.pt$")
 KEEP = 2
 
 
-# --- TEST HOOK --------------------------------------------------------------------------
-# FITNETS_TEST_KILL_AT=EVENT:N[:STOP] makes this process SIGKILL itself (or SIGSTOP, to
-# freeze it while it holds its run directory's lock) at the N-th EVENT it reaches:
-#   step   after the N-th optimiser step (train.py)
-#   save   after the N-th checkpoint is complete (file and checksum)
-#   write  halfway through the N-th atomic file write (checkpoint, checksum, model.pt, ...)
-# Used only by tests/test_reliability.py and tools/kill_resume.py; unset, it costs nothing.
-_kill_counts: dict[str, int] = {}
-
-
-def kill_point(event: str) -> None:
-    spec = os.environ.get("FITNETS_TEST_KILL_AT")
-    if not spec or not spec.startswith(event + ":"):
-        return
-    _, n, *how = spec.split(":")
-    _kill_counts[event] = _kill_counts.get(event, 0) + 1
-    if _kill_counts[event] == int(n):
-        sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGSTOP if how == ["STOP"] else signal.SIGKILL)
-# -----------------------------------------------------------------------------------------
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -76,7 +56,8 @@ def _write_all(f, data: bytes) -> None:
     half = len(data) // 2
     f.write(data[:half])
     f.flush()
-    kill_point("write")
+    if faults.ARMED:
+        faults.reached("write")
     f.write(data[half:])
     f.flush()
     os.fsync(f.fileno())
@@ -146,7 +127,8 @@ class Checkpoints:
         for _, old in existing[KEEP - 1:]:
             old.with_suffix(".sha256").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
-        kill_point("save")
+        if faults.ARMED:
+            faults.reached("save")
         return path
 
     def load_latest(self) -> dict | None:
@@ -176,3 +158,50 @@ class Checkpoints:
         if digest != side.read_text().strip():
             return "checksum mismatch: the file is truncated or corrupted"
         return None
+
+
+def load_into(model: nn.Module, weights: str | Path, name: str,
+              preprocess_kind: str | None = None) -> None:
+    """Load a run directory's ``model.pt`` (or a state-dict file) into ``model``.
+
+    ``name`` names the model in errors. When the file records the preprocessing it was
+    trained with and ``preprocess_kind`` is given, the two must agree.
+    """
+    path = Path(weights)
+    if path.is_dir():
+        path = path / "model.pt"
+    blob = load_weights(path)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    if isinstance(blob, dict) and "preprocess" in blob and preprocess_kind is not None:
+        kind = blob["preprocess"].get("kind")
+        if kind is not None and kind != preprocess_kind:
+            raise FitnetsError(
+                f"'{path}' was trained with preprocess '{kind}' but this run uses "
+                f"'{preprocess_kind}': set data.preprocess={kind}."
+            )
+    if not isinstance(state, dict):
+        raise FitnetsError(f"'{path}' does not hold a state dict.")
+    state = _strip_prefix(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items()
+              if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise FitnetsError(
+            f"the weights in '{path}' do not fit model '{name}'. "
+            f"Missing keys: {missing[:10] or 'none'}. "
+            f"Unexpected keys: {unexpected[:10] or 'none'}. "
+            f"Shape mismatches: {shapes[:5] or 'none'}. Check the model name "
+            "(and batchnorm) against the run that produced the weights."
+        )
+    model.load_state_dict(state)
+
+
+def _strip_prefix(state: dict) -> dict:
+    # DDP and torch.compile wrap names; accept their state dicts unchanged
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 
 from fitnets.errors import FitnetsError
@@ -15,6 +16,13 @@ EPILOG = """\
 Configuration: a YAML recipe (see recipes/) plus key=value overrides, e.g.
   fitnets distill recipes/mnist-fitnet.yaml teacher.weights=runs/teacher train.epochs=20
 `fitnets config --doc` lists every key with its default and meaning."""
+
+
+def method_choices() -> tuple[str, ...]:
+    """The methods the config accepts (its schema; fitnets.distill.methods implements them)."""
+    from fitnets.config import Config
+
+    return typing.get_args(typing.get_type_hints(Config)["method"])
 
 
 def _split(items: list[str]) -> tuple[str | None, list[str]]:
@@ -41,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a few epochs only (seconds)")
 
     for name, text in (("train", "train one network on labels (a teacher, or a baseline)"),
-                       ("distill", "train a student from a teacher: fitnet, kd, backprop, joint")):
+                       ("distill", "train a student from a teacher: " + ", ".join(method_choices()))):
         t = sub.add_parser(name, help=text, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         t.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE",
@@ -51,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument("--out", metavar="RUN_DIR", help="run directory (same as out=RUN_DIR)")
         t.add_argument("--quiet", action="store_true", help="no progress display")
         if name == "distill":
-            t.add_argument("--method", choices=["fitnet", "kd", "backprop", "joint"],
+            t.add_argument("--method", choices=method_choices(),
                            help="same as method=...")
             t.add_argument("--teacher", metavar="MODEL", help="same as teacher.name=MODEL")
             t.add_argument("--student", metavar="MODEL", help="same as student.name=MODEL")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from fitnets.config import make_config
+from fitnets.distill import methods
 from fitnets.run import run
 
 # Settings chosen for 1.4k training images on 2 CPU cores: Adam instead of the paper's
@@ -36,14 +37,12 @@ def demo(out: Path, quick: bool = False, verbose: bool = True) -> list[dict]:
     quick_over = ["train.epochs=3", "hints.stage.epochs=2", "kd.lambda_saturate=3",
                   "kd.lambda_start=1"] if quick else []
     rows = []
-    jobs = [("teacher", "teacher", "train", [], None),
-            ("backprop", "student: backprop", "distill", ["method=backprop"], None),
-            ("kd", "student: KD", "distill", ["method=kd"], "teacher"),
-            ("fitnet", "student: hints + KD (FitNet)", "distill", ["method=fitnet"], "teacher")]
-    for name, label, command, extra, needs in jobs:
+    jobs = [("teacher", "teacher", "train", [])] + [
+        (name, methods.get(name).LABEL, "distill",
+         [f"method={name}", f"teacher.weights={out / 'teacher'}"])
+        for name in methods.COMPARED]
+    for name, label, command, extra in jobs:
         overrides = quick_over + extra
-        if needs:
-            overrides.append(f"teacher.weights={out / needs}")
         cfg = make_config(None, overrides, base=BASE)
         if verbose:
             print(f"\n=== {label} ===")
@@ -65,7 +64,7 @@ def _test_acc_at(run_dir: Path, epoch: int) -> float | None:
     """Test accuracy after ``epoch`` epochs of the run's labelled stage (from its log)."""
     with open(run_dir / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
-    hits = [r["test_acc"] for r in records if r["stage"] != "hints" and r["epoch"] == epoch]
+    hits = [r["test_acc"] for r in records if r["kind"] == "classifier" and r["epoch"] == epoch]
     return hits[0] if hits else None
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -226,12 +225,13 @@ def scale_lr(cfg: Config, dist: Dist) -> Config:
                                hints=dataclasses.replace(cfg.hints, stage=stage(cfg.hints.stage)))
 
 
-def describe(cfg: Config, dist: Dist, command: str) -> str:
-    """The start-of-run line: global batch = processes x per-rank batch, and the lr."""
+def describe(cfg: Config, dist: Dist, stages: list) -> str:
+    """The start-of-run line: global batch = processes x per-rank batch, and the lr of each
+    stage (``stages``: the run's StagePlans)."""
     b = cfg.data.batch_size
-    lr = f"{cfg.train.optim.lr:g}"
-    if command != "train" and cfg.method == "fitnet":
-        lr = f"{cfg.hints.stage.optim.lr:g} (hints) / {lr} (kd)"
+    lrs = {p.label.split(":")[0]: f"{p.cfg.optim.lr:g}" for p in stages}
+    lr = " / ".join(f"{v} ({k})" for k, v in lrs.items()) if len(lrs) > 1 \
+        else next(iter(lrs.values()), "-")
     how = f"x{dist.world} by dist.scale_lr" if cfg.dist.scale_lr else "as in the recipe"
     bn = "synchronised (SyncBatchNorm)" if dist.syncs_batchnorm else "per rank"
     line = (f"{dist.world} processes ({td.get_backend()}): global batch {b} = {dist.world} x "
@@ -261,14 +261,3 @@ def elastic_advice() -> str | None:
 def restart_count() -> int:
     """How often torchrun has restarted the workers (elastic restarts); 0 at first."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-
-
-def test_hook_after_checkpoint(dist: Dist, count: int) -> None:
-    """For tests: FITNETS_TEST_KILL=RANK:N kills rank RANK (SIGKILL) after its N-th
-    checkpoint of the first attempt, standing in for a crashed worker or node."""
-    spec = os.environ.get("FITNETS_TEST_KILL")
-    if not spec or restart_count() > 0:
-        return
-    rank, n = (int(v) for v in spec.split(":"))
-    if dist.rank == rank and count == n:
-        os.kill(os.getpid(), signal.SIGKILL)

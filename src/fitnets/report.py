@@ -20,7 +20,6 @@ import yaml
 
 from fitnets.errors import FitnetsError
 
-CLASSIFIER_STAGES = ("train", "kd", "backprop")
 
 
 @dataclass
@@ -59,6 +58,12 @@ class RunRecord:
 
 def stage_label(record: dict) -> str:
     return record["stage"] + (f":{record['pair']}" if "pair" in record else "")
+
+
+def is_classifier(record: dict) -> bool:
+    """Whether a record is from a stage training the whole student (its ``kind``; logs
+    written before kinds were recorded: the stages that logged a test accuracy)."""
+    return record.get("kind", "classifier" if "test_acc" in record else "hints") == "classifier"
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -124,7 +129,7 @@ def _count(model: str, dataset: str, batchnorm: bool) -> tuple[int, int] | None:
 
 def final_stage_records(run: RunRecord) -> list[dict]:
     """The records of the last classifier stage the run reached (empty: none reached)."""
-    cls = [r for r in run.records if r["stage"] in CLASSIFIER_STAGES]
+    cls = [r for r in run.records if is_classifier(r)]
     if not cls:
         return []
     last = cls[-1]["stage"]

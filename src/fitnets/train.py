@@ -1,8 +1,11 @@
-"""The one training loop, and evaluate().
+"""The one training loop: a ``Trainer`` runs a method's stages in order.
 
-The loop knows only a ``Stage``: a trainable module, its parameter groups, a loss on a batch
-and an evaluation. It owns the optimiser, the schedule, early stopping, the metrics log and
-the per-epoch checkpoint, so every stage (hints, KD, back-propagation) resumes the same way.
+The Trainer alone owns what every stage needs the same way: the optimiser and schedule,
+autocast and memory layout, the DistributedDataParallel wrap of the stage's trainable
+module (once per stage), the sharding of each batch over the processes, evaluation,
+early stopping, the metrics log and the whole checkpoint schema (below), written and
+checked here and nowhere else. A ``Stage`` is data: a module, its parameter groups, a loss
+on (module output, batch, epoch) and an evaluation; the Trainer knows no method.
 """
 
 from __future__ import annotations
@@ -15,83 +18,80 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fitnets.checkpoint import kill_point
+from fitnets import faults
+from fitnets.checkpoint import Checkpoints
 from fitnets.config import OptimConfig, StageConfig
+from fitnets.data.memory import Arrays, Batch, Data
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
 from fitnets.perf import FP32, Perf
 
-# (x, y, epoch, idx, flipped) -> (loss, parts to log). ``idx`` are the batch's rows of
-# data.train and ``flipped`` which of them augmentation mirrored (None: no flips): enough
-# for a loss to look the teacher's outputs up in a cache instead of recomputing them.
-LossFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor | None],
-                  tuple[torch.Tensor, dict[str, float]]]
-# (x, generator) -> (augmented x, flipped mask or None)
-AugmentFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
+# (what the stage's module returned, the batch, epoch) -> (loss, parts to log)
+LossFn = Callable[[Any, Batch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
-
-@dataclass
-class Arrays:
-    """A split already on the training device: float inputs (preprocessed) and labels."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass
-class Data:
-    train: Arrays
-    val: Arrays | None
-    test: Arrays
-    batch_size: int
-    eval_batch_size: int
-    augment: AugmentFn | None = None
-    dist: Dist = field(default_factory=Dist)  # under torchrun: evaluation is sharded
+# The checkpoint schema: one file per epoch and per stage transition.
+STAGE_INDEX = "stage_index"  # the stage to continue (== len(stages): all done)
+LOOP = "loop"  # that stage's loop state (None: it starts fresh), see Trainer.fit
+STUDENT = "student"  # the student's state dict
+RNG = "rng"  # {"torch": global CPU RNG, "generator": the shuffling/augmentation generator}
+LOG_LINES = "log_lines"  # metrics.jsonl lines written so far (later ones are dropped)
+HISTORY = "history"  # JSON: finished stages' results and the elapsed time
+CHECKPOINT_KEYS = (STAGE_INDEX, LOOP, STUDENT, RNG, LOG_LINES, HISTORY)
 
 
 @dataclass
 class Stage:
     """One stage of a run, as data: what to train, on which loss, judged how."""
 
-    name: str  # hints | kd | backprop | train
-    module: nn.Module  # the trainable module (student, or student + regressor)
+    name: str  # written into the metrics as "stage": hints | kd | backprop | train | joint
+    kind: str  # hints (a guided layer learns a hint) | classifier (the whole student)
+    module: nn.Module  # the trainable module (student, or student + regressors)
     param_groups: list[dict]  # for the optimiser; each group may carry an lr "scale"
-    loss: LossFn  # (x, y, epoch, idx, flipped) -> (loss, parts to log)
-    evaluate: Callable[[int], dict[str, float]]  # epoch -> validation/test metrics
+    loss: LossFn  # (module(batch.x), batch, epoch) -> (loss, parts to log)
+    evaluate: Callable[[Trainer], dict[str, float]]  # validation/test metrics (trainer helps)
     monitor: str | None  # metric to minimise for early stopping (None: no validation)
     cfg: StageConfig
     constrain: Callable[[], None] = lambda: None  # max-norm after each step
     info: dict = field(default_factory=dict)  # extra per-epoch log fields (e.g. pair)
     extra_log: Callable[[int], dict] = lambda epoch: {}  # e.g. lambda of this epoch
+    intro: list[str] = field(default_factory=list)  # printed when the stage starts
+    summary: dict = field(default_factory=dict)  # kept in summary.json's stage entry
+
+    @property
+    def label(self) -> str:
+        return self.name + (f":{self.info['pair']}" if "pair" in self.info else "")
 
 
-class RunState:
-    """What the loop needs beyond a stage: checkpoint writer, metrics log, generators."""
+@dataclass
+class StagePlan:
+    """A stage not built yet: built when the run reaches it (building may compute a
+    teacher cache), skipped with ``done()`` alone when a resumed run is already past it."""
 
-    def __init__(self, run_dir: Path, generator: torch.Generator,
-                 save: Callable[[dict], None], verbose: bool = True, perf: Perf = FP32,
-                 tensorboard: bool = False, dist: Dist | None = None):
-        self.run_dir = Path(run_dir)
-        self.generator = generator  # shuffling and augmentation; saved in every checkpoint
-        self.save = save  # writes a checkpoint from the loop's part of the state
-        self.metrics = self.run_dir / "metrics.jsonl"
+    label: str  # hints:0, kd, ...
+    cfg: StageConfig
+    build: Callable[[], Stage]
+    done: Callable[[], None] = lambda: None  # the stage is over (trained, or before a resume)
+
+
+class RunLog:
+    """The metrics log (``metrics.jsonl``, the source of truth), tensorboard, messages."""
+
+    def __init__(self, run_dir: Path, verbose: bool = True, tensorboard: bool = False,
+                 writes: bool = True):
+        self.metrics = Path(run_dir) / "metrics.jsonl"
         self.verbose = verbose
-        self.perf = perf  # autocast dtype and memory layout of every step and evaluation
-        self.dist = dist or Dist()  # several processes: shards, reductions; rank 0 writes
-        self.tensorboard = (tensorboard_writer(self.run_dir)
-                            if tensorboard and self.dist.is_main else None)
+        self.writes = writes  # rank 0 alone writes
+        self.tensorboard = tensorboard_writer(Path(run_dir)) if tensorboard and writes else None
 
     def log(self, record: dict) -> None:
-        if not self.dist.is_main:
+        if not self.writes:
             return
         try:
             with open(self.metrics, "a") as f:
@@ -104,15 +104,15 @@ class RunState:
         if self.tensorboard is not None:
             self.tensorboard(record)
 
-    def log_lines(self) -> int:
+    def lines(self) -> int:
         if not self.metrics.exists():
             return 0
         with open(self.metrics) as f:
             return sum(1 for _ in f)
 
-    def truncate_log(self, lines: int) -> None:
+    def truncate(self, lines: int) -> None:
         """Drop records written after the checkpoint we resume from."""
-        if not self.dist.is_main or not self.metrics.exists():
+        if not self.writes or not self.metrics.exists():
             return
         with open(self.metrics) as f:
             kept = f.readlines()[:lines]
@@ -206,148 +206,227 @@ def max_norm_fn(module: nn.Module, limits: dict[str, float], prefix: str = "") -
     return constrain
 
 
-# --------------------------------------------------------------------------- batches
+# --------------------------------------------------------------------------- the trainer
 
 
-def shuffled(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
-    for i in range(0, n, batch_size):
-        yield order[i:i + batch_size]
+class Trainer:
+    """Runs stages on one student; checkpoints after every epoch and stage transition."""
+
+    def __init__(self, run_dir: Path, data: Data, student: nn.Module, *, seed: int = 0,
+                 perf: Perf = FP32, dist: Dist | None = None, verbose: bool = True,
+                 tensorboard: bool = False):
+        self.data, self.student, self.perf = data, student, perf
+        self.dist = dist or Dist()
+        self.log = RunLog(run_dir, verbose, tensorboard, writes=self.dist.is_main)
+        self.ckpts = Checkpoints(run_dir)
+        self.generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
+        self.history: dict = {"stages": [], "elapsed": 0.0}
+        self._t0 = time.perf_counter()
+        self._index = 0  # the stage being trained (for its checkpoints)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    # ---------------------------------------------------------------- stages and resume
+
+    def run(self, plans: list[StagePlan], state: dict | None = None) -> dict:
+        """Train every stage of ``plans`` in order, from checkpoint ``state`` if given
+        (see ``restore``); returns the history (one entry per stage)."""
+        first, loop = self.restore(state, plans)
+        for index, plan in enumerate(plans):
+            if index < first:
+                plan.done()
+                continue
+            here = state is not None and index == first
+            if here:  # the RNG as it was when the checkpoint was written
+                torch.set_rng_state(state[RNG]["torch"])
+            stage = plan.build()
+            if not (here and loop):
+                for line in stage.intro:
+                    self.log.say(line)
+            if here and loop is not None:  # building the stage drew from the RNG
+                torch.set_rng_state(state[RNG]["torch"])
+            result = self.fit(stage, index, loop if here else None)
+            plan.done()
+            self.history["stages"].append({"name": stage.label, **result, **stage.summary})
+            self.save(index + 1, None)  # the stage transition: the next stage starts fresh
+        return self.history
+
+    def restore(self, state: dict | None, plans: list[StagePlan]) -> tuple[int, dict | None]:
+        """Set the student, generator, history and log from a checkpoint; returns the stage
+        index to continue and its loop state."""
+        if state is None:
+            return 0, None
+        self.student.load_state_dict(state[STUDENT])
+        self.generator.set_state(state[RNG]["generator"])
+        self.history = json.loads(state[HISTORY])
+        self._t0 = time.perf_counter() - self.history["elapsed"]
+        self.log.truncate(state[LOG_LINES])
+        first, loop = state[STAGE_INDEX], state[LOOP]
+        where = plans[first].label if first < len(plans) else "end"
+        self.log.say(f"resuming at stage {where}, epoch {loop['epoch'] if loop else 0}")
+        return first, loop
+
+    def save(self, index: int, loop: dict | None) -> None:
+        """A checkpoint: continue at stage ``index`` with loop state ``loop``."""
+        self.history["elapsed"] = self.elapsed
+        if self.dist.is_main:
+            self.ckpts.save({STAGE_INDEX: index, LOOP: loop, STUDENT: self.student.state_dict(),
+                             RNG: {"torch": torch.get_rng_state(),
+                                   "generator": self.generator.get_state()},
+                             LOG_LINES: self.log.lines(), HISTORY: json.dumps(self.history)})
+        if faults.ARMED:
+            faults.reached("checkpoint", self.dist.rank)
+
+    # ---------------------------------------------------------------- one stage
+
+    def fit(self, stage: Stage, index: int = 0, resume: dict | None = None) -> dict:
+        """Train ``stage`` to its end; returns {"epochs": trained, "best_epoch": ...}.
+
+        ``resume`` is the loop state from a checkpoint of this same stage (None: fresh).
+        """
+        cfg, self._index = stage.cfg, index
+        self.perf.prepare(stage.module)
+        net = self.dist.wrap(stage.module, [p for g in stage.param_groups for p in g["params"]])
+        opt = make_optimizer(stage.param_groups, cfg.optim)
+        sched = make_schedule(opt, cfg.optim, cfg.epochs)
+        scaler = self.perf.scaler()
+        es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
+        first = last = 0
+        if resume is not None:
+            stage.module.load_state_dict(resume["module"])
+            opt.load_state_dict(resume["optimizer"])
+            sched.load_state_dict(resume["schedule"])
+            if resume.get("scaler"):
+                scaler.load_state_dict(resume["scaler"])
+            es, last = resume["early_stopping"], resume["epoch"]
+            first = cfg.epochs if resume.get("done") else last
+        use_es = cfg.patience > 0 and stage.monitor is not None
+        for epoch in range(first + 1, cfg.epochs + 1):
+            last, t0 = epoch, time.perf_counter()
+            train_parts = self.train_epoch(stage, net, opt, scaler, epoch)
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            stage.module.eval()
+            with self.perf.autocast():
+                metrics = stage.evaluate(self)
+            record = {"stage": stage.name, "kind": stage.kind, **stage.info, "epoch": epoch,
+                      "lr": lr, **stage.extra_log(epoch), **train_parts, **metrics,
+                      "time": round(time.perf_counter() - t0, 3)}
+            stop = _early_stopping(es, stage, metrics, epoch, use_es)
+            self.log.log(record)
+            self.log.say(_epoch_line(record, cfg.epochs))
+            self.save(index, {"epoch": epoch, "done": stop or epoch == cfg.epochs,
+                              "module": stage.module.state_dict(), "optimizer": opt.state_dict(),
+                              "schedule": sched.state_dict(), "scaler": scaler.state_dict(),
+                              "early_stopping": es})
+            if stop:
+                self.log.say(f"[{stage.name}] early stop: no improvement of {stage.monitor} "
+                             f"for {cfg.patience} epochs (best at epoch {es['best_epoch']}).")
+                break
+        if use_es and cfg.restore_best and es["best_state"] is not None:
+            stage.module.load_state_dict(es["best_state"])
+        return {"best_epoch": es["best_epoch"], "epochs": last}
+
+    def train_epoch(self, stage: Stage, net: nn.Module, opt: torch.optim.Optimizer, scaler,
+                    epoch: int) -> dict:
+        """One pass over the training set; ``net`` is ``stage.module`` or its DDP wrapper.
+        Returns the epoch's mean loss parts as ``train_<part>``."""
+        stage.module.train()
+        sums: dict[str, float] = {}
+        steps = 0
+        bar = tqdm(total=len(self.data.train), desc=f"{stage.name} {epoch}/{stage.cfg.epochs}",
+                   unit="img", leave=False, disable=None if self.log.verbose else True,
+                   dynamic_ncols=True)
+        for step, full in enumerate(self.data.train_batches(self.generator), 1):
+            # several processes: this rank's part of the batch (and of its rows and flips)
+            x, y, idx, flipped, share = self.dist.shard(full.x, full.y, full.idx, full.flipped)
+            batch = Batch(self.perf.layout(x), y, idx, flipped)
+            with self.perf.autocast():
+                loss, parts = stage.loss(net(batch.x), batch, epoch)
+            if not torch.isfinite(loss):
+                raise FitnetsError(
+                    f"the {stage.name} loss became {loss.item()} at epoch {epoch}, step {step}: "
+                    "training diverged. The last good checkpoint is kept; lower the learning "
+                    "rate (or check the inputs and the teacher) and start again.")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(self.dist.weigh(loss, share)).backward()  # pass-through unless fp16
+            scaler.step(opt)
+            scaler.update()
+            stage.constrain()
+            if faults.ARMED:
+                faults.reached("step")
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * share
+            steps += 1
+            bar.update(len(full))
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.close()
+        sums = self.dist.sum(sums)  # the global batches' means, as in one process
+        return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+
+    # ---------------------------------------------------------------- evaluation
+
+    def batches(self, arrays: Arrays) -> Iterator[Batch]:
+        """This rank's contiguous share of ``arrays`` (all of it in one process), in order."""
+        return self.data.eval_batches(arrays, self.dist.rows(len(arrays)))
+
+    @torch.no_grad()
+    def evaluate(self, model: Callable[[torch.Tensor], torch.Tensor],
+                 arrays: Arrays) -> dict[str, float]:
+        """Cross-entropy and accuracy of ``model`` (in eval mode) on ``arrays``.
+
+        Under torchrun each rank evaluates its share of the rows and the sums are added over
+        the ranks: every rank gets the whole split's values (the correct count exactly, the
+        loss up to the order of float additions).
+        """
+        loss, correct = 0.0, 0
+        for b in self.batches(arrays):
+            logits = model(b.x).float()
+            loss += F.cross_entropy(logits, b.y, reduction="sum").item()
+            correct += (logits.argmax(1) == b.y).sum().item()
+        sums = self.dist.sum({"loss": loss, "correct": float(correct)})
+        n = max(len(arrays), 1)
+        return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n}
+
+    @torch.no_grad()
+    def mean(self, fn: Callable[[Batch], torch.Tensor], arrays: Arrays) -> float:
+        """The mean over the examples of ``arrays`` of ``fn(batch)``, a per-batch mean."""
+        total = sum(fn(b).item() * len(b) for b in self.batches(arrays))
+        return self.dist.sum({"total": total})["total"] / max(len(arrays), 1)
+
+    def classifier_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Validation and test metrics of a classifier; ``val_error`` drives early stopping."""
+        out = {}
+        if self.data.val is not None:
+            v = self.evaluate(model, self.data.val)
+            out.update(val_loss=v["loss"], val_acc=v["acc"], val_error=1.0 - v["acc"])
+        out["test_acc"] = self.evaluate(model, self.data.test)["acc"]
+        return out
 
 
-def eval_batches(arrays: Arrays, batch_size: int,
-                 dist: Dist | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This rank's contiguous share of ``arrays`` (all of it in one process), in order, as
-    (x, y) batches of at most ``batch_size``."""
-    lo, hi = (dist or Dist()).rows(len(arrays))
-    for i in range(lo, hi, batch_size):
-        j = min(i + batch_size, hi)
-        yield arrays.x[i:j], arrays.y[i:j]
+def check_checkpoint(state: Any, where: Path) -> None:
+    """A loaded checkpoint must hold what the Trainer reads; anything else is not ours."""
+    if not (isinstance(state, dict) and all(k in state for k in CHECKPOINT_KEYS)):
+        raise FitnetsError(f"the newest checkpoint in {where} is not a fitnets checkpoint (it "
+                           f"lacks {', '.join(CHECKPOINT_KEYS)}); start the run again into a "
+                           "new directory.")
 
 
-@torch.no_grad()
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], arrays: Arrays,
-             batch_size: int, dist: Dist | None = None) -> dict[str, float]:
-    """Cross-entropy and accuracy of ``model`` (already in eval mode) on ``arrays``.
-
-    Under torchrun (``dist``) each rank evaluates its contiguous share of the rows and the
-    sums are added over the ranks: every rank gets the whole split's values (the correct
-    count exactly, the loss up to the order of float additions).
-    """
-    dist = dist or Dist()
-    loss, correct = 0.0, 0
-    for x, y in eval_batches(arrays, batch_size, dist):
-        logits = model(x).float()
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    sums = dist.sum({"loss": loss, "correct": float(correct)})
-    n = max(len(arrays), 1)
-    return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n}
-
-
-# --------------------------------------------------------------------------- the loop
-
-
-def fit(stage: Stage, data: Data, run: RunState, resume: dict | None = None) -> dict:
-    """Train ``stage`` to its end; returns {"epochs": trained, "best_epoch": ...}.
-
-    ``resume`` is the loop state from a checkpoint of this same stage (None: fresh start).
-    """
-    cfg = stage.cfg
-    run.perf.prepare(stage.module)
-    opt = make_optimizer(stage.param_groups, cfg.optim)
-    sched = make_schedule(opt, cfg.optim, cfg.epochs)
-    scaler = run.perf.scaler()
-    es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
-    first = 1
-    if resume is not None:
-        stage.module.load_state_dict(resume["module"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["schedule"])
-        if resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        es = resume["early_stopping"]
-        first = resume["epoch"] + 1
-        if resume.get("done"):
-            first = cfg.epochs + 1
-    use_es = cfg.patience > 0 and stage.monitor is not None
-    last = resume["epoch"] if resume is not None else 0
-    for epoch in range(first, cfg.epochs + 1):
-        last = epoch
-        t0 = time.perf_counter()
-        train_parts = _train_epoch(stage, data, run, opt, scaler, epoch)
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        stage.module.eval()
-        with run.perf.autocast():
-            metrics = stage.evaluate(epoch)
-        record = {"stage": stage.name, **stage.info, "epoch": epoch, "lr": lr,
-                  **stage.extra_log(epoch), **train_parts, **metrics,
-                  "time": round(time.perf_counter() - t0, 3)}
-        stop = False
-        if stage.monitor is not None:
-            value = metrics[stage.monitor]
-            if value < es["best"]:
-                es.update(best=value, best_epoch=epoch, bad=0)
-                if use_es and cfg.restore_best:
-                    es["best_state"] = copy.deepcopy(stage.module.state_dict())
-            else:
-                es["bad"] += 1
-            stop = use_es and es["bad"] >= cfg.patience
-        run.log(record)
-        run.say(_epoch_line(record, cfg.epochs))
-        done = stop or epoch == cfg.epochs
-        run.save({"epoch": epoch, "done": done, "module": stage.module.state_dict(),
-                  "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                  "scaler": scaler.state_dict(),
-                  "early_stopping": es})
-        if stop:
-            run.say(f"[{stage.name}] early stop: no improvement of {stage.monitor} for "
-                    f"{cfg.patience} epochs (best at epoch {es['best_epoch']}).")
-            break
-    if use_es and cfg.restore_best and es["best_state"] is not None:
-        stage.module.load_state_dict(es["best_state"])
-    return {"best_epoch": es["best_epoch"], "epochs": last}
-
-
-def _train_epoch(stage: Stage, data: Data, run: RunState, opt, scaler, epoch: int) -> dict:
-    stage.module.train()
-    sums: dict[str, float] = {}
-    steps = 0
-    n = len(data.train)
-    bar = tqdm(total=n, desc=f"{stage.name} {epoch}/{stage.cfg.epochs}", unit="img",
-               leave=False, disable=None if run.verbose else True, dynamic_ncols=True)
-    for step, idx in enumerate(shuffled(n, data.batch_size, run.generator), 1):
-        idx = idx.to(data.train.x.device)
-        x, y = data.train.x[idx], data.train.y[idx]
-        flipped = None
-        if data.augment is not None:
-            x, flipped = data.augment(x, run.generator)
-        # several processes: this rank's part of the batch (and of its indices and flips)
-        x, y, idx, flipped, share = run.dist.shard(x, y, idx, flipped)
-        with run.perf.autocast():
-            loss, parts = stage.loss(run.perf.layout(x), y, epoch, idx, flipped)
-        if not torch.isfinite(loss):
-            raise FitnetsError(
-                f"the {stage.name} loss became {loss.item()} at epoch {epoch}, step {step}: "
-                "training diverged. The last good checkpoint is kept; lower the learning rate "
-                "(or check the inputs and the teacher) and start again."
-            )
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(run.dist.weigh(loss, share)).backward()  # scaler: pass-through unless fp16
-        scaler.step(opt)
-        scaler.update()
-        stage.constrain()
-        kill_point("step")
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * share
-        steps += 1
-        bar.update(len(idx))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-    bar.close()
-    sums = run.dist.sum(sums)  # the global batches' means, as in one process
-    return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+def _early_stopping(es: dict, stage: Stage, metrics: dict, epoch: int, use_es: bool) -> bool:
+    """Update the early-stopping state ``es`` with this epoch; True: stop now."""
+    if stage.monitor is None:
+        return False
+    value = metrics[stage.monitor]
+    if value < es["best"]:
+        es.update(best=value, best_epoch=epoch, bad=0)
+        if use_es and stage.cfg.restore_best:
+            es["best_state"] = copy.deepcopy(stage.module.state_dict())
+    else:
+        es["bad"] += 1
+    return use_es and es["bad"] >= stage.cfg.patience
 
 
 def _epoch_line(r: dict, epochs: int) -> str:

@@ -1,4 +1,4 @@
-"""Datasets as in-memory uint8 tensors, preprocessing, augmentation and batching.
+"""Datasets as in-memory uint8 tensors, preprocessing, augmentation, batches for the loop.
 
 Nothing here knows about models: everything works on ``Split`` tensors.
 """
@@ -7,10 +7,11 @@ from fitnets.data.augment import augment
 from fitnets.data.dataset import Dataset, Split
 from fitnets.data.download import download_file
 from fitnets.data.load import DATASETS, data_root, load_dataset
-from fitnets.data.loader import batches
+from fitnets.data.memory import Arrays, Batch, Data, Prepared, batches, prepare
 from fitnets.data.preprocess import PREPROCESS, Preprocess, fit_preprocess
 
 __all__ = [
-    "DATASETS", "PREPROCESS", "Dataset", "Preprocess", "Split", "augment", "batches",
-    "data_root", "download_file", "fit_preprocess", "load_dataset",
+    "DATASETS", "PREPROCESS", "Arrays", "Batch", "Data", "Dataset", "Prepared", "Preprocess",
+    "Split", "augment", "batches", "data_root", "download_file", "fit_preprocess",
+    "load_dataset", "prepare",
 ]

@@ -17,6 +17,7 @@ from types import ModuleType
 
 from torch import nn
 
+from fitnets.checkpoint import load_into
 from fitnets.errors import FitnetsError
 
 
@@ -115,10 +116,8 @@ def _kwargs_for(fn, **offered) -> dict:
 def load_state(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a run directory's ``model.pt`` or a state-dict file into ``model`` (weights-only),
     with the same checks as a run's teacher loading; returns the model."""
-    from fitnets.run import load_into
-
     try:
-        load_into(model, str(path), type(model).__name__, None)
+        load_into(model, path, type(model).__name__)
     except RuntimeError as e:  # load_state_dict raises on shape mismatches even when not strict
         raise FitnetsError(
             f"the weights in '{path}' do not fit model {type(model).__name__}: "

@@ -1,0 +1,150 @@
+"""Data that fits in memory: whole splits as tensors on the training device, and the
+batches the training loop consumes.
+
+``prepare`` decodes a dataset once, fits the preprocessing on its training split and
+applies it to every split (as the authors preprocessed before augmenting); augmentation
+then works on whole batches on the device (airbench's habit). The loop sees only
+``Batch``es: the images, their labels, their rows in the training split and which of them
+were mirrored, which is all the teacher cache needs to look its outputs up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from fitnets.config import DataConfig
+from fitnets.data.augment import augment_with_flips
+from fitnets.data.dataset import Split
+from fitnets.data.load import load_dataset
+from fitnets.data.preprocess import fit_preprocess
+from fitnets.errors import FitnetsError
+
+# (x, generator) -> (augmented x, flipped mask or None)
+AugmentFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass
+class Arrays:
+    """A split already on the training device: float inputs (preprocessed) and labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Batch:
+    """What one step trains on. ``idx``: the rows of the training split (None for
+    evaluation batches); ``flipped``: which images augmentation mirrored (None: no flips)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor | None = None
+    flipped: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    train: Arrays
+    val: Arrays | None
+    test: Arrays
+    batch_size: int
+    eval_batch_size: int
+    augment: AugmentFn | None = None
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        """One epoch of shuffled, augmented training batches, drawn from ``generator``."""
+        x = self.train.x
+        for idx in order(len(self.train), self.batch_size, generator):
+            idx = idx.to(x.device)
+            batch = Batch(x[idx], self.train.y[idx], idx)
+            if self.augment is not None:
+                batch.x, batch.flipped = self.augment(batch.x, generator)
+            yield batch
+
+    def eval_batches(self, arrays: Arrays, rows: tuple[int, int] | None = None,
+                     ) -> Iterator[Batch]:
+        """Rows ``[lo, hi)`` of ``arrays`` (all of them by default), in order."""
+        lo, hi = rows or (0, len(arrays))
+        for i in range(lo, hi, self.eval_batch_size):
+            j = min(i + self.eval_batch_size, hi)
+            yield Batch(arrays.x[i:j], arrays.y[i:j])
+
+    def map_x(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace every split's inputs by ``fn(inputs)`` (e.g. a memory layout)."""
+        for arrays in (self.train, self.val, self.test):
+            if arrays is not None:
+                arrays.x = fn(arrays.x)
+
+
+def order(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """A seeded permutation of ``range(n)`` in slices of ``batch_size``, drawn on the
+    generator's device."""
+    dev = generator.device if generator is not None else None
+    perm = torch.randperm(n, generator=generator, device=dev)
+    for i in range(0, n, batch_size):
+        yield perm[i:i + batch_size]
+
+
+def batches(split: Split, batch_size: int, *, shuffle: bool,
+            generator: torch.Generator | None = None,
+            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x, y) batches of a ``Split`` covering every example once per pass.
+
+    With ``shuffle`` the order is ``torch.randperm`` drawn from ``generator`` (on the
+    generator's device, then moved to the data's), so a seeded generator repeats epochs.
+    """
+    if batch_size <= 0:
+        raise FitnetsError(f"batch_size must be a positive integer, got {batch_size}.")
+    n = len(split)
+    stop = n - n % batch_size if drop_last else n
+    if not shuffle:
+        for start in range(0, stop, batch_size):
+            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
+        return
+    for idx in order(n, batch_size, generator):
+        if len(idx) < batch_size and drop_last:
+            return
+        idx = idx.to(split.x.device)
+        yield split.x[idx], split.y[idx.to(split.y.device)]
+
+
+@dataclass
+class Prepared:
+    """A dataset ready to train on, with what models and reports need to know of it."""
+
+    data: Data
+    input_shape: tuple
+    num_classes: int
+    preprocess: object  # fitnets.data.preprocess.Preprocess
+    dataset: str
+
+
+def prepare(d: DataConfig, device: torch.device) -> Prepared:
+    """Load the dataset ``d`` describes, preprocess every split, move it to ``device``."""
+    ds = load_dataset(d.name, d.root, val_size=d.val_size, train_limit=d.train_limit,
+                      test_limit=d.test_limit, download=d.download, path=d.path)
+    pre = fit_preprocess(d.preprocess, ds.train.x)
+
+    def arrays(split) -> Arrays | None:
+        if split is None or len(split.y) == 0:
+            return None
+        xs = [pre(split.x[i:i + 4096]) for i in range(0, len(split.y), 4096)]
+        return Arrays(torch.cat(xs).to(device), split.y.to(device))
+
+    aug = None
+    if d.augment_pad or d.augment_flip:
+        def aug(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return augment_with_flips(x, g, pad=d.augment_pad, flip=d.augment_flip)
+
+    data = Data(train=arrays(ds.train), val=arrays(ds.val), test=arrays(ds.test),
+                batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, augment=aug)
+    return Prepared(data, tuple(ds.input_shape), ds.num_classes, pre, ds.name)

@@ -1,0 +1,76 @@
+"""joint: one stage, loss = CE(student(x), y) + beta * sum over pairs of the hint loss, the
+regressors trained together with the whole student.
+
+A deviation from the paper, as later codebases (e.g. the CRD code) train "FitNets". The
+regressors live in JointModule, so the optimiser, DDP and checkpoints see them; they are
+dropped when the stage ends.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fitnets.distill.losses import hint_loss
+from fitnets.distill.stages import (
+    classifier_stage,
+    describe_pair,
+    hint_pairs,
+    hint_reduction,
+    regressor_for,
+)
+from fitnets.distill.taps import run_with
+from fitnets.train import Stage, StagePlan, scaled_groups
+
+LABEL = "student: joint CE + hints"
+NEEDS_TEACHER = True
+
+
+class JointModule(nn.Module):
+    """The whole student plus one regressor per (guided, hint) pair."""
+
+    def __init__(self, student: nn.Module, regressors: list[nn.Module], guided: list[str]):
+        super().__init__()
+        self.student = student
+        self.regressors = nn.ModuleList(regressors)
+        self.guided = list(guided)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Student logits and the regressors' predictions of the hints, in one forward.
+
+        (A plain forward, so that a DDP wrapper sees the whole step; evaluation calls the
+        student itself.)
+        """
+        logits, taps = run_with(self.student, x, self.guided)
+        return logits, [r(v) for r, v in zip(self.regressors, taps)]
+
+
+def stages(s) -> list[StagePlan]:
+    return [StagePlan("joint", s.cfg.train,
+                      lambda: joint_stage(s, hint_pairs(s.cfg, s.student, s.teacher.net)))]
+
+
+def joint_stage(s, pairs: list[tuple[str, str]]) -> Stage:
+    built = [regressor_for(s.cfg, s.student, s.teacher.net, pair, i, s.input_shape)
+             for i, pair in enumerate(pairs)]
+    module = JointModule(s.student, [r for r, _ in built], [g for g, _ in pairs])
+    hints = [h for _, h in pairs]
+    s.teacher.prepare(hints)
+    beta, reduction = s.cfg.hints.beta, hint_reduction(s.cfg, joint=True)
+
+    def loss(out, batch, epoch: int):
+        logits, preds = out
+        ce = F.cross_entropy(logits.float(), batch.y)
+        targets = s.teacher.features(hints, batch)
+        hint = sum(hint_loss(p, t, reduction) for p, t in zip(preds, targets))
+        total = ce + beta * hint
+        return total, {"loss": total.detach(), "ce": ce.detach(), "hint": hint.detach()}
+
+    descs = [d for _, d in built]
+    groups = scaled_groups(module, None, s.cfg.train.optim.lr_scale, prefix="student.")
+    return classifier_stage(
+        "joint", module, s.student, loss, s.cfg.train, s.data, groups, prefix="student.",
+        extra_log=lambda epoch: {"beta": beta},
+        intro=[describe_pair("joint", d) for d in descs],
+        summary={"joint": True, "beta": beta, "reduction": reduction, "pairs": descs})
