@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py [--pair mnist|cifar10-fitnet1] [--device cpu|cuda] [--steps N]
 
-fitnets: the project's own loop (``train._train_epoch`` on a Stage from distill/stages.py,
+fitnets: the project's own loop (``Trainer.train_epoch`` on a stage its methods build,
           batched device-side augmentation, losses, logging), default speed switches.
 floor:    the same models, precision, layout and batch size on batches already in memory:
           forward, backward and optimiser step only (teacher included where the step needs it).
@@ -30,16 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from fitnets.config import make_config  # noqa: E402
-from fitnets.distill.losses import hint_loss, kd_loss  # noqa: E402
-from fitnets.distill.stages import HintModule, hint_stage, kd_stage, label_stage  # noqa: E402
-from fitnets.distill.taps import run_to, run_with  # noqa: E402
-from fitnets.distill.teacher_cache import build_teacher_cache  # noqa: E402
-from fitnets.models import build_model  # noqa: E402
-from fitnets.perf import resolve_perf  # noqa: E402
-from fitnets.train import Arrays, Data, RunState, _train_epoch, make_optimizer  # noqa: E402
+from fitnets.config import make_config
+from fitnets.data.memory import Arrays, Data
+from fitnets.distill.losses import hint_loss, kd_loss
+from fitnets.distill.methods import Setup, backprop, kd
+from fitnets.distill.stages import HintModule, hint_stage
+from fitnets.distill.taps import run_to, run_with
+from fitnets.distill.teacher import LOGITS, Teacher
+from fitnets.models import build_model
+from fitnets.perf import resolve_perf
+from fitnets.trainer import Trainer, make_optimizer
 
 PAIRS = {
     "mnist": dict(teacher="mnist_teacher", student="mnist_student", shape=(1, 28, 28),
@@ -87,46 +87,44 @@ def fitnets_data(pair, xs, ys, device, perf, augment=True) -> Data:
     return Data(arrays, None, arrays, 128, 512, aug)
 
 
-def make_stage(kind, cfg, teacher, student, data, pair, targets=None):
+def make_stage(kind, cfg, teacher, student, data, pair):
+    setup = Setup(cfg, student, teacher, data, pair["shape"])
     if kind == "stage1":
-        guided, hint = student.default_guided, teacher.default_hint
-        return hint_stage(cfg, student, teacher, (guided, hint), 0, data, pair["shape"],
-                          targets)[0]
+        pair_ = (student.default_guided, teacher.net.default_hint)
+        return hint_stage(cfg, student, teacher, pair_, 0, data, pair["shape"])
     if kind == "stage2":
-        return kd_stage(cfg, student, teacher, data, targets=targets)
-    return label_stage("backprop", student, cfg.train, data)
+        return kd.kd_stage(setup)
+    return backprop.stages(setup)[0].build()
 
 
 def time_fitnets(kind, pair, xs, ys, device, perf, repeats, augment=True, cache=False):
     cfg = make_config(None, ["device=cpu", "train.optim.name=rmsprop", "train.optim.lr=0.00001",
-                             "hints.stage.optim.lr=0.00001"])
-    teacher, student = models(pair, device, perf)
+                             "hints.stage.optim.lr=0.00001",
+                             "perf.teacher_cache=" + ("memory" if cache else "'off'")])
+    net, student = models(pair, device, perf)
     data = fitnets_data(pair, xs, ys, device, perf, augment)
-    targets, build_s = None, 0.0
+    teacher = Teacher(net, cfg, perf, data.train.x, 512)
+    build_s = 0.0
     if cache:
-        hint = teacher.default_hint
-        fn = teacher if kind == "stage2" else (lambda v: run_to(teacher, v, [hint])[0])
         t0 = time.perf_counter()
-        targets = build_teacher_cache(fn, teacher, data.train.x, what="bench", flips=False,
-                                      mode="memory", perf=perf, batch_size=512,
-                                      say=lambda s: None)
+        teacher.prepare([LOGITS] if kind == "stage2" else [net.default_hint])
         sync(device)
         build_s = time.perf_counter() - t0
-    stage = make_stage(kind, cfg, teacher, student, data, pair, targets)
+    stage = make_stage(kind, cfg, teacher, student, data, pair)
     perf.prepare(stage.module)
     opt = make_optimizer(stage.param_groups, stage.cfg.optim)
     with tempfile.TemporaryDirectory() as tmp:
-        run = RunState(Path(tmp), torch.Generator().manual_seed(0), save=lambda s: None,
-                       verbose=False, perf=perf)
-        scaler = perf.scaler()
         warm = Data(Arrays(data.train.x[:256], data.train.y[:256]), None, data.test, 128, 512,
                     data.augment)
-        _train_epoch(stage, warm, run, opt, scaler, 1)
+        scaler = perf.scaler()
+        Trainer(Path(tmp), warm, student, perf=perf, verbose=False).train_epoch(
+            stage, stage.module, opt, scaler, 1)
+        trainer = Trainer(Path(tmp), data, student, perf=perf, verbose=False)
         times = []
         for _ in range(repeats):
             sync(device)
             t0 = time.perf_counter()
-            _train_epoch(stage, data, run, opt, scaler, 1)
+            trainer.train_epoch(stage, stage.module, opt, scaler, 1)
             sync(device)
             times.append(time.perf_counter() - t0)
     return len(xs) / statistics.median(times), times, build_s

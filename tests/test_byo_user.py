@@ -9,8 +9,8 @@ from torch import nn
 
 from fitnets.checkpoint import save_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import build_model
-from fitnets.models.user import load_state, resolve_model
+from fitnets.models import build_model, resolve_model
+from fitnets.models.user import load_state
 
 TINY_RESNET = textwrap.dedent('''
     import torch

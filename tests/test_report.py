@@ -170,3 +170,29 @@ def test_report_on_a_real_tiny_run(tmp_path):
     assert "| train | mnist | mnist_student |" in row and "finished" in row
     assert "(ep 2)" in row
     assert (tmp_path / "rep" / "curves-real.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_on_a_real_joint_run_finds_its_final_stage_and_test_error(tmp_path):
+    """A joint run's one stage trains the whole student: the report reads its kind from the
+    metrics (it once looked the stage name up in a list that lacked joint)."""
+    from conftest import write_tiny_mnist
+    from fitnets.run import run
+
+    root = write_tiny_mnist(tmp_path / "data", n_train=120, n_test=40)
+    base = ["device=cpu", "data.download=false", "data.val_size=40", f"data.root={root}",
+            "data.batch_size=40", "train.optim.name=adam"]
+    run(make_config(None, [*base, "model.name=mnist_teacher", "train.epochs=1"]), "train",
+        tmp_path / "teacher", verbose=False)
+    run(make_config(None, [*base, f"teacher.weights={tmp_path / 'teacher'}", "method=joint",
+                           "train.epochs=2"]), "distill", tmp_path / "joint", verbose=False)
+    log = (tmp_path / "joint" / "metrics.jsonl").read_text()
+    records = [json.loads(x) for x in log.splitlines()]
+    assert [(r["stage"], r["kind"]) for r in records] == [("joint", "classifier")] * 2
+    joint = load_run(tmp_path / "joint")
+    errors = error_at(joint)
+    summary = json.loads((tmp_path / "joint" / "summary.json").read_text())
+    assert errors["last_epoch"] == 2 and errors["best_epoch"] in (1, 2)
+    assert errors["last"] == pytest.approx(1.0 - records[-1]["test_acc"])
+    row = table_row(report([tmp_path / "joint"], tmp_path / "rep").read_text(), "joint")
+    assert f"{100 * (1 - records[-1]['test_acc']):.2f}" in row and "finished" in row
+    assert summary["method"] == "joint" and summary["teacher"] == "mnist_teacher"

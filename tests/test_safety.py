@@ -280,7 +280,7 @@ def test_empty_or_one_class_image_folder_through_the_command_line(tmp_path, caps
 
 def test_a_non_finite_loss_names_stage_epoch_step_and_keeps_the_last_checkpoint(
         tiny, tmp_path, capsys, monkeypatch):
-    from fitnets.train import Trainer
+    from fitnets.trainer import Trainer
 
     root, _ = tiny
     real_fit = Trainer.fit

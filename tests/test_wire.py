@@ -28,7 +28,7 @@ from fitnets.errors import FitnetsError
 from fitnets.models import build_model
 from fitnets.perf import FP32
 from fitnets.run import run
-from fitnets.train import Trainer
+from fitnets.trainer import Trainer
 
 FAST = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=40",
         "data.batch_size=32", "train.optim.name=adam", "train.optim.lr=0.003"]

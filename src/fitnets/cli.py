@@ -48,23 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="directory for the demo's runs")
     d.add_argument("--quick", action="store_true", help="a few epochs only (seconds)")
 
-    for name, text in (("train", "train one network on labels (a teacher, or a baseline)"),
-                       ("distill", "train a student from a teacher: " + ", ".join(method_choices()))):
-        t = sub.add_parser(name, help=text, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        t.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE",
-                       help="a YAML recipe and/or key=value overrides")
-        t.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue a killed run from its last checkpoint")
-        t.add_argument("--out", metavar="RUN_DIR", help="run directory (same as out=RUN_DIR)")
-        t.add_argument("--quiet", action="store_true", help="no progress display")
-        if name == "distill":
-            t.add_argument("--method", choices=method_choices(),
-                           help="same as method=...")
-            t.add_argument("--teacher", metavar="MODEL", help="same as teacher.name=MODEL")
-            t.add_argument("--student", metavar="MODEL", help="same as student.name=MODEL")
-        else:
-            t.add_argument("--model", metavar="MODEL", help="same as model.name=MODEL")
+    _add_run_commands(sub)
 
     lay = sub.add_parser(
         "layers", help="a model's layers and output shapes, or candidate hint pairs",
@@ -105,6 +89,28 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report", metavar="DIR", help="where report.md and the PNGs go")
     r.add_argument("--title", help="the report's title")
     return p
+
+
+def _add_run_commands(sub) -> None:
+    """``fitnets train`` and ``fitnets distill``: a recipe, overrides and a few shortcuts."""
+    methods = ", ".join(method_choices())
+    for name, text in (("train", "train one network on labels (a teacher, or a baseline)"),
+                       ("distill", f"train a student from a teacher: {methods}")):
+        t = sub.add_parser(name, help=text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        t.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE",
+                       help="a YAML recipe and/or key=value overrides")
+        t.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a killed run from its last checkpoint")
+        t.add_argument("--out", metavar="RUN_DIR", help="run directory (same as out=RUN_DIR)")
+        t.add_argument("--quiet", action="store_true", help="no progress display")
+        if name == "distill":
+            t.add_argument("--method", choices=method_choices(),
+                           help="same as method=...")
+            t.add_argument("--teacher", metavar="MODEL", help="same as teacher.name=MODEL")
+            t.add_argument("--student", metavar="MODEL", help="same as student.name=MODEL")
+        else:
+            t.add_argument("--model", metavar="MODEL", help="same as model.name=MODEL")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

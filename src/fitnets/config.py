@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -421,15 +422,25 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def make_config(recipe: str | Path | None = None, overrides: list[str] = (),
-                base: dict | None = None) -> Config:
-    """Defaults <- ``base`` <- recipe YAML <- ``key=value`` overrides, validated."""
+                base: dict | None = None, settings: dict | None = None) -> Config:
+    """Defaults <- ``base`` <- recipe YAML <- ``settings`` (nested, as in a recipe) <-
+    ``key=value`` overrides, validated."""
     values: dict = dict(base or {})
     if recipe is not None:
         values = _deep_merge(values, load_yaml(recipe))
+    if settings:
+        values = _deep_merge(values, _plain(settings))
     for text in overrides:
         path, value = parse_override(text)
         values = _deep_merge(values, _nest(path, value))
     return validate(_build(Config, values))
+
+
+def _plain(value: Any) -> Any:
+    """Settings given from Python may hold paths (run directories, weights): as text."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def to_dict(cfg: Config) -> dict:

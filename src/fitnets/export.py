@@ -18,30 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fitnets.checkpoint import load_weights, save_weights
+from fitnets.checkpoint import save_weights
 from fitnets.errors import FitnetsError
+from fitnets.models import load_run_model
 
 FORMATS = ("state_dict", "torchscript", "onnx")
 TOLERANCE = 1e-4
 ONNX_MISSING = "skipped: onnx is not installed (pip install 'fitnets[onnx]')"
-
-
-def _rebuild(run_dir: Path) -> tuple[nn.Module, dict]:
-    from fitnets.models import build_model
-    from fitnets.models.user import load_state
-
-    bundle = load_weights(run_dir / "model.pt")
-    needed = ("model", "num_classes", "input_shape", "state_dict")
-    if not isinstance(bundle, dict) or any(k not in bundle for k in needed):
-        raise FitnetsError(
-            f"'{run_dir / 'model.pt'}' is not a run's model bundle (it needs the keys "
-            f"{', '.join(needed)}); export works on the directory of a finished run."
-        )
-    shape = tuple(int(s) for s in bundle["input_shape"])
-    model = build_model(bundle["model"], num_classes=int(bundle["num_classes"]),
-                        in_channels=shape[0], batchnorm=bool(bundle.get("batchnorm", False)))
-    load_state(model, run_dir / "model.pt")  # run.load_into's checks, weights-only
-    return model.eval(), bundle
 
 
 def export_run(
@@ -54,7 +37,7 @@ def export_run(
         raise FitnetsError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}.")
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
-    model, bundle = _rebuild(run_dir)
+    model, bundle = load_run_model(run_dir)
     shape = tuple(int(s) for s in bundle["input_shape"])
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, *shape, generator=gen)  # traced / exported with batch 2 ...

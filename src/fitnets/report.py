@@ -21,7 +21,6 @@ import yaml
 from fitnets.errors import FitnetsError
 
 
-
 @dataclass
 class RunRecord:
     """What a run directory says about its run."""

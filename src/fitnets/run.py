@@ -29,7 +29,7 @@ from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.models import build_model
 from fitnets.perf import resolve_perf
-from fitnets.train import StagePlan, Trainer, check_checkpoint
+from fitnets.trainer import StagePlan, Trainer, check_checkpoint
 
 # --------------------------------------------------------------------------- set-up
 

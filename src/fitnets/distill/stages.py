@@ -23,7 +23,7 @@ from fitnets.distill.regressor import (
 from fitnets.distill.taps import get_layer, layer_shapes, run_to
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
-from fitnets.train import LossFn, Stage, max_norm_fn, scaled_groups
+from fitnets.trainer import LossFn, Stage, max_norm_fn, scaled_groups
 
 HINTS, CLASSIFIER = "hints", "classifier"  # the kinds of stage (written into the metrics)
 

@@ -117,6 +117,26 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
         with open(tmp, "wb") as f:
             f.truncate(nbytes)
         store = _mapped(tmp, total, shape, dtype, shared=True)
+    _fill(store, fn, x, views, perf, batch_size, dist, probe)
+    if path is not None:
+        if writes:
+            del store
+            os.replace(tmp, path)  # complete files only: a reader never sees a half-written one
+        dist.barrier()  # this machine's writer has put the file in place
+        if not path.exists():
+            raise FitnetsError(
+                f"teacher cache: {path} was not written by this machine's local rank 0; the "
+                "processes of one machine must share FITNETS_CACHE."
+            )
+        store = _mapped(path, total, shape, dtype)
+    return TeacherCache(store, n, path)
+
+
+def _fill(store: torch.Tensor | None, fn, x: torch.Tensor, views: int, perf: Perf,
+          batch_size: int, dist: Dist, probe: torch.Tensor) -> None:
+    """Rows [v*N, (v+1)*N) of ``store`` = ``fn`` of view v of ``x``; each rank computes its
+    share of every chunk and the shares are gathered (``store`` None: compute and send only)."""
+    n = len(x)
     chunk = batch_size * dist.world * 4  # rows per gathering round
     with torch.inference_mode(), perf.autocast():
         for v in range(views):
@@ -131,18 +151,6 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
                 rows = dist.gather_rows(part, c1 - c0)
                 if store is not None:
                     store[v * n + c0:v * n + c1] = rows
-    if path is not None:
-        if writes:
-            del store
-            os.replace(tmp, path)  # complete files only: a reader never sees a half-written one
-        dist.barrier()  # this machine's writer has put the file in place
-        if not path.exists():
-            raise FitnetsError(
-                f"teacher cache: {path} was not written by this machine's local rank 0; the "
-                "processes of one machine must share FITNETS_CACHE."
-            )
-        store = _mapped(path, total, shape, dtype)
-    return TeacherCache(store, n, path)
 
 
 def _mapped(path: Path, total: int, shape: tuple, dtype: torch.dtype,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
+from fitnets.checkpoint import load_weights
 from fitnets.errors import FitnetsError
 from fitnets.models import cifar, paper
 from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet
@@ -28,6 +30,7 @@ from fitnets.models.maxout import (
     apply_max_norm_,
     paper_init_,
 )
+from fitnets.models.user import load_state, user_model
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mnist_teacher": paper.mnist_teacher,
@@ -45,6 +48,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def resolve_model(spec: str, num_classes: int = 10, in_channels: int | None = None,
+                  batchnorm: bool = False) -> nn.Module:
+    """A built-in model name, or the module a user's ``module:function`` builds."""
+    return build_model(spec, num_classes, in_channels, batchnorm)
+
+
 def build_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False
 ) -> nn.Module:
@@ -53,9 +62,7 @@ def build_model(
     A name with a ':' is the user's own builder (``package.module:fn`` or ``file.py:fn``).
     """
     if isinstance(name, str) and ":" in name and name not in MODELS:
-        from fitnets.models.user import resolve_model
-
-        return resolve_model(name, num_classes, in_channels, batchnorm)
+        return user_model(name, num_classes, in_channels)
     if name not in MODELS:
         close = difflib.get_close_matches(str(name), list(MODELS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -90,3 +97,21 @@ __all__ = [
     "paper_init_",
     "profile",
 ]
+
+
+def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict]:
+    """A finished run's trained network (built from its ``model.pt`` bundle, weights-only,
+    in eval mode, on the CPU) and the bundle (model name, classes, input shape, ...)."""
+    run_dir = Path(run_dir)
+    bundle = load_weights(run_dir / "model.pt")
+    needed = ("model", "num_classes", "input_shape", "state_dict")
+    if not isinstance(bundle, dict) or any(k not in bundle for k in needed):
+        raise FitnetsError(
+            f"'{run_dir / 'model.pt'}' is not a run's model bundle (it needs the keys "
+            f"{', '.join(needed)}); export works on the directory of a finished run."
+        )
+    shape = tuple(int(s) for s in bundle["input_shape"])
+    model = build_model(bundle["model"], num_classes=int(bundle["num_classes"]),
+                        in_channels=shape[0], batchnorm=bool(bundle.get("batchnorm", False)))
+    load_state(model, run_dir / "model.pt")  # run.load_into's checks, weights-only
+    return model.eval(), bundle

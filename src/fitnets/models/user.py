@@ -21,15 +21,8 @@ from fitnets.checkpoint import load_into
 from fitnets.errors import FitnetsError
 
 
-def resolve_model(
-    spec: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False
-) -> nn.Module:
-    """A built-in model name, or the module a user's ``module:function`` builds."""
-    if ":" not in spec:
-        from fitnets.models import build_model
-
-        return build_model(spec, num_classes=num_classes, in_channels=in_channels,
-                           batchnorm=batchnorm)
+def user_model(spec: str, num_classes: int = 10, in_channels: int | None = None) -> nn.Module:
+    """The module a user's ``package.module:function`` or ``file.py:function`` builds."""
     where, _, fn_name = spec.rpartition(":")  # rpartition keeps a Windows drive letter whole
     if not where or not fn_name:
         raise FitnetsError(

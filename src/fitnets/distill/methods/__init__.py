@@ -18,7 +18,7 @@ from fitnets.data.memory import Data
 from fitnets.distill.methods import backprop, fitnet, joint, kd
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
-from fitnets.train import StagePlan
+from fitnets.trainer import StagePlan
 
 
 @dataclass

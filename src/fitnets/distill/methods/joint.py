@@ -21,7 +21,7 @@ from fitnets.distill.stages import (
     regressor_for,
 )
 from fitnets.distill.taps import run_with
-from fitnets.train import Stage, StagePlan, scaled_groups
+from fitnets.trainer import Stage, StagePlan, scaled_groups
 
 LABEL = "student: joint CE + hints"
 NEEDS_TEACHER = True
