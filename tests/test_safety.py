@@ -287,8 +287,8 @@ def test_a_non_finite_loss_names_stage_epoch_step_and_keeps_the_last_checkpoint(
 
     def fit_with_nan_at_epoch_2(self, stage, index=0, resume=None):
         loss = stage.loss
-        stage.loss = lambda out, b, e: ((loss(out, b, e)[0] * float("nan"), {})
-                                        if e == 2 else loss(out, b, e))
+        stage.loss = lambda net, b, e: ((loss(net, b, e)[0] * float("nan"), {})
+                                        if e == 2 else loss(net, b, e))
         return real_fit(self, stage, index, resume)
 
     monkeypatch.setattr(Trainer, "fit", fit_with_nan_at_epoch_2)

@@ -112,7 +112,7 @@ def test_joint_loss_is_ce_plus_beta_times_hint_from_the_parts(tmp_path):
     regressor = stage.module.regressors[0]
     stage.module.eval()  # no dropout: the same forward twice
     x, y = data.train.x[:8], data.train.y[:8]
-    total, parts = stage.loss(stage.module(x), Batch(x, y), 1)
+    total, parts = stage.loss(stage.module, Batch(x, y), 1)
     with torch.no_grad():
         ce = F.cross_entropy(student(x), y)
         (v,) = run_to(student, x, ["conv4"])

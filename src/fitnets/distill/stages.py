@@ -145,8 +145,9 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: Teacher, pair: tuple[st
     scfg = cfg.hints.stage
     reduction = hint_reduction(cfg, joint=False)
 
-    def loss(pred: torch.Tensor, batch: Batch, epoch: int):
-        value = hint_loss(pred, teacher.features([hint], batch)[0], reduction)
+    def loss(net: nn.Module, batch: Batch, epoch: int):
+        target = teacher.features([hint], batch)[0]
+        value = hint_loss(net(batch.x), target, reduction)
         return value, {"loss": value.detach()}
 
     def evaluate(trainer) -> dict[str, float]:
@@ -181,9 +182,9 @@ def classifier_stage(name: str, module: nn.Module, student: nn.Module, loss: Los
     )
 
 
-def label_loss(logits: torch.Tensor, batch: Batch, epoch: int):
+def label_loss(net: nn.Module, batch: Batch, epoch: int):
     """Cross-entropy on the labels."""
-    value = F.cross_entropy(logits.float(), batch.y)
+    value = F.cross_entropy(net(batch.x).float(), batch.y)
     return value, {"loss": value.detach()}
 
 

@@ -59,10 +59,10 @@ def joint_stage(s, pairs: list[tuple[str, str]]) -> Stage:
     s.teacher.prepare(hints)
     beta, reduction = s.cfg.hints.beta, hint_reduction(s.cfg, joint=True)
 
-    def loss(out, batch, epoch: int):
-        logits, preds = out
-        ce = F.cross_entropy(logits.float(), batch.y)
+    def loss(net: nn.Module, batch, epoch: int):
         targets = s.teacher.features(hints, batch)
+        logits, preds = net(batch.x)
+        ce = F.cross_entropy(logits.float(), batch.y)
         hint = sum(hint_loss(p, t, reduction) for p, t in zip(preds, targets))
         total = ce + beta * hint
         return total, {"loss": total.detach(), "ce": ce.detach(), "hint": hint.detach()}

@@ -33,8 +33,9 @@ def kd_stage(s, pretrained=()) -> Stage:
         return teacher_weight(epoch, init=k.lambda_init, start=k.lambda_start,
                               saturate=k.lambda_saturate, final=k.lambda_final)
 
-    def loss(logits: torch.Tensor, batch, epoch: int):
-        total, hard, soft = kd_loss(logits, s.teacher.logits(batch), batch.y, lam=lam(epoch),
+    def loss(net: torch.nn.Module, batch, epoch: int):
+        t_logits = s.teacher.logits(batch)
+        total, hard, soft = kd_loss(net(batch.x), t_logits, batch.y, lam=lam(epoch),
                                     tau=k.tau, tau_squared=k.tau_squared)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
 
