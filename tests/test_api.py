@@ -29,7 +29,7 @@ def test_train_then_distill_from_python(tiny_mnist, tmp_path):
     assert isinstance(s.model, torch.nn.Module) and not s.model.training
     # the returned network is the trained one: its test accuracy is the summary's
     from fitnets.config import make_config
-    from fitnets.data.memory import prepare
+    from fitnets.data.prepare import prepare
 
     test = prepare(make_config(None, settings={"data": data}).data, torch.device("cpu")).data.test
     with torch.no_grad():

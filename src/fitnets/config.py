@@ -48,6 +48,27 @@ class DataConfig:
     """Training batch size (the paper's 128)."""
     eval_batch_size: int = 1000
     """Batch size for evaluation."""
+    image_size: Optional[int] = None
+    """Image folders: fit every image to N x N (shorter side resized to N, centre crop); null = as
+    stored (all one size), or in stream mode the first image's shorter side."""
+    channels: Literal["auto", "rgb", "gray"] = "auto"
+    """Image folders: auto = gray when every image is single-channel (stream mode: the first 2000
+    files), else RGB."""
+    mode: Literal["auto", "memory", "stream"] = "auto"
+    """memory: decode everything once, keep it on the device; stream: decode on the fly in worker
+    processes (image folders); auto: memory when it fits in memory_limit_gb."""
+    memory_limit_gb: Optional[float] = None
+    """data.mode=auto: the most the in-memory path may hold (float32); null = half the machine's
+    (or GPU's) memory."""
+    workers: int = -1
+    """Stream mode: DataLoader worker processes; -1 = this machine's cores (shared by its torchrun
+    processes), at most 8."""
+    random_crop: bool = False
+    """Stream mode: random-resized crops (8-100% of the area, aspect 3/4-4/3) and flips, the
+    ImageNet augmentation."""
+    skip_bad_images: bool = False
+    """Image folders: skip (and count) unreadable images instead of stopping with an error naming
+    the file."""
 
 
 @dataclass
@@ -171,6 +192,9 @@ class Config:
     """auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     out: Optional[str] = None
     """Run directory; default runs/<recipe or command>-<time>."""
+    checkpoint_steps: int = 0
+    """Also checkpoint every N optimiser steps inside an epoch (0 = at epoch ends only); for long
+    epochs, a killed run resumes there, exactly."""
     tensorboard: bool = False
     """Also write every per-epoch metric to RUN_DIR/tensorboard (needs fitnets[tensorboard])."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -461,7 +485,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]
     body = tree.body[0].body  # type: ignore[attr-defined]
     for node, nxt in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
-            docs[node.target.id] = nxt.value.value  # type: ignore[union-attr]
+            docs[node.target.id] = " ".join(nxt.value.value.split())  # type: ignore
     rows = []
     base = cls()
     for f in dataclasses.fields(cls):

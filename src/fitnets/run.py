@@ -23,7 +23,7 @@ from torch import nn
 from fitnets import distributed
 from fitnets.checkpoint import Checkpoints, atomic_write, load_into, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
-from fitnets.data.memory import Prepared, prepare
+from fitnets.data.prepare import Prepared, prepare
 from fitnets.distill import methods
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
@@ -195,9 +195,9 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     cfg = distributed.scale_lr(cfg, dist)
     perf = resolve_perf(cfg.perf, dist.device)
     seed_everything(cfg.seed)
-    prepared = prepare(cfg.data, dist.device)
-    prepared.data.map_x(perf.layout)
     say = print if verbose else (lambda *a, **k: None)
+    prepared = prepare(cfg.data, dist.device, shard=(dist.rank, dist.world), say=say)
+    prepared.data.map_x(perf.layout)
     student, teacher = _models(cfg, command, prepared, dist, perf, say)
     plans = methods.plan(command, methods.Setup(cfg, student, teacher, prepared.data,
                                                 prepared.input_shape))
@@ -207,7 +207,8 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
         f"{' -> '.join(p.label for p in plans)}")
     say(f"speed: {perf.describe()}" + (f", {teacher.describe_cache()}" if teacher else ""))
     trainer = Trainer(run_dir, prepared.data, student, seed=cfg.seed, perf=perf, dist=dist,
-                      verbose=verbose, tensorboard=cfg.tensorboard)
+                      verbose=verbose, tensorboard=cfg.tensorboard,
+                      checkpoint_steps=cfg.checkpoint_steps)
     return _Run(cfg, command, run_dir, prepared, trainer, plans, state, teacher, say)
 
 
@@ -220,8 +221,9 @@ def _models(cfg, command, prepared, dist, perf, say) -> tuple[nn.Module, Teacher
     if methods.needs_teacher(command, cfg):
         net = load_teacher(cfg.teacher, prepared, device)
         perf.prepare(net)
-        teacher = Teacher(net, cfg, perf, prepared.data.train.x,
-                          prepared.data.eval_batch_size, say=say, dist=dist)
+        train_x = getattr(prepared.data.train, "x", None)  # None: streamed, no cache
+        teacher = Teacher(net, cfg, perf, train_x, prepared.data.eval_batch_size, say=say,
+                          dist=dist)
     if perf.compile:
         student.compile()
         if teacher is not None:

@@ -217,7 +217,7 @@ class Trainer:
 
     def __init__(self, run_dir: Path, data: Data, student: nn.Module, *, seed: int = 0,
                  perf: Perf = FP32, dist: Dist | None = None, verbose: bool = True,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, checkpoint_steps: int = 0):
         self.data, self.student, self.perf = data, student, perf
         self.dist = dist or Dist()
         self.log = RunLog(run_dir, verbose, tensorboard, writes=self.dist.is_main)
@@ -225,7 +225,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
         self.history: dict = {"stages": [], "elapsed": 0.0}
         self._t0 = time.perf_counter()
-        self._index = 0  # the stage being trained (for its checkpoints)
+        self.checkpoint_steps = checkpoint_steps  # also checkpoint inside epochs (0: no)
+        self.throughput: float | None = None  # the last epoch's training images/s
+        self._warned: set[str] = set()
 
     @property
     def elapsed(self) -> float:
@@ -268,16 +270,21 @@ class Trainer:
         self.log.truncate(state[LOG_LINES])
         first, loop = state[STAGE_INDEX], state[LOOP]
         where = plans[first].label if first < len(plans) else "end"
-        self.log.say(f"resuming at stage {where}, epoch {loop['epoch'] if loop else 0}")
+        inside = (loop or {}).get("partial")
+        self.log.say(f"resuming at stage {where}, epoch {loop['epoch'] if loop else 0}"
+                     + (f", then step {inside['step']} of epoch {loop['epoch'] + 1}"
+                        if inside else ""))
         return first, loop
 
-    def save(self, index: int, loop: dict | None) -> None:
-        """A checkpoint: continue at stage ``index`` with loop state ``loop``."""
+    def save(self, index: int, loop: dict | None, generator: torch.Tensor | None = None,
+             ) -> None:
+        """A checkpoint: continue at stage ``index`` with loop state ``loop``; ``generator``:
+        the generator state to resume with (a mid-epoch checkpoint's: the epoch's start)."""
         self.history["elapsed"] = self.elapsed
         if self.dist.is_main:
+            gen = self.generator.get_state() if generator is None else generator
             self.ckpts.save({STAGE_INDEX: index, LOOP: loop, STUDENT: self.student.state_dict(),
-                             RNG: {"torch": torch.get_rng_state(),
-                                   "generator": self.generator.get_state()},
+                             RNG: {"torch": torch.get_rng_state(), "generator": gen},
                              LOG_LINES: self.log.lines(), HISTORY: json.dumps(self.history)})
         if faults.ARMED:
             faults.reached("checkpoint", self.dist.rank)
@@ -287,9 +294,10 @@ class Trainer:
     def fit(self, stage: Stage, index: int = 0, resume: dict | None = None) -> dict:
         """Train ``stage`` to its end; returns {"epochs": trained, "best_epoch": ...}.
 
-        ``resume`` is the loop state from a checkpoint of this same stage (None: fresh).
+        ``resume`` is the loop state from a checkpoint of this same stage (None: fresh),
+        taken at an epoch's end or, with ``partial``, inside the epoch after ``epoch``.
         """
-        cfg, self._index = stage.cfg, index
+        cfg = stage.cfg
         self.perf.prepare(stage.module)
         net = self.dist.wrap(stage.module, [p for g in stage.param_groups for p in g["params"]])
         opt = make_optimizer(stage.param_groups, cfg.optim)
@@ -297,18 +305,30 @@ class Trainer:
         scaler = self.perf.scaler()
         es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
         first = last = 0
+        partial = None
         if resume is not None:
             stage.module.load_state_dict(resume["module"])
             opt.load_state_dict(resume["optimizer"])
             sched.load_state_dict(resume["schedule"])
             if resume.get("scaler"):
                 scaler.load_state_dict(resume["scaler"])
-            es, last = resume["early_stopping"], resume["epoch"]
+            es, last, partial = resume["early_stopping"], resume["epoch"], resume.get("partial")
             first = cfg.epochs if resume.get("done") else last
+
+        def loop_state(epoch: int, done: bool, part: dict | None = None) -> dict:
+            return {"epoch": epoch, "done": done, "module": stage.module.state_dict(),
+                    "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "early_stopping": es, "partial": part}
+
+        def save_inside(epoch: int, part: dict, generator: torch.Tensor) -> None:
+            self.save(index, loop_state(epoch - 1, False, part), generator)
+
         use_es = cfg.patience > 0 and stage.monitor is not None
         for epoch in range(first + 1, cfg.epochs + 1):
             last, t0 = epoch, time.perf_counter()
-            train_parts = self.train_epoch(stage, net, opt, scaler, epoch)
+            train_parts = self.train_epoch(stage, net, opt, scaler, epoch, partial,
+                                           lambda part, g, e=epoch: save_inside(e, part, g))
+            partial = None
             lr = opt.param_groups[0]["lr"]
             sched.step()
             stage.module.eval()
@@ -319,11 +339,8 @@ class Trainer:
                       "time": round(time.perf_counter() - t0, 3)}
             stop = _early_stopping(es, stage, metrics, epoch, use_es)
             self.log.log(record)
-            self.log.say(_epoch_line(record, cfg.epochs))
-            self.save(index, {"epoch": epoch, "done": stop or epoch == cfg.epochs,
-                              "module": stage.module.state_dict(), "optimizer": opt.state_dict(),
-                              "schedule": sched.state_dict(), "scaler": scaler.state_dict(),
-                              "early_stopping": es})
+            self.log.say(_epoch_line(record, cfg.epochs, self.throughput))
+            self.save(index, loop_state(epoch, stop or epoch == cfg.epochs))
             if stop:
                 self.log.say(f"[{stage.name}] early stop: no improvement of {stage.monitor} "
                              f"for {cfg.patience} epochs (best at epoch {es['best_epoch']}).")
@@ -333,42 +350,77 @@ class Trainer:
         return {"best_epoch": es["best_epoch"], "epochs": last}
 
     def train_epoch(self, stage: Stage, net: nn.Module, opt: torch.optim.Optimizer, scaler,
-                    epoch: int) -> dict:
+                    epoch: int, partial: dict | None = None,
+                    save_inside: Callable[[dict, torch.Tensor], None] | None = None) -> dict:
         """One pass over the training set; ``net`` is ``stage.module`` or its DDP wrapper.
-        Returns the epoch's mean loss parts as ``train_<part>``."""
+        ``partial``: the step and loss sums of a checkpoint inside this epoch (continue after
+        it); ``save_inside(partial, generator_state)`` writes such a checkpoint every
+        ``checkpoint_steps`` steps. Returns the epoch's mean loss parts as ``train_<part>``."""
         stage.module.train()
-        sums: dict[str, float] = {}
-        steps = 0
-        bar = tqdm(total=len(self.data.train), desc=f"{stage.name} {epoch}/{stage.cfg.epochs}",
-                   unit="img", leave=False, disable=None if self.log.verbose else True,
-                   dynamic_ncols=True)
-        for step, full in enumerate(self.data.train_batches(self.generator), 1):
-            # several processes: this rank's part of the batch (and of its rows and flips)
-            x, y, idx, flipped, share = self.dist.shard(full.x, full.y, full.idx, full.flipped)
-            batch = Batch(self.perf.layout(x), y, idx, flipped)
-            with self.perf.autocast():
-                loss, parts = stage.loss(net, batch, epoch)
-            if not torch.isfinite(loss):
-                raise FitnetsError(
-                    f"the {stage.name} loss became {loss.item()} at epoch {epoch}, step {step}: "
-                    "training diverged. The last good checkpoint is kept; lower the learning "
-                    "rate (or check the inputs and the teacher) and start again.")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(self.dist.weigh(loss, share)).backward()  # pass-through unless fp16
-            scaler.step(opt)
-            scaler.update()
-            stage.constrain()
-            if faults.ARMED:
-                faults.reached("step")
+        start = partial["step"] if partial else 0
+        sums: dict[str, float] = dict(partial["sums"]) if partial else {}
+        epoch_rng = self.generator.get_state()  # what a checkpoint inside the epoch resumes
+        n, b = len(self.data.train), self.data.batch_size
+        total_steps = -(-n // b)
+        bar = tqdm(total=n, initial=min(start * b, n), unit="img", leave=False,
+                   desc=f"{stage.name} {epoch}/{stage.cfg.epochs}", dynamic_ncols=True,
+                   disable=None if self.log.verbose else True)
+        t_start = t_ready = time.perf_counter()
+        waited, steps = 0.0, start
+        for step, full in enumerate(self.data.train_batches(self.generator, start), start + 1):
+            waited += time.perf_counter() - t_ready  # the loader's time, not the model's
+            if full.share is None:  # several processes: this rank's part of the batch
+                x, y, idx, flipped, share = self.dist.shard(full.x, full.y, full.idx,
+                                                            full.flipped)
+                batch = Batch(self.perf.layout(x), y, idx, flipped)
+            else:  # streamed: the loader already read only this rank's part
+                batch, share = full, full.share
+            loss, parts = self._step(stage, net, opt, scaler, batch, share, epoch, step)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * share
             steps += 1
-            bar.update(len(full))
+            bar.update(full.size or len(full))
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+            if save_inside and self.checkpoint_steps and step % self.checkpoint_steps == 0 \
+                    and step < total_steps:
+                save_inside({"step": step, "sums": dict(sums)}, epoch_rng)
+            t_ready = time.perf_counter()
         bar.close()
+        self._note_speed(stage, (steps - start) * b, time.perf_counter() - t_start, waited)
         sums = self.dist.sum(sums)  # the global batches' means, as in one process
         return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+
+    def _step(self, stage: Stage, net: nn.Module, opt, scaler, batch: Batch, share: float,
+              epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+        """One optimiser step on ``batch``: loss, backward, update, max-norm."""
+        with self.perf.autocast():
+            loss, parts = stage.loss(net, batch, epoch)
+        if not torch.isfinite(loss):
+            raise FitnetsError(
+                f"the {stage.name} loss became {loss.item()} at epoch {epoch}, step {step}: "
+                "training diverged. The last good checkpoint is kept; lower the learning "
+                "rate (or check the inputs and the teacher) and start again.")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(self.dist.weigh(loss, share)).backward()  # pass-through unless fp16
+        scaler.step(opt)
+        scaler.update()
+        stage.constrain()
+        if faults.ARMED:
+            faults.reached("step")
+        return loss, parts
+
+    def _note_speed(self, stage: Stage, images: int, seconds: float, waited: float) -> None:
+        """Keep the epoch's images/s for its line; warn once per stage when the loader,
+        not the model, set the pace (over a third of the epoch spent waiting for data)."""
+        self.throughput = images / seconds if seconds > 0 else None
+        if seconds > 2.0 and waited > seconds / 3 and stage.name not in self._warned:
+            self._warned.add(stage.name)
+            self.log.say(
+                f"[{stage.name}] the data loader is the bottleneck: {100 * waited / seconds:.0f}%"
+                f" of the epoch was spent waiting for images. Raise data.workers (now "
+                f"{getattr(self.data, 'workers', 0)}), use a smaller data.image_size, or keep "
+                "the data in memory (data.mode=memory) if it fits.")
 
     # ---------------------------------------------------------------- evaluation
 
@@ -432,12 +484,13 @@ def _early_stopping(es: dict, stage: Stage, metrics: dict, epoch: int, use_es: b
     return use_es and es["bad"] >= stage.cfg.patience
 
 
-def _epoch_line(r: dict, epochs: int) -> str:
+def _epoch_line(r: dict, epochs: int, throughput: float | None = None) -> str:
     parts = [f"[{r['stage']}{'/' + str(r['pair']) if 'pair' in r else ''}] "
              f"epoch {r['epoch']}/{epochs}"]
     for key in ("train_loss", "lambda", "val_hint_loss", "val_loss", "val_acc", "test_acc"):
         if key in r:
             v = r[key]
             parts.append(f"{key} {100 * v:.2f}%" if key.endswith("acc") else f"{key} {v:.4g}")
-    parts.append(f"({r['time']:.1f}s)")
+    speed = f", {throughput:,.0f} img/s" if throughput else ""
+    parts.append(f"({r['time']:.1f}s{speed})")
     return "  ".join(parts)

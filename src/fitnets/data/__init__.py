@@ -7,7 +7,8 @@ from fitnets.data.augment import augment
 from fitnets.data.dataset import Dataset, Split
 from fitnets.data.download import download_file
 from fitnets.data.load import DATASETS, data_root, load_dataset
-from fitnets.data.memory import Arrays, Batch, Data, Prepared, batches, prepare
+from fitnets.data.memory import Arrays, Batch, Data, batches
+from fitnets.data.prepare import Prepared, prepare
 from fitnets.data.preprocess import PREPROCESS, Preprocess, fit_preprocess
 
 __all__ = [

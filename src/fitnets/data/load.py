@@ -17,7 +17,7 @@ DATASETS: tuple[str, ...] = ("mnist", "digits", "cifar10", "cifar100", "svhn", "
 CIFAR10_ZIP = "cifar10-jpeg.zip"
 _OPTIONS = {  # valid **options per dataset
     "mnist": (), "digits": (), "cifar10": (), "cifar100": ("labels",),
-    "svhn": ("extra",), "folder": ("size", "mode", "resize"),
+    "svhn": ("extra",), "folder": ("size", "mode", "resize", "image_size", "skip_bad"),
 }
 _PAPER_VAL = {"mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000}
 DIGITS_SEED = 0
@@ -56,7 +56,8 @@ def _folder(root: Path, path: str | None, name: str, **opts) -> dict[str, np.nda
         raise FitnetsError(f"Image folder path {p} does not exist. Pass path= an existing "
                            "folder or .zip with train/<class>/ and test/<class>/ inside.")
     key = {"size": opts.get("size"), "mode": opts.get("mode", "RGB"),
-           "resize": opts.get("resize", False)}
+           "resize": opts.get("resize", False), "image_size": opts.get("image_size"),
+           "skip_bad": opts.get("skip_bad", False)}
     return cached(root, name, folder.source_files(p), key,
                   lambda: folder.decode_folder(p, **opts))
 
@@ -101,6 +102,19 @@ def _split(x: np.ndarray, y: np.ndarray) -> Split:
     return Split(_tensor(x, np.uint8), _tensor(y, np.int64))
 
 
+def resolve_val_size(name: str, n: int, val_size: int | None) -> int:
+    """How many of ``n`` training images to hold out for validation: ``val_size``, or by
+    default the paper's last 10k (MNIST, CIFAR) or 10% (others), at most 20%."""
+    if val_size is None:
+        val_size = _PAPER_VAL.get(name, int(round(0.1 * n)))
+        # A small copy (tests, subsets) cannot spare 10k images: hold out 20% at most.
+        val_size = min(val_size, n // 5)
+    if not 0 <= val_size < n:
+        raise FitnetsError(f"val_size={val_size} is invalid for {name}: the training set has "
+                           f"{n} images; use 0 <= val_size < {n}.")
+    return val_size
+
+
 def load_dataset(
     name: str, root: str | os.PathLike | None = None, *, val_size: int | None = None,
     train_limit: int = 0, test_limit: int = 0, download: bool = True,
@@ -116,15 +130,13 @@ def load_dataset(
     root = Path(root).expanduser() if root is not None else data_root()
     a = _read(name, root, download, path, options)
     n = len(a["train_y"])
-    if val_size is None:
-        val_size = _PAPER_VAL.get(name, int(round(0.1 * n)))
-        # A small copy (tests, subsets) cannot spare 10k images: hold out 20% at most.
-        val_size = min(val_size, n // 5)
-    if not 0 <= val_size < n:
-        raise FitnetsError(f"val_size={val_size} is invalid for {name}: the training set has "
-                           f"{n} images; use 0 <= val_size < {n}.")
-    cut = n - val_size
+    if "val_x" in a:  # the folder has its own val/ split: nothing is held out of train/
+        train = _split(a["train_x"], a["train_y"]).head(train_limit)
+        val = _split(a["val_x"], a["val_y"])
+        test = _split(a["test_x"], a["test_y"]).head(test_limit)
+        return Dataset(name, train, val, test, [str(c) for c in a["classes"]])
+    cut = n - resolve_val_size(name, n, val_size)
     train = _split(a["train_x"][:cut], a["train_y"][:cut]).head(train_limit)
-    val = _split(a["train_x"][cut:], a["train_y"][cut:]) if val_size else None
+    val = _split(a["train_x"][cut:], a["train_y"][cut:]) if cut < n else None
     test = _split(a["test_x"], a["test_y"]).head(test_limit)
     return Dataset(name, train, val, test, [str(c) for c in a["classes"]])

@@ -1,9 +1,7 @@
 """Data that fits in memory: whole splits as tensors on the training device, and the
 batches the training loop consumes.
 
-``prepare`` decodes a dataset once, fits the preprocessing on its training split and
-applies it to every split (as the authors preprocessed before augmenting); augmentation
-then works on whole batches on the device (airbench's habit). The loop sees only
+Augmentation works on whole batches on the device (airbench's habit). The loop sees only
 ``Batch``es: the images, their labels, their rows in the training split and which of them
 were mirrored, which is all the teacher cache needs to look its outputs up.
 """
@@ -15,11 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fitnets.config import DataConfig
-from fitnets.data.augment import augment_with_flips
 from fitnets.data.dataset import Split
-from fitnets.data.load import load_dataset
-from fitnets.data.preprocess import fit_preprocess
 from fitnets.errors import FitnetsError
 
 # (x, generator) -> (augmented x, flipped mask or None)
@@ -46,6 +40,8 @@ class Batch:
     y: torch.Tensor
     idx: torch.Tensor | None = None
     flipped: torch.Tensor | None = None
+    share: float | None = None  # already this rank's share of a global batch (streaming)
+    size: int | None = None  # then: the global batch's size
 
     def __len__(self) -> int:
         return len(self.y)
@@ -60,15 +56,22 @@ class Data:
     eval_batch_size: int
     augment: AugmentFn | None = None
 
-    def train_batches(self, generator: torch.Generator) -> Iterator[Batch]:
-        """One epoch of shuffled, augmented training batches, drawn from ``generator``."""
+    def train_batches(self, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
+        """One epoch of shuffled, augmented training batches, drawn from ``generator``,
+        from batch ``start`` on (the earlier ones' augmentation is drawn and dropped, so the
+        generator is where an uninterrupted epoch would have it)."""
         x = self.train.x
-        for idx in order(len(self.train), self.batch_size, generator):
+        for k, idx in enumerate(order(len(self.train), self.batch_size, generator)):
             idx = idx.to(x.device)
             batch = Batch(x[idx], self.train.y[idx], idx)
             if self.augment is not None:
                 batch.x, batch.flipped = self.augment(batch.x, generator)
-            yield batch
+            if k >= start:
+                yield batch
+
+    def probe(self, n: int = 2) -> torch.Tensor:
+        """A few training inputs (to trace shapes and parameters)."""
+        return self.train.x[:n]
 
     def eval_batches(self, arrays: Arrays, rows: tuple[int, int] | None = None,
                      ) -> Iterator[Batch]:
@@ -115,36 +118,3 @@ def batches(split: Split, batch_size: int, *, shuffle: bool,
             return
         idx = idx.to(split.x.device)
         yield split.x[idx], split.y[idx.to(split.y.device)]
-
-
-@dataclass
-class Prepared:
-    """A dataset ready to train on, with what models and reports need to know of it."""
-
-    data: Data
-    input_shape: tuple
-    num_classes: int
-    preprocess: object  # fitnets.data.preprocess.Preprocess
-    dataset: str
-
-
-def prepare(d: DataConfig, device: torch.device) -> Prepared:
-    """Load the dataset ``d`` describes, preprocess every split, move it to ``device``."""
-    ds = load_dataset(d.name, d.root, val_size=d.val_size, train_limit=d.train_limit,
-                      test_limit=d.test_limit, download=d.download, path=d.path)
-    pre = fit_preprocess(d.preprocess, ds.train.x)
-
-    def arrays(split) -> Arrays | None:
-        if split is None or len(split.y) == 0:
-            return None
-        xs = [pre(split.x[i:i + 4096]) for i in range(0, len(split.y), 4096)]
-        return Arrays(torch.cat(xs).to(device), split.y.to(device))
-
-    aug = None
-    if d.augment_pad or d.augment_flip:
-        def aug(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-            return augment_with_flips(x, g, pad=d.augment_pad, flip=d.augment_flip)
-
-    data = Data(train=arrays(ds.train), val=arrays(ds.val), test=arrays(ds.test),
-                batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, augment=aug)
-    return Prepared(data, tuple(ds.input_shape), ds.num_classes, pre, ds.name)

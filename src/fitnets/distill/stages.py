@@ -140,7 +140,7 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: Teacher, pair: tuple[st
     guided, hint = pair
     regressor, desc = regressor_for(cfg, student, teacher.net, pair, index, input_shape)
     module = HintModule(student, regressor, guided)
-    trained = params_reaching(module, module, data.train.x)
+    trained = params_reaching(module, module, data.probe())
     teacher.prepare([hint])
     scfg = cfg.hints.stage
     reduction = hint_reduction(cfg, joint=False)
@@ -209,6 +209,6 @@ def pretrained_tracker(student: nn.Module, data: Data) -> tuple[list, Callable[[
     pretrained: list[nn.Parameter] = []
 
     def after(guided: str) -> Callable[[], None]:
-        return lambda: pretrained.extend(guided_params(student, guided, data.train.x))
+        return lambda: pretrained.extend(guided_params(student, guided, data.probe()))
 
     return pretrained, after

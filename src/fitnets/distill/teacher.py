@@ -22,6 +22,7 @@ from fitnets.data.memory import Batch
 from fitnets.distill.taps import run_to
 from fitnets.distill.teacher_cache import TeacherCache, build_teacher_cache, cache_mode
 from fitnets.distributed import Dist
+from fitnets.errors import FitnetsError
 from fitnets.perf import Perf
 
 LOGITS = "logits"  # the cache's name for the teacher's output
@@ -30,14 +31,24 @@ LOGITS = "logits"  # the cache's name for the teacher's output
 class Teacher:
     """A frozen network (eval mode, no gradients) with an optional cache of its outputs."""
 
-    def __init__(self, net: nn.Module, cfg: Config, perf: Perf, train_x: torch.Tensor,
+    def __init__(self, net: nn.Module, cfg: Config, perf: Perf, train_x: torch.Tensor | None,
                  batch_size: int, say: Callable[[str], None] = lambda s: None,
                  dist: Dist | None = None):
         self.net = net.eval().requires_grad_(False)
-        self.mode = cache_mode(cfg.perf.teacher_cache, cfg.data.augment_pad)
         self.flips = cfg.data.augment_flip
-        self._why_off = ("off: translations change the teacher's inputs"
-                         if cfg.perf.teacher_cache == "auto" and cfg.data.augment_pad else "")
+        if train_x is None:  # streamed: no training set in memory to compute it on
+            if cfg.perf.teacher_cache not in ("auto", "off"):
+                raise FitnetsError(
+                    f"perf.teacher_cache={cfg.perf.teacher_cache} needs the training set in "
+                    "memory, but it is streamed (its images are decoded afresh, and cropped "
+                    "at random, every epoch). Use perf.teacher_cache=auto or off, or "
+                    "data.mode=memory if it fits.")
+            self.mode, self._why_off = None, "off: the data are streamed"
+        else:
+            self.mode = cache_mode(cfg.perf.teacher_cache, cfg.data.augment_pad)
+            self._why_off = ("off: translations change the teacher's inputs"
+                             if cfg.perf.teacher_cache == "auto" and cfg.data.augment_pad
+                             else "")
         self._perf, self._x, self._batch_size = perf, train_x, batch_size
         self._say, self._dist = say, dist
         self._caches: dict[str, TeacherCache] = {}

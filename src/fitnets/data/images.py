@@ -1,0 +1,129 @@
+"""Decoding one image file into a uint8 (C, H, W) array: the rules every reader shares.
+
+- **Channels**: ``L`` (grayscale) or ``RGB``; palette, CMYK, 16-bit and alpha images are
+  converted by Pillow (alpha dropped, as on a white-less black background).
+- **Size** (``data.image_size``): the shorter side is resized to ``image_size`` (bilinear,
+  with Pillow's antialiasing when shrinking), then the central ``image_size`` x
+  ``image_size`` square is cut out, so photos of mixed sizes and aspect ratios all become
+  one square size without distortion (torchvision's Resize + CenterCrop).
+- **Random-resized crop** (training, streaming): a crop covering 8-100% of the area with an
+  aspect ratio in [3/4, 4/3], resized to the square size, and a horizontal flip with
+  probability 1/2; the Inception/ResNet ImageNet augmentation. Its randomness comes from a
+  seed per (epoch, image), so it does not depend on which worker decodes the image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fitnets.errors import FitnetsError
+
+MODES = ("RGB", "L")
+SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+def open_image(data: bytes, name: str, mode: str) -> Image.Image:
+    """The decoded image converted to ``mode``; a clear error naming the file otherwise."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = ImageOps.exif_transpose(img)  # phone photos: the orientation they show
+            return img.convert(mode)
+    except Exception as err:  # Pillow raises several types for damaged images
+        raise BadImage(f"Cannot read image {name}: {err}.") from err
+
+
+class BadImage(FitnetsError):
+    """A file that is not a readable image."""
+
+
+def image_mode(data: bytes) -> str:
+    """``L`` when the image is single-channel (grayscale, 1-bit, 16-bit gray), else ``RGB``."""
+    with Image.open(io.BytesIO(data)) as img:
+        bands = img.getbands()
+        if img.mode == "P":  # a palette: grayscale only if every colour is gray
+            pal = np.array(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+            return "L" if len(pal) and (pal == pal[:, :1]).all() else "RGB"
+        return "L" if bands in (("L",), ("1",), ("I",), ("F",), ("L", "A"), ("I;16",)) \
+            else "RGB"
+
+
+def center_fit(img: Image.Image, size: int) -> Image.Image:
+    """Shorter side to ``size``, then the central ``size`` x ``size`` square."""
+    w, h = img.size
+    if (w, h) != (size, size):
+        s = size / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return img
+
+
+def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    """A random crop of 8-100% of the area, aspect ratio 3/4..4/3, resized to ``size``,
+    mirrored with probability 1/2 (10 tries, then the central crop of the whole image)."""
+    w, h = img.size
+    area = w * h
+    box = None
+    for _ in range(10):
+        target = area * rng.uniform(*SCALE)
+        ratio = math.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            box = (left, top, left + cw, top + ch)
+            break
+    if box is None:
+        side = min(w, h)
+        box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    img = img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=None)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return img
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    """(C, H, W) uint8."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def decode(data: bytes, name: str, mode: str, size: int | None) -> np.ndarray:
+    """One file as a uint8 (C, H, W) array, fitted to ``size`` when given."""
+    img = open_image(data, name, mode)
+    return to_array(center_fit(img, size) if size else img)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One image: a file, or a member of a zip (``container``), and its class index."""
+
+    name: str
+    label: int
+    container: str | None = None
+
+    def shown(self) -> str:
+        return f"{self.container}:{self.name}" if self.container else self.name
+
+
+_ZIPS: dict[tuple, zipfile.ZipFile] = {}  # per process: workers open their own
+
+
+def read_bytes(ref: FileRef) -> bytes:
+    if ref.container is None:
+        with open(ref.name, "rb") as f:
+            return f.read()
+    st = os.stat(ref.container)  # a rewritten zip is a new one: reopen it
+    key = (os.getpid(), ref.container, st.st_mtime_ns, st.st_size, st.st_ino)
+    if key not in _ZIPS:
+        for old in [k for k in _ZIPS if k[:2] == key[:2]]:
+            _ZIPS.pop(old).close()
+        _ZIPS[key] = zipfile.ZipFile(ref.container)
+    return _ZIPS[key].read(ref.name)

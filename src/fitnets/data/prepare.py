@@ -1,0 +1,187 @@
+"""From ``data.*`` settings to what a run trains on: the whole dataset in memory, or images
+streamed from their files by worker processes (``data.mode``).
+
+auto picks by size: the in-memory path keeps every split preprocessed (float32) on the
+training device, so it is used when that fits in ``data.memory_limit_gb`` (default: half of
+this machine's memory, or of the GPU's); larger image folders are streamed. The start line
+says which, and why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fitnets.config import DataConfig
+from fitnets.data import folder
+from fitnets.data.augment import augment_with_flips
+from fitnets.data.images import open_image, read_bytes
+from fitnets.data.load import CIFAR10_ZIP, data_root, load_dataset, resolve_val_size
+from fitnets.data.memory import Arrays, Data
+from fitnets.data.preprocess import fit_preprocess
+from fitnets.data.stream import ImageFiles, StreamData
+from fitnets.errors import FitnetsError
+
+FIT_SAMPLE = 2000  # streamed: training images the preprocessing is fitted on
+_CHANNELS = {"rgb": "RGB", "gray": "L", "auto": "auto"}
+
+
+@dataclass
+class Prepared:
+    """A dataset ready to train on, with what models and reports need to know of it."""
+
+    data: Data | StreamData
+    input_shape: tuple
+    num_classes: int
+    preprocess: object  # fitnets.data.preprocess.Preprocess
+    dataset: str
+    how: str = ""  # the start line's account of memory vs stream
+
+
+def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1),
+            say: Callable[[str], None] = print) -> Prepared:
+    """Load (or list) the dataset ``d`` describes, ready on ``device``; ``shard``: this
+    process's (rank, world) under torchrun, for streaming."""
+    listing = _listing(d)
+    if listing is None:
+        if d.mode == "stream":
+            raise FitnetsError(f"data.mode=stream reads image folders and zips; dataset "
+                               f"'{d.name}' is read into memory (data.mode=auto or memory).")
+        return _in_memory(d, device, "")
+    mode, why = _choose(d, listing, device)
+    if mode == "memory":
+        return _in_memory(d, device, why)
+    return _streamed(d, listing, device, shard, why, say)
+
+
+def _folder_path(d: DataConfig) -> Path | None:
+    root = Path(d.root).expanduser() if d.root else data_root()
+    if d.name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() \
+            and (root / CIFAR10_ZIP).is_file():
+        return root / CIFAR10_ZIP
+    if d.name != "folder" or d.path is None:
+        return None
+    p = Path(d.path).expanduser()
+    return root / p if not p.exists() and not p.is_absolute() and (root / p).exists() else p
+
+
+def _listing(d: DataConfig) -> folder.Listing | None:
+    path = _folder_path(d)
+    if path is None or not path.exists() or d.mode == "memory":
+        return None  # load_dataset reports a missing path; memory mode needs no listing
+    return folder.list_folder(path)
+
+
+def memory_limit(d: DataConfig, device: torch.device) -> float:
+    """Bytes the in-memory path may use: data.memory_limit_gb, else half the memory."""
+    if d.memory_limit_gb:
+        return d.memory_limit_gb * 2**30
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2
+
+
+def _choose(d: DataConfig, listing: folder.Listing, device: torch.device) -> tuple[str, str]:
+    n = sum(len(v) for k, v in listing.splits.items() if not (k == "test" and v is
+                                                                listing.splits.get("val")))
+    size = d.image_size or _first_size(listing)
+    channels = 1 if d.channels == "gray" else 3
+    need = n * channels * size * size * 4  # float32, preprocessed, on the device
+    limit = memory_limit(d, device)
+    mode = d.mode if d.mode != "auto" else ("memory" if need <= limit else "stream")
+    why = (f"data: {n:,} images of {channels}x{size}x{size} = {need / 2**30:.2f} GiB as "
+           f"float32 (limit {limit / 2**30:.1f} GiB): {mode} mode"
+           + ("" if d.mode == "auto" else " (data.mode)"))
+    return mode, why
+
+
+def _first_size(listing: folder.Listing) -> int:
+    ref = listing.splits["train"][0]
+    w, h = open_image(read_bytes(ref), ref.shown(), "RGB").size
+    return min(w, h)
+
+
+def _in_memory(d: DataConfig, device: torch.device, why: str) -> Prepared:
+    """Decode once, fit the preprocessing on the training split and apply it to every split
+    (as the authors preprocessed before augmenting); augmentation then works on whole
+    batches on the device."""
+    if d.random_crop:
+        raise FitnetsError("data.random_crop needs data.mode=stream: in memory the images are "
+                           "kept at data.image_size, too small to crop from. Use "
+                           "data.augment_pad/augment_flip, or stream.")
+    opts = {}
+    if d.name == "folder":
+        opts = {"mode": _CHANNELS[d.channels], "image_size": d.image_size,
+                "skip_bad": d.skip_bad_images}
+    ds = load_dataset(d.name, d.root, val_size=d.val_size, train_limit=d.train_limit,
+                      test_limit=d.test_limit, download=d.download, path=d.path, **opts)
+    pre = fit_preprocess(d.preprocess, ds.train.x)
+
+    def arrays(split) -> Arrays | None:
+        if split is None or len(split.y) == 0:
+            return None
+        xs = [pre(split.x[i:i + 4096]) for i in range(0, len(split.y), 4096)]
+        return Arrays(torch.cat(xs).to(device), split.y.to(device))
+
+    data = Data(train=arrays(ds.train), val=arrays(ds.val), test=arrays(ds.test),
+                batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+                augment=_augment(d))
+    return Prepared(data, tuple(ds.input_shape), ds.num_classes, pre, ds.name, why)
+
+
+def _augment(d: DataConfig):
+    if not (d.augment_pad or d.augment_flip):
+        return None
+
+    def aug(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return augment_with_flips(x, g, pad=d.augment_pad, flip=d.augment_flip)
+
+    return aug
+
+
+def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
+              shard: tuple[int, int], why: str, say: Callable[[str], None]) -> Prepared:
+    if d.preprocess == "gcn_zca":
+        raise FitnetsError("data.preprocess=gcn_zca fits ZCA on the whole training split, "
+                           "which streaming never holds; use data.mode=memory (if it fits) "
+                           "or preprocess=standardize.")
+    mode = _CHANNELS[d.channels]
+    if mode == "auto":
+        mode = folder.detect_mode(listing.splits["train"], folder.AUTO_SAMPLE)
+    size = d.image_size or _first_size(listing)
+    train_refs = listing.splits["train"]
+    if "val" in listing.splits:
+        val_refs = listing.splits["val"]
+    else:
+        cut = len(train_refs) - resolve_val_size(d.name, len(train_refs), d.val_size)
+        train_refs, val_refs = train_refs[:cut], train_refs[cut:]
+    if d.train_limit:
+        train_refs = train_refs[:d.train_limit]
+    test_refs = listing.splits["test"][:d.test_limit or None]
+
+    def files(refs, crop=False):
+        return ImageFiles(refs, mode, size, random_crop=crop, skip_bad=d.skip_bad_images)
+
+    train = files(train_refs, crop=d.random_crop)
+    sample = files(train_refs[:FIT_SAMPLE])
+    pre = fit_preprocess(d.preprocess, torch.stack([sample[i][0] for i in range(len(sample))]))
+    data = StreamData(train, files(val_refs) if val_refs else None, files(test_refs),
+                      d.batch_size, d.eval_batch_size, preprocess=pre.to(device),
+                      device=device, workers=workers(d), augment=_augment(d), shard=shard)
+    say(f"{why}; {data.workers} loader workers, {size}x{size} {mode}"
+        + (", random-resized crops" if d.random_crop else ""))
+    shape = (1 if mode == "L" else 3, size, size)
+    return Prepared(data, shape, len(listing.classes), pre, d.name, why)
+
+
+def workers(d: DataConfig) -> int:
+    """data.workers, or auto: the cores of this machine shared by its processes, at most 8."""
+    if d.workers >= 0:
+        return d.workers
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(8, (os.cpu_count() or 1) // per_node))
+

@@ -1,0 +1,169 @@
+"""Data larger than memory: images decoded on the fly by DataLoader worker processes.
+
+The loop sees the same ``Batch``es as from the in-memory path. Each epoch's order is a
+permutation drawn from the run's generator (as in memory), and a seed drawn after it drives
+the augmentation: image i of the epoch is cropped by ``default_rng([seed, i])`` in whichever
+worker decodes it, and batch k's translations/flips by a generator seeded from (seed, k). So
+an epoch is fixed by the generator state at its start, and a run resumed from a checkpoint
+taken mid-epoch (``train.checkpoint_steps``) skips the batches already trained without
+decoding them and continues exactly as an uninterrupted run.
+
+Under torchrun each rank loads only its own rows of every global batch (``shard``).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fitnets.data.images import (
+    BadImage,
+    FileRef,
+    center_fit,
+    open_image,
+    random_resized_crop,
+    read_bytes,
+    to_array,
+)
+from fitnets.data.memory import Batch
+from fitnets.errors import FitnetsError
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files decoded one at a time to uint8 (C, size, size) tensors.
+
+    ``self[i]`` fits image i to the square (shorter side, central crop); ``self[(i, seed)]``
+    takes a random-resized crop and flip seeded by (seed, i) when ``random_crop`` is on.
+    A bad file raises an error naming it, or gives None when ``skip_bad`` (then the batch
+    is one image shorter and the loop counts it).
+    """
+
+    def __init__(self, files: list[FileRef], mode: str, size: int, random_crop: bool = False,
+                 skip_bad: bool = False):
+        self.files, self.mode, self.size = list(files), mode, int(size)
+        self.random_crop, self.skip_bad = random_crop, skip_bad
+        self.labels = torch.tensor([f.label for f in self.files], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        ref = self.files[i]
+        try:
+            img = open_image(read_bytes(ref), ref.shown(), self.mode)
+        except (BadImage, OSError, zipfile.BadZipFile) as e:
+            if self.skip_bad:
+                return None
+            raise FitnetsError(f"{e} Remove or replace the file, or set "
+                               "data.skip_bad_images=true to skip (and count) such files.") from e
+        if seed is not None and self.random_crop:
+            img = random_resized_crop(img, self.size, np.random.default_rng([seed, i]))
+        else:
+            img = center_fit(img, self.size)
+        return torch.from_numpy(to_array(img)), i
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (1 if self.mode == "L" else 3, self.size, self.size)
+
+
+def collate(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(images, their indices, how many bad files were skipped)."""
+    good = [t for t in items if t is not None]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), len(items)
+    return (torch.stack([t[0] for t in good]), torch.tensor([t[1] for t in good]),
+            len(items) - len(good))
+
+
+class _Plan:
+    """The batch sampler of the train loader: this epoch's lists of (index, seed)."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class StreamData:
+    """Training/validation/test image files read through worker processes, preprocessed
+    and augmented on ``device``; the same interface as ``memory.Data``."""
+
+    def __init__(self, train: ImageFiles, val: ImageFiles | None, test: ImageFiles,
+                 batch_size: int, eval_batch_size: int, *, preprocess: Callable,
+                 device: torch.device, workers: int, augment: Callable | None = None,
+                 shard: tuple[int, int] = (0, 1), layout: Callable = lambda x: x):
+        self.train, self.val, self.test = train, val, test
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.augment, self.preprocess, self.device = augment, preprocess, device
+        self.workers, self.rank, self.world = workers, shard[0], shard[1]
+        self.layout = layout
+        self.skipped = 0  # bad files skipped so far (data.skip_bad_images)
+        self._plan = _Plan()
+        self._loaders: dict[int, DataLoader] = {}
+
+    def map_x(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.layout = fn  # applied to every batch as it arrives
+
+    def probe(self, n: int = 2) -> torch.Tensor:
+        """A few preprocessed training images (to trace shapes and parameters)."""
+        return self._ready(collate([self.train[i] for i in range(min(n, len(self.train)))])[0])
+
+    def _rows(self, n: int) -> tuple[int, int]:
+        return self.rank * n // self.world, (self.rank + 1) * n // self.world
+
+    def _loader(self, dataset: ImageFiles, sampler) -> DataLoader:
+        key = id(dataset)
+        if key not in self._loaders:
+            w = self.workers
+            self._loaders[key] = DataLoader(
+                dataset, batch_sampler=sampler, num_workers=w, collate_fn=collate,
+                pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
+                prefetch_factor=4 if w > 0 else None)
+        return self._loaders[key]
+
+    def _ready(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layout(self.preprocess(x.to(self.device, non_blocking=True)))
+
+    def train_batches(self, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
+        """This rank's part of every global batch of one epoch, from global batch ``start``."""
+        n, b = len(self.train), self.batch_size
+        perm = torch.randperm(n, generator=generator).tolist()
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        plan = []
+        for k in range(start, -(-n // b)):
+            rows = perm[k * b:(k + 1) * b]
+            lo, hi = self._rows(len(rows))
+            plan.append((k, len(rows), [(i, seed) for i in rows[lo:hi]] or [(rows[0], seed)]))
+        self._plan.batches = [p[2] for p in plan]
+        for (k, size, _), (x, idx, bad) in zip(plan, self._loader(self.train, self._plan)):
+            self.skipped += bad
+            x = self._ready(x)
+            flipped = None
+            if self.augment is not None:
+                g = torch.Generator().manual_seed(seed + k)
+                x, flipped = self.augment(x, g)
+            lo, hi = self._rows(size)
+            yield Batch(x, self.train.labels[idx].to(self.device), None, flipped,
+                        share=len(idx) / size if hi > lo else 0.0, size=size)
+
+    def eval_batches(self, split: ImageFiles, rows: tuple[int, int] | None = None,
+                     ) -> Iterator[Batch]:
+        lo, hi = rows or (0, len(split))
+        sampler = [list(range(i, min(i + self.eval_batch_size, hi)))
+                   for i in range(lo, hi, self.eval_batch_size)]
+        loader = DataLoader(split, batch_sampler=sampler, num_workers=self.workers,
+                            collate_fn=collate, pin_memory=self.device.type == "cuda")
+        for x, idx, bad in loader:
+            self.skipped += bad
+            if len(idx):
+                yield Batch(self._ready(x), split.labels[idx].to(self.device))
