@@ -255,3 +255,24 @@ def test_sync_batchnorm_is_chosen_by_device_and_refused_on_cpus():
     with pytest.raises(FitnetsError, match="dist.sync_bn=true needs GPUs"):
         Dist(rank=0, world=2, sync_bn=True).sync_batchnorm(net())
     assert Dist(sync_bn=True).sync_batchnorm(m) is m  # one process: nothing to synchronise
+
+
+@pytest.mark.slow
+@needs_gloo
+def test_two_processes_on_the_streaming_path_match_one_process(tmp_path):
+    """Streamed image folder: each rank reads only its rows of every global batch (random
+    crops and flips seeded per epoch and image), and the result is the 1-process run's."""
+    from test_own_data import photos
+
+    p = photos(tmp_path / "photos", gray=True, ext="png")
+    args = [*ARGS[:3], "data.name=folder", f"data.path={p}", f"data.root={tmp_path}",
+            "data.image_size=28", "data.channels=gray", "data.mode=stream", "data.workers=1",
+            "data.val_size=12", "data.batch_size=16", "train.optim.name=sgd",
+            "train.optim.lr=0.02", "student.init=torch", "method=backprop", "train.epochs=2",
+            "data.random_crop=true", "data.augment_flip=true"]
+    one = tmp_path / "one"
+    run(make_config(None, args), "distill", one, verbose=False)
+    done = torchrun(args, tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stream mode (data.mode); 1 loader workers" in done.stdout
+    assert_close_runs(one, tmp_path / "two", WEIGHT_ATOL)

@@ -23,7 +23,7 @@ from torch import nn
 from fitnets import distributed
 from fitnets.checkpoint import Checkpoints, atomic_write, load_into, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config
-from fitnets.data.prepare import Prepared, prepare
+from fitnets.data.prepare import Prepared, prepare, prepare_python
 from fitnets.distill import methods
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
@@ -133,17 +133,20 @@ def config_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
 
 
 def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
-        verbose: bool = True) -> dict:
+        verbose: bool = True, python: Python | None = None) -> dict:
     """Train (command="train") or distill; returns the summary (also in summary.json).
 
-    Under torchrun (WORLD_SIZE > 1) every process calls this; see fitnets.distributed.
+    ``python``: the user's own networks and datasets (fitnets.api), in place of the ones the
+    config names; the student is trained in place. Under torchrun (WORLD_SIZE > 1) every
+    process calls this; see fitnets.distributed.
     """
     dist = distributed.setup(cfg.dist, resolve_device(cfg.device))
     try:
         run_dir, resume = _agree_on_run_dir(Path(run_dir), resume, dist)
         lock = RunDir(run_dir, resume) if dist.is_main else None  # rank 0 alone writes
         try:
-            r = _set_up(cfg, command, run_dir, resume, verbose and dist.is_main, dist)
+            r = _set_up(cfg, command, run_dir, resume, verbose and dist.is_main, dist,
+                        python or Python())
             r.trainer.run(r.plans, r.state)
             with r.trainer.perf.autocast():
                 summary = _finish(r)
@@ -167,6 +170,15 @@ def _agree_on_run_dir(run_dir: Path, resume: bool, dist) -> tuple[Path, bool]:
 
 
 @dataclass
+class Python:
+    """Objects given from Python instead of names in the config (all optional)."""
+
+    student: nn.Module | None = None
+    teacher: nn.Module | None = None
+    data: dict | None = None  # train / val / test: torch Datasets or DataLoaders
+
+
+@dataclass
 class _Run:
     cfg: Config
     command: str
@@ -180,7 +192,7 @@ class _Run:
 
 
 def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
-            dist: distributed.Dist) -> _Run:
+            dist: distributed.Dist, python: Python) -> _Run:
     """Everything before the first step: config file, checkpoint, data, models, stages."""
     # rank 0 reads the checkpoint and sends it: every rank continues from the same one
     state = dist.broadcast(Checkpoints(run_dir).load_latest() if resume and dist.is_main
@@ -196,9 +208,13 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     perf = resolve_perf(cfg.perf, dist.device)
     seed_everything(cfg.seed)
     say = print if verbose else (lambda *a, **k: None)
-    prepared = prepare(cfg.data, dist.device, shard=(dist.rank, dist.world), say=say)
+    shard = (dist.rank, dist.world)
+    prepared = (prepare_python(python.data, cfg.data, dist.device, shard, say) if python.data
+                else prepare(cfg.data, dist.device, shard=shard, say=say))
     prepared.data.map_x(perf.layout)
-    student, teacher = _models(cfg, command, prepared, dist, perf, say)
+    if prepared.how:
+        say(prepared.how)
+    student, teacher = _models(cfg, command, prepared, dist, perf, say, python)
     plans = methods.plan(command, methods.Setup(cfg, student, teacher, prepared.data,
                                                 prepared.input_shape))
     if dist.enabled:
@@ -212,14 +228,22 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     return _Run(cfg, command, run_dir, prepared, trainer, plans, state, teacher, say)
 
 
-def _models(cfg, command, prepared, dist, perf, say) -> tuple[nn.Module, Teacher | None]:
+def _models(cfg, command, prepared, dist, perf, say,
+            python: Python) -> tuple[nn.Module, Teacher | None]:
     """The student (or ``fitnets train``'s model) and, when the method needs one, the
-    teacher; both compiled when perf.compile says so."""
+    teacher (the config's, or the ones given from Python); compiled if perf.compile."""
     device = dist.device
-    student = build_net(cfg.model if command == "train" else cfg.student, prepared, device)
+    if python.student is not None:
+        student = python.student.to(device)
+    else:
+        student = build_net(cfg.model if command == "train" else cfg.student, prepared, device)
+    if not prepared.num_classes:  # a Python dataset: the student's outputs say how many
+        with torch.no_grad():
+            prepared.num_classes = int(student.eval()(prepared.data.probe()).shape[1])
     teacher = None
     if methods.needs_teacher(command, cfg):
-        net = load_teacher(cfg.teacher, prepared, device)
+        net = (python.teacher.to(device).eval().requires_grad_(False) if python.teacher
+               is not None else load_teacher(cfg.teacher, prepared, device))
         perf.prepare(net)
         train_x = getattr(prepared.data.train, "x", None)  # None: streamed, no cache
         teacher = Teacher(net, cfg, perf, train_x, prepared.data.eval_batch_size, say=say,
@@ -264,6 +288,9 @@ def _finish(r: _Run) -> dict:
     }
     if write:
         atomic_write(r.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+    skipped = getattr(prepared.data, "skipped", 0)
+    if skipped:
+        r.say(f"skipped {skipped} reads of unreadable images (data.skip_bad_images)")
     r.say(f"done: test accuracy {100 * test['acc']:.2f}% ({summary['params']:,} parameters); "
           f"wrote {r.run_dir / 'summary.json'}")
     return summary

@@ -91,8 +91,8 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator) -
 
 def to_array(img: Image.Image) -> np.ndarray:
     """(C, H, W) uint8."""
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    arr = np.array(img, dtype=np.uint8)  # a copy: torch wants writable memory
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def decode(data: bytes, name: str, mode: str, size: int | None) -> np.ndarray:

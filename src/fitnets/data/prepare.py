@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader as Loader
 
 from fitnets.config import DataConfig
 from fitnets.data import folder
@@ -22,8 +23,8 @@ from fitnets.data.augment import augment_with_flips
 from fitnets.data.images import open_image, read_bytes
 from fitnets.data.load import CIFAR10_ZIP, data_root, load_dataset, resolve_val_size
 from fitnets.data.memory import Arrays, Data
-from fitnets.data.preprocess import fit_preprocess
-from fitnets.data.stream import ImageFiles, StreamData
+from fitnets.data.preprocess import Preprocess, fit_preprocess
+from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
 from fitnets.errors import FitnetsError
 
 FIT_SAMPLE = 2000  # streamed: training images the preprocessing is fitted on
@@ -168,14 +169,14 @@ def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
 
     train = files(train_refs, crop=d.random_crop)
     sample = files(train_refs[:FIT_SAMPLE])
-    pre = fit_preprocess(d.preprocess, torch.stack([sample[i][0] for i in range(len(sample))]))
+    pre = fit_preprocess(d.preprocess, collate([sample[i] for i in range(len(sample))])[0])
     data = StreamData(train, files(val_refs) if val_refs else None, files(test_refs),
                       d.batch_size, d.eval_batch_size, preprocess=pre.to(device),
                       device=device, workers=workers(d), augment=_augment(d), shard=shard)
-    say(f"{why}; {data.workers} loader workers, {size}x{size} {mode}"
-        + (", random-resized crops" if d.random_crop else ""))
+    how = (f"{why}; {data.workers} loader workers, {size}x{size} {mode}"
+           + (", random-resized crops" if d.random_crop else ""))
     shape = (1 if mode == "L" else 3, size, size)
-    return Prepared(data, shape, len(listing.classes), pre, d.name, why)
+    return Prepared(data, shape, len(listing.classes), pre, d.name, how)
 
 
 def workers(d: DataConfig) -> int:
@@ -185,3 +186,31 @@ def workers(d: DataConfig) -> int:
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return max(1, min(8, (os.cpu_count() or 1) // per_node))
 
+
+
+def prepare_python(sets: dict, d: DataConfig, device: torch.device,
+                   shard: tuple[int, int] = (0, 1), say: Callable[[str], None] = print,
+                   ) -> Prepared:
+    """A user's ``torch.utils.data.Dataset``s (or DataLoaders: their dataset, batch size and
+    workers are used) for ``train`` and ``val`` / ``test`` (at least one; the other takes
+    its place). Items are (image tensor (C, H, W), label); uint8 images are scaled to
+    [0, 1], float ones are used as the dataset's transforms made them."""
+    if sets.get("train") is None:
+        raise FitnetsError("a Python dataset run needs train= a torch Dataset or DataLoader.")
+    if sets.get("val") is None and sets.get("test") is None:
+        raise FitnetsError("pass val= and/or test= (a torch Dataset or DataLoader) to "
+                           "evaluate on; the one given is used for both when only one is.")
+    loaders = {k: v for k, v in sets.items() if isinstance(v, Loader)}
+    ds = {k: PythonData(v.dataset if isinstance(v, Loader) else v)
+          for k, v in sets.items() if v is not None}
+    first = ds["train"][0][0]
+    n_workers = loaders["train"].num_workers if "train" in loaders else workers(d)
+    batch = loaders["train"].batch_size if "train" in loaders else d.batch_size
+    kind = "scale" if first.dtype == torch.uint8 else "none"
+    pre = fit_preprocess("scale", first[None]) if kind == "scale" else Preprocess("none")
+    data = StreamData(ds["train"], ds.get("val"), ds.get("test", ds.get("val")), batch,
+                      d.eval_batch_size, preprocess=pre.to(device), device=device,
+                      workers=n_workers, augment=_augment(d), shard=shard)
+    how = (f"data: Python datasets ({len(ds['train']):,} training items of "
+           f"{tuple(first.shape)} {first.dtype}), {n_workers} loader workers")
+    return Prepared(data, tuple(first.shape), 0, pre, "python", how)

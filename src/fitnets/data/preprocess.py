@@ -41,6 +41,8 @@ class Preprocess:
     def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """float32 output of the same shape and device as the uint8 input."""
         x = x_uint8.float()
+        if self.kind == "none":  # a Python dataset's tensors, as its transforms made them
+            return x
         if self.kind == "scale":
             return x / 255.0
         if self.kind == "standardize":

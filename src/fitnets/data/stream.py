@@ -13,6 +13,7 @@ Under torchrun each rank loads only its own rows of every global batch (``shard`
 
 from __future__ import annotations
 
+import random
 import zipfile
 from collections.abc import Callable, Iterator
 
@@ -46,7 +47,6 @@ class ImageFiles(torch.utils.data.Dataset):
                  skip_bad: bool = False):
         self.files, self.mode, self.size = list(files), mode, int(size)
         self.random_crop, self.skip_bad = random_crop, skip_bad
-        self.labels = torch.tensor([f.label for f in self.files], dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -65,20 +65,53 @@ class ImageFiles(torch.utils.data.Dataset):
             img = random_resized_crop(img, self.size, np.random.default_rng([seed, i]))
         else:
             img = center_fit(img, self.size)
-        return torch.from_numpy(to_array(img)), i
+        return torch.from_numpy(to_array(img)), ref.label, i
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return (1 if self.mode == "L" else 3, self.size, self.size)
 
 
-def collate(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(images, their indices, how many bad files were skipped)."""
+def collate(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(images, labels, their indices, how many bad files were skipped)."""
     good = [t for t in items if t is not None]
     if not good:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), len(items)
-    return (torch.stack([t[0] for t in good]), torch.tensor([t[1] for t in good]),
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.uint8), empty, empty, len(items)
+    return (torch.stack([torch.as_tensor(t[0]) for t in good]),
+            torch.tensor([int(t[1]) for t in good]), torch.tensor([t[2] for t in good]),
             len(items) - len(good))
+
+
+class PythonData(torch.utils.data.Dataset):
+    """A user's ``torch.utils.data.Dataset`` of (image tensor (C, H, W), label) pairs.
+
+    Item i of an epoch seeds torch's, NumPy's and Python's global generators from (epoch
+    seed, i) before the user's ``__getitem__`` runs, so random transforms inside it (e.g.
+    torchvision's) draw the same numbers in any worker and again after a resume. The
+    generators are put back afterwards (items are also read in the main process).
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, 0)
+        s = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        torch.manual_seed(s)
+        np.random.seed(s)
+        random.seed(s)
+        try:
+            x, y = self.dataset[i][:2]
+        finally:
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
+        return torch.as_tensor(x), int(y), i
 
 
 class _Plan:
@@ -116,12 +149,13 @@ class StreamData:
 
     def probe(self, n: int = 2) -> torch.Tensor:
         """A few preprocessed training images (to trace shapes and parameters)."""
-        return self._ready(collate([self.train[i] for i in range(min(n, len(self.train)))])[0])
+        items = [self.train[i] for i in range(min(n, len(self.train)))]
+        return self._ready(collate(items)[0])
 
     def _rows(self, n: int) -> tuple[int, int]:
         return self.rank * n // self.world, (self.rank + 1) * n // self.world
 
-    def _loader(self, dataset: ImageFiles, sampler) -> DataLoader:
+    def _loader(self, dataset, sampler) -> DataLoader:
         key = id(dataset)
         if key not in self._loaders:
             w = self.workers
@@ -145,25 +179,29 @@ class StreamData:
             lo, hi = self._rows(len(rows))
             plan.append((k, len(rows), [(i, seed) for i in rows[lo:hi]] or [(rows[0], seed)]))
         self._plan.batches = [p[2] for p in plan]
-        for (k, size, _), (x, idx, bad) in zip(plan, self._loader(self.train, self._plan)):
+        for (k, size, _), (x, y, idx, bad) in zip(plan, self._loader(self.train, self._plan)):
             self.skipped += bad
             x = self._ready(x)
             flipped = None
-            if self.augment is not None:
-                g = torch.Generator().manual_seed(seed + k)
-                x, flipped = self.augment(x, g)
             lo, hi = self._rows(size)
-            yield Batch(x, self.train.labels[idx].to(self.device), None, flipped,
+            if self.augment is not None:  # the global batch's draws, this rank's rows of them
+                g = torch.Generator().manual_seed(seed + k)
+                full = x.new_zeros((size, *x.shape[1:]))
+                full[lo:lo + len(x)] = x
+                x, flipped = self.augment(full, g)
+                x = x[lo:lo + len(idx)]
+                flipped = None if flipped is None else flipped[lo:lo + len(idx)]
+            yield Batch(x, y.to(self.device), None, flipped,
                         share=len(idx) / size if hi > lo else 0.0, size=size)
 
-    def eval_batches(self, split: ImageFiles, rows: tuple[int, int] | None = None,
+    def eval_batches(self, split, rows: tuple[int, int] | None = None,
                      ) -> Iterator[Batch]:
         lo, hi = rows or (0, len(split))
         sampler = [list(range(i, min(i + self.eval_batch_size, hi)))
                    for i in range(lo, hi, self.eval_batch_size)]
         loader = DataLoader(split, batch_sampler=sampler, num_workers=self.workers,
                             collate_fn=collate, pin_memory=self.device.type == "cuda")
-        for x, idx, bad in loader:
+        for x, y, idx, bad in loader:
             self.skipped += bad
             if len(idx):
-                yield Batch(self._ready(x), split.labels[idx].to(self.device))
+                yield Batch(self._ready(x), y.to(self.device))

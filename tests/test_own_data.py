@@ -1,0 +1,156 @@
+"""Your own data (issue 13): folders of real photos, ImageNet's layout, streaming larger than
+a memory cap, exact resume of a killed streamed run, Python datasets, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fitnets
+from fitnets.checkpoint import load_weights
+from fitnets.cli import main
+from fitnets.data import load_dataset
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SRC = str(Path(fitnets.__file__).parents[1])
+COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}
+
+
+def photos(root: Path, n_train=20, n_test=6, layout=("train", "test"), gray=False,
+           ext="jpg", seed=0) -> Path:
+    """Class-coloured photos of mixed sizes and aspect ratios."""
+    rng = np.random.default_rng(seed)
+    for split, n in zip(layout, (n_train, n_test)):
+        for c, col in COLOURS.items():
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = (int(v) for v in rng.integers(24, 70, 2))
+                a = (rng.integers(0, 50, (h, w, 3)) + np.array(col) * rng.uniform(0.7, 1))
+                img = Image.fromarray(a.clip(0, 255).astype(np.uint8))
+                img = img.convert("L") if gray else img
+                img.save(d / f"{i}.{ext}", **({"quality": 90} if ext in ("jpg", "JPEG") else {}))
+    return root
+
+
+FAST = ["device=cpu", "data.name=folder", "data.batch_size=16", "data.val_size=12",
+        "data.preprocess=standardize",
+        "train.optim.name=adam", "train.optim.lr=0.003", "model.name=resnet20", "--quiet"]
+
+
+def test_a_folder_of_mixed_size_jpegs_trains_end_to_end_through_the_cli(tmp_path, capsys):
+    p = photos(tmp_path / "photos")
+    args = ["train", *FAST, f"data.path={p}", f"data.root={tmp_path}", "train.epochs=3"]
+    assert main([*args, f"out={tmp_path / 'refused'}"]) == 2
+    assert "data.image_size=N" in capsys.readouterr().err  # what to set, by its config key
+    assert main([*args, "data.image_size=32", f"out={tmp_path / 'r'}"]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["epochs"] == {"train": 3} and summary["test_acc"] > 0.5
+    assert load_weights(tmp_path / "r" / "model.pt")["input_shape"] == [3, 32, 32]
+
+
+def test_grayscale_is_detected_and_rgb_wins_when_mixed(tmp_path):
+    p = photos(tmp_path / "gray", gray=True, ext="png")
+    ds = load_dataset("folder", tmp_path, path=str(p), mode="auto", image_size=16, val_size=0)
+    assert ds.input_shape == (1, 16, 16)
+    Image.new("RGB", (20, 30), (9, 200, 9)).save(p / "test" / "dog" / "colour.png")
+    ds = load_dataset("folder", tmp_path, path=str(p), mode="auto", image_size=16, val_size=0)
+    assert ds.input_shape == (3, 16, 16)
+
+
+def test_imagenet_layout_val_is_the_validation_and_test_split(tmp_path):
+    p = photos(tmp_path / "inet", n_train=8, n_test=4, layout=("train", "val"), ext="JPEG")
+    ds = load_dataset("folder", tmp_path, path=str(p), image_size=24)
+    assert len(ds.train) == 24 and len(ds.val) == 12 and len(ds.test) == 12  # nothing held out
+    assert ds.classes == sorted(COLOURS)
+    assert sorted(ds.val.y.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_bad_images_are_named_or_skipped_and_counted(tmp_path, capsys, mode):
+    p = photos(tmp_path / "p", n_train=6, n_test=3)
+    (p / "train" / "owl" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    args = ["train", *FAST, f"data.path={p}", f"data.root={tmp_path}", "data.image_size=32",
+            f"data.mode={mode}", "data.workers=0", "train.epochs=1", "data.val_size=3"]
+    assert main([*args, f"out={tmp_path / 'a'}"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "data.skip_bad_images=true" in err
+    assert main([*args, "data.skip_bad_images=true", f"out={tmp_path / 'b'}"]) == 0
+
+
+def test_a_folder_over_the_memory_cap_streams(tmp_path, capsys):
+    p = photos(tmp_path / "p")
+    args = ["train", *FAST[:-1], f"data.path={p}", f"data.root={tmp_path}",
+            "data.image_size=32", "train.epochs=1"]
+    assert main([*args, "data.memory_limit_gb=1", f"out={tmp_path / 'm'}"]) == 0
+    assert "memory mode" in capsys.readouterr().out
+    assert main([*args, "data.memory_limit_gb=0.0001", "data.workers=2",
+                 f"out={tmp_path / 's'}"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"GiB as float32 \(limit 0\.0 GiB\): stream mode; 2 loader workers", out)
+    assert "img/s" in out  # the epoch line's throughput
+    m, s = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ms")
+    assert m["test_acc"] == s["test_acc"]  # same order, same preprocessing: the same run
+
+
+def _cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    extra = env or {}
+    env = {k: v for k, v in os.environ.items() if k != "FITNETS_TEST_KILL_AT"}
+    env.update(PYTHONPATH=SRC, **extra)
+    return subprocess.run([sys.executable, "-m", "fitnets", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _same_run(a: Path, b: Path) -> None:
+    wa, wb = load_weights(a / "model.pt")["state_dict"], load_weights(b / "model.pt")["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    la, lb = ([{k: v for k, v in json.loads(x).items() if k != "time"}
+               for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b))
+    assert la == lb
+
+
+@pytest.mark.slow
+def test_a_killed_streaming_run_resumes_mid_epoch_to_the_same_weights_and_metrics(tmp_path):
+    p = photos(tmp_path / "p", n_train=24)
+    args = ["train", *FAST, f"data.path={p}", f"data.root={tmp_path}", "data.image_size=32",
+            "data.mode=stream", "data.workers=2", "data.random_crop=true",
+            "data.augment_flip=true", "train.epochs=2", "checkpoint_steps=2"]
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert _cli([*args, f"out={ref}"]).returncode == 0
+    # 60 training images, batch 16: 4 steps an epoch; killed after step 3 (checkpoint at 2)
+    killed = _cli([*args, f"out={cut}"], {"FITNETS_TEST_KILL_AT": "step:3"})
+    assert killed.returncode == -9, killed.stderr
+    resumed = _cli(["train", "--resume", str(cut)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at stage train, epoch 0, then step 2 of epoch 1" in resumed.stdout
+    _same_run(ref, cut)
+
+
+def test_the_readme_python_example_distills_a_user_dataset(tmp_path, monkeypatch):
+    text = README.read_text()
+    section = text[text.index("**3. Your own Python objects.**"):]
+    start = section.index("```python") + len("```python")
+    code = section[start:section.index("```", start)]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    teacher, student = scope["teacher"], scope["student"]
+    assert [s["name"] for s in student.summary["stages"]] == ["hints:0", "kd"]
+    assert student.summary["stages"][0]["regressor"] == "conv"
+    assert student.summary["model"] == "python:Sequential"
+    assert teacher.summary["test_acc"] > 0.7 and student.summary["test_acc"] > 0.6
+    # the returned student is the user's module, trained: its accuracy is the summary's
+    x, y = scope["test"].tensors
+    with torch.no_grad():
+        acc = (student.model(x).argmax(1) == y).float().mean().item()
+    assert acc == pytest.approx(student.summary["test_acc"])
+    assert (tmp_path / "runs" / "my-student" / "checkpoints").is_dir()
