@@ -80,3 +80,43 @@ def test_every_key_is_documented():
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
 def test_every_shipped_recipe_parses(recipe):
     make_config(recipe)
+
+
+def _literal_keys(cls=None, prefix=""):
+    """(dotted key, choices) of every Literal-typed field in the whole Config tree."""
+    import dataclasses
+    import typing
+
+    from fitnets.config import Config
+
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if typing.get_origin(tp) is typing.Literal:
+            yield prefix + f.name, typing.get_args(tp)
+        elif dataclasses.is_dataclass(tp):
+            yield from _literal_keys(tp, prefix + f.name + ".")
+
+
+@pytest.mark.parametrize("key,choices", list(_literal_keys()))
+def test_every_choice_of_every_enum_key_is_accepted_as_typed(key, choices):
+    """Overrides are read as YAML, where off/on/yes/no/true/false are booleans: each choice
+    typed on the command line (and in any case) must still be that choice."""
+    for choice in choices:
+        spellings = [str(choice).lower()] + ([str(choice).upper()] if isinstance(choice, str)
+                                             else [])
+        for typed in spellings:
+            cfg = make_config(None, [f"{key}={typed}"])
+            value = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            assert value == choice and type(value) is type(choice), (key, typed, value)
+
+
+def test_an_enum_word_in_a_recipe_file_is_the_choice(tmp_path):
+    (tmp_path / "r.yaml").write_text("perf:\n  teacher_cache: off\ndata:\n  mode: stream\n")
+    cfg = make_config(tmp_path / "r.yaml")
+    assert cfg.perf.teacher_cache == "off" and cfg.data.mode == "stream"
+    with pytest.raises(FitnetsError, match="perf.teacher_cache.*got True"):
+        make_config(None, ["perf.teacher_cache=yes"])  # no choice is spelled like 'yes'

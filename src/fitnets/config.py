@@ -246,6 +246,23 @@ def _strip_optional(tp: Any) -> Any:
     return args[0]
 
 
+# What YAML reads as a boolean; a choice spelled like one of these is what the user meant.
+_YAML_BOOL_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
+def _yaml_word(value: Any, choices: tuple) -> Any:
+    """``value`` as the one string choice that YAML read as this boolean (``off`` -> False
+    -> 'off'), when the choices hold no boolean of their own, or as the choice it spells in
+    another case (``Stream``); else ``value`` unchanged."""
+    if isinstance(value, str):
+        same = [c for c in choices if isinstance(c, str) and c.lower() == value.lower()]
+        return same[0] if same else value
+    if not isinstance(value, bool) or value in [c for c in choices if isinstance(c, bool)]:
+        return value
+    words = [c for c in choices if isinstance(c, str) and c.lower() in _YAML_BOOL_WORDS[value]]
+    return words[0] if len(words) == 1 else value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the field type ``tp``; return it (ints widen to floats)."""
     bad = FitnetsError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.")
@@ -253,6 +270,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return None if value is None else _coerce(value, _strip_optional(tp), key)
     origin = get_origin(tp)
     if origin is Literal:
+        value = _yaml_word(value, get_args(tp))
         if value not in get_args(tp):
             close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], 1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
