@@ -9,8 +9,8 @@ cifar:  a stage-2 (KD) step of the cifar_teacher -> fitnet1 pair on CIFAR-10's J
 folder: a generated folder of 224x224 JPEGs (made once, under --work) at two sizes; a
         backprop step of a ResNet-18-size student (11.7M parameters) streamed with
         random-resized crops; images/s of the step, images/s the loader alone delivers,
-        whether the loader or the model sets the pace, and the peak RSS of the process tree
-        (main process + workers), which should not grow with the dataset.
+        whether the loader or the model sets the pace, and the peak memory (PSS) of the
+        process tree (main process + workers), which should not grow with the dataset.
 Writes benchmarks/results/stream/<what>.json and rewrites benchmarks/results/stream/README.md.
 """
 
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "stream"
 
 
 class PeakRSS:
-    """The largest summed resident memory of this process and its children, sampled."""
+    """The largest summed memory (PSS) of this process and its children, sampled."""
 
     def __init__(self):
         self.peak, self._stop = 0, threading.Event()
@@ -60,9 +61,9 @@ class PeakRSS:
         except OSError:
             pass
         for pid in pids:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
+            try:  # PSS: pages shared with the forked workers are counted once
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1]) * 1024
             except OSError:
                 continue
@@ -174,43 +175,57 @@ class Residual(nn.Module):
 
 
 def folder(args) -> dict:
+    """Each size in a fresh process, so that one size's memory does not count for the next."""
     out = {"sizes": {}}
-    work = Path(args.work)
     for n in args.sizes:
-        path = make_folder(work / f"jpeg224-{n}", n)
-        cfg = make_config(None, [
-            "device=cpu", "data.name=folder", f"data.path={path}", "data.image_size=224",
-            "data.mode=stream", "data.random_crop=true", "data.preprocess=standardize",
-            f"data.batch_size={args.batch}", "data.val_size=0", "data.workers=2",
-            f"data.train_limit={args.batch * args.steps}"])
-        perf = resolve_perf(cfg.perf, torch.device("cpu"))
-        with PeakRSS() as rss:
-            prepared = prepare(cfg.data, torch.device("cpu"), say=lambda s: None)
-            prepared.data.map_x(perf.layout)
-            loader_times = []
-            g = torch.Generator().manual_seed(0)
-            for _ in range(2):  # the loader alone: no model
-                t0 = time.perf_counter()
-                for _b in prepared.data.train_batches(g):
-                    pass
-                loader_times.append(time.perf_counter() - t0)
-            torch.manual_seed(0)
-            student = resnet18()
-            perf.prepare(student)
-            stage = backprop.stages(Setup(cfg, student, None, prepared.data,
-                                          (3, 224, 224)))[0].build()
-            with tempfile.TemporaryDirectory() as tmp:
-                trainer = Trainer(Path(tmp), prepared.data, student, perf=perf, verbose=False)
-                times = time_epochs(trainer, stage, args.repeats)
-        images = args.batch * args.steps
-        step, loader = images / statistics.median(times), images / min(loader_times)
-        out["sizes"][n] = {"files": n + 100, "step_img_s": step, "loader_img_s": loader,
-                           "bound": "loader" if loader < 1.2 * step else "compute",
-                           "peak_rss_mib": rss.peak / 2**20}
-        print(f"folder of {n:,} 224px JPEGs: step {step:.1f} img/s, loader alone {loader:.1f} "
-              f"img/s ({out['sizes'][n]['bound']}-bound), peak RSS {rss.peak / 2**20:.0f} MiB",
-              flush=True)
+        make_folder(Path(args.work) / f"jpeg224-{n}", n)
+        cmd = [sys.executable, __file__, "folder-one", "--sizes", str(n), "--steps",
+               str(args.steps), "--repeats", str(args.repeats), "--batch", str(args.batch),
+               "--work", args.work]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        out["sizes"][n] = r
+        print(f"folder of {n:,} 224px JPEGs: step {r['step_img_s']:.1f} img/s, loader alone "
+              f"{r['loader_img_s']:.1f} img/s ({r['bound']}-bound), peak memory "
+              f"{r['peak_pss_mib']:.0f} MiB (PSS, main + workers)", flush=True)
     return out
+
+
+def folder_one(args) -> dict:
+    """The loader alone over the whole folder (its first batches), then training steps of a
+    ResNet-18-size student on a slice of it, with the peak memory of the process tree."""
+    n = args.sizes[0]
+    path = Path(args.work) / f"jpeg224-{n}"
+    base = ["device=cpu", "data.name=folder", f"data.path={path}", "data.image_size=224",
+            "data.mode=stream", "data.random_crop=true", "data.preprocess=standardize",
+            f"data.batch_size={args.batch}", "data.val_size=0", "data.workers=2"]
+    steps = args.steps
+    with PeakRSS() as mem:
+        cfg = make_config(None, base)
+        full = prepare(cfg.data, torch.device("cpu"), say=lambda s: None)
+        g = torch.Generator().manual_seed(0)
+        batches = full.data.train_batches(g)
+        next(batches)  # workers started
+        t0 = time.perf_counter()
+        for _ in range(4 * steps):
+            next(batches)
+        loader = 4 * steps * args.batch / (time.perf_counter() - t0)
+        del batches
+        cfg = make_config(None, [*base, f"data.train_limit={args.batch * steps}"])
+        perf = resolve_perf(cfg.perf, torch.device("cpu"))
+        part = prepare(cfg.data, torch.device("cpu"), say=lambda s: None)
+        part.data.map_x(perf.layout)
+        torch.manual_seed(0)
+        student = resnet18()
+        perf.prepare(student)
+        stage = backprop.stages(Setup(cfg, student, None, part.data, (3, 224, 224)))[0].build()
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(Path(tmp), part.data, student, perf=perf, verbose=False)
+            times = time_epochs(trainer, stage, args.repeats)
+    step = args.batch * steps / statistics.median(times)
+    return {"files": n + 100, "step_img_s": step, "loader_img_s": loader,
+            "bound": "loader" if loader < 1.2 * step else "compute",
+            "peak_pss_mib": mem.peak / 2**20}
 
 
 def write_readme() -> None:
@@ -226,17 +241,19 @@ def write_readme() -> None:
                       f"({r['images']} CIFAR-10 JPEG images an epoch, batch 128, 2 workers, "
                       "pad-crop + flip, teacher recomputed).", ""]
         else:
-            lines += ["| training files | step img/s | loader alone img/s | pace set by | "
-                      "peak RSS (MiB) |", "|---:|---:|---:|---|---:|"]
-            lines += [f"| {int(k) + 100:,} | {v['step_img_s']:.1f} | {v['loader_img_s']:.1f} | "
-                      f"{v['bound']} | {v['peak_rss_mib']:.0f} |" for k, v in r["sizes"].items()]
-            lines += [""]
+            lines += ["| files in the folder | step img/s | loader alone img/s | pace set by | "
+                      "peak memory, PSS (MiB) |", "|---:|---:|---:|---|---:|"]
+            lines += [f"| {v['files']:,} | {v['step_img_s']:.1f} | {v['loader_img_s']:.1f} | "
+                      f"{v['bound']} | {v['peak_pss_mib']:.0f} |" for v in r["sizes"].values()]
+            lines += ["", "224x224 JPEGs, batch 16, 2 workers, random-resized crops; the loader "
+                      "alone reads the whole folder's first batches; the step trains a "
+                      "ResNet-18-size student (11.7M parameters) on a slice of it.", ""]
     (RESULTS / "README.md").write_text("\n".join(lines))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["cifar", "folder"])
+    ap.add_argument("what", choices=["cifar", "folder", "folder-one"])
     ap.add_argument("--steps", type=int, default=None, help="steps per timed epoch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
@@ -244,6 +261,9 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "fitnets-stream-bench"))
     args = ap.parse_args(argv)
     args.steps = args.steps or (20 if args.what == "cifar" else 6)
+    if args.what == "folder-one":  # one size, in its own process: prints its JSON
+        print(json.dumps(folder_one(args)))
+        return
     t0 = time.perf_counter()
     result = cifar(args) if args.what == "cifar" else folder(args)
     result.update(command="python benchmarks/stream.py " + " ".join(sys.argv[1:]),

@@ -54,10 +54,15 @@ def test_val_size_zero_limits_and_errors():
     assert full.val is None
     ds = load_dataset("digits", val_size=100, train_limit=50, test_limit=20)
     assert len(ds.train) == 50 and len(ds.val) == 100 and len(ds.test) == 20
-    # Limits keep the FIRST images; validation is the LAST val_size of the training set.
-    assert torch.equal(ds.train.x, full.train.x[:50])
+    # Limits keep a seeded, class-balanced subset (issue 12: the first N of a class-ordered
+    # folder were 2 classes); validation is still the LAST val_size of the training set.
+    assert torch.bincount(ds.train.y, minlength=10).tolist() == [5] * 10
+    assert torch.bincount(ds.test.y, minlength=10).tolist() == [2] * 10
+    rows = [int((full.train.x == x).flatten(1).all(1).nonzero()[0]) for x in ds.train.x]
+    assert rows == sorted(rows) and max(rows) < len(full.train) - 100  # in order, not from val
+    again = load_dataset("digits", val_size=100, train_limit=50, test_limit=20)
+    assert torch.equal(again.train.x, ds.train.x)  # the same subset every time
     assert torch.equal(ds.val.x, full.train.x[-100:])
-    assert torch.equal(ds.test.x, full.test.x[:20])
     with pytest.raises(FitnetsError, match="val_size"):
         load_dataset("digits", val_size=len(full.train))
 
@@ -68,3 +73,30 @@ def test_split_and_dataset_helpers():
     assert d.num_classes == 2 and d.input_shape == (3, 4, 4) and len(s) == 5
     moved = s.to("cpu")
     assert moved.x.device.type == "cpu" and torch.equal(moved.y, s.y)
+
+
+def test_balanced_subset_shares_out_classes_that_are_too_small():
+    from fitnets.data.dataset import balanced_subset
+
+    labels = np.array([0] * 50 + [1] * 3 + [2] * 50)
+    keep = balanced_subset(labels, 30)
+    assert np.bincount(labels[keep]).tolist() == [14, 3, 13] or \
+        np.bincount(labels[keep]).tolist() == [13, 3, 14]
+    assert (np.diff(keep) > 0).all() and len(set(keep)) == 30
+    assert (balanced_subset(labels, 30) == keep).all()  # seeded
+    assert not (balanced_subset(labels, 30, seed=1) == keep).all()
+    assert len(balanced_subset(labels, 500)) == len(labels)
+
+
+def test_a_limit_on_a_class_ordered_folder_keeps_every_class(tmp_path):
+    from PIL import Image
+
+    for c in "abcdefghij":  # ten class folders, files in class order
+        for split, n in (("train", 30), ("test", 3)):
+            d = tmp_path / "f" / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (4, 4), (i, 0, 0)).save(d / f"{i}.png")
+    ds = load_dataset("folder", tmp_path, path=str(tmp_path / "f"), val_size=0,
+                      train_limit=100)
+    assert torch.bincount(ds.train.y).tolist() == [10] * 10

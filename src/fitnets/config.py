@@ -33,9 +33,10 @@ class DataConfig:
     val_size: Optional[int] = None
     """Images held out of the training set for validation; null = the paper's split, 0 = none."""
     train_limit: int = 0
-    """Keep only the first N training images (0 = all); for quick runs."""
+    """Keep N training images (0 = all), for quick runs: a class-balanced subset chosen with a
+    fixed seed (the same for every run seed), in the dataset's order."""
     test_limit: int = 0
-    """Keep only the first N test images (0 = all)."""
+    """Keep N test images (0 = all): a class-balanced subset chosen as for train_limit."""
     download: bool = True
     """Download missing files from the canonical source (checksums verified)."""
     preprocess: str = "scale"

@@ -123,7 +123,8 @@ def load_dataset(
     """Load a dataset as uint8 (N, C, H, W) tensors with int64 labels.
 
     ``val_size=None`` holds out the paper's last 10k training images (MNIST, CIFAR) or 10%
-    (others); 0 means no validation split. ``train_limit``/``test_limit`` > 0 keep only the
+    (others); 0 means no validation split. ``train_limit``/``test_limit`` > 0 keep a seeded,
+    class-balanced subset of that many (``Split.limit``; the same for every run seed) of the
     first N images, applied after the validation split.
     """
     _check_args(name, options)
@@ -131,12 +132,12 @@ def load_dataset(
     a = _read(name, root, download, path, options)
     n = len(a["train_y"])
     if "val_x" in a:  # the folder has its own val/ split: nothing is held out of train/
-        train = _split(a["train_x"], a["train_y"]).head(train_limit)
+        train = _split(a["train_x"], a["train_y"]).limit(train_limit)
         val = _split(a["val_x"], a["val_y"])
-        test = _split(a["test_x"], a["test_y"]).head(test_limit)
+        test = _split(a["test_x"], a["test_y"]).limit(test_limit)
         return Dataset(name, train, val, test, [str(c) for c in a["classes"]])
     cut = n - resolve_val_size(name, n, val_size)
-    train = _split(a["train_x"][:cut], a["train_y"][:cut]).head(train_limit)
+    train = _split(a["train_x"][:cut], a["train_y"][:cut]).limit(train_limit)
     val = _split(a["train_x"][cut:], a["train_y"][cut:]) if cut < n else None
-    test = _split(a["test_x"], a["test_y"]).head(test_limit)
+    test = _split(a["test_x"], a["test_y"]).limit(test_limit)
     return Dataset(name, train, val, test, [str(c) for c in a["classes"]])

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader as Loader
 
 from fitnets.config import DataConfig
 from fitnets.data import folder
 from fitnets.data.augment import augment_with_flips
+from fitnets.data.dataset import balanced_subset
 from fitnets.data.images import open_image, read_bytes
 from fitnets.data.load import CIFAR10_ZIP, data_root, load_dataset, resolve_val_size
 from fitnets.data.memory import Arrays, Data
@@ -27,7 +29,7 @@ from fitnets.data.preprocess import Preprocess, fit_preprocess
 from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
 from fitnets.errors import FitnetsError
 
-FIT_SAMPLE = 2000  # streamed: training images the preprocessing is fitted on
+FIT_SAMPLE = 1000  # streamed: training images the preprocessing is fitted on
 _CHANNELS = {"rgb": "RGB", "gray": "L", "auto": "auto"}
 
 
@@ -160,9 +162,8 @@ def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
     else:
         cut = len(train_refs) - resolve_val_size(d.name, len(train_refs), d.val_size)
         train_refs, val_refs = train_refs[:cut], train_refs[cut:]
-    if d.train_limit:
-        train_refs = train_refs[:d.train_limit]
-    test_refs = listing.splits["test"][:d.test_limit or None]
+    train_refs = _limit(train_refs, d.train_limit)
+    test_refs = _limit(listing.splits["test"], d.test_limit)
 
     def files(refs, crop=False):
         return ImageFiles(refs, mode, size, random_crop=crop, skip_bad=d.skip_bad_images)
@@ -177,6 +178,13 @@ def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
            + (", random-resized crops" if d.random_crop else ""))
     shape = (1 if mode == "L" else 3, size, size)
     return Prepared(data, shape, len(listing.classes), pre, d.name, how)
+
+
+def _limit(refs: list, n: int) -> list:
+    """data.train_limit / test_limit on listed files: the same balanced subset as in memory."""
+    if n <= 0 or n >= len(refs):
+        return refs
+    return [refs[i] for i in balanced_subset(np.array([r.label for r in refs]), n)]
 
 
 def workers(d: DataConfig) -> int:

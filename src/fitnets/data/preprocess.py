@@ -111,8 +111,10 @@ def lcn(x: torch.Tensor, kernel_size: int = 7, sigma: float = 2.0) -> torch.Tens
 
 
 def _chunks(x: torch.Tensor):
-    for i in range(0, len(x), _CHUNK):
-        yield x[i:i + _CHUNK].double()
+    # at most _CHUNK images and 2**25 values (256 MiB of float64) a step: 224px images too
+    step = max(1, min(_CHUNK, 2**25 // max(1, x[0].numel())))
+    for i in range(0, len(x), step):
+        yield x[i:i + step].double()
 
 
 def _fit_standardize(x: torch.Tensor) -> dict[str, torch.Tensor]:
