@@ -154,3 +154,27 @@ def test_the_readme_python_example_distills_a_user_dataset(tmp_path, monkeypatch
         acc = (student.model(x).argmax(1) == y).float().mean().item()
     assert acc == pytest.approx(student.summary["test_acc"])
     assert (tmp_path / "runs" / "my-student" / "checkpoints").is_dir()
+
+
+class SlowImages(torch.utils.data.Dataset):
+    """A dataset whose reads take longer than the model's steps (a slow disk)."""
+
+    def __len__(self):
+        return 48
+
+    def __getitem__(self, i):
+        import time
+
+        time.sleep(0.05)
+        return torch.full((3, 8, 8), float(i % 2)), i % 2
+
+
+def test_a_loader_that_cannot_keep_up_is_named_as_the_bottleneck(tmp_path, capsys):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    fitnets.train(model=net, train=SlowImages(), test=SlowImages(), out=tmp_path / "r",
+                  overrides=["device=cpu", "data.workers=0", "data.batch_size=16",
+                             "train.epochs=1"])
+    out = capsys.readouterr().out
+    assert re.search(r"the data loader is the bottleneck: \d+% of the epoch was spent waiting "
+                     r"for images\. Raise data\.workers \(now 0\)", out)
+    assert re.search(r"\(\d+\.\ds, \d+ img/s\)", out)  # the epoch line's throughput
