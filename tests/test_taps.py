@@ -81,3 +81,60 @@ def test_layer_shapes_lists_every_module_output():
     assert shapes["stem"] == (8, 16, 16)
     assert shapes["stages.1"] == (32, 4, 4)
     assert shapes["head"] == (5,)
+
+
+class TupleBlock(nn.Module):
+    """Returns (hidden, attention-like extra), as Hugging Face layers do."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return h, h.sum(-1)
+
+
+class DictOut(nn.Module):
+    def forward(self, x):
+        return {"last_hidden_state": x * 2, "pooled": x.mean(-1)}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blk = TupleBlock()
+        self.enc = DictOut()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h, _ = self.blk(x)
+        return self.head(self.enc(h)["last_hidden_state"])
+
+
+def test_tuple_and_dict_outputs_are_tapped_by_index_and_key():
+    net = Net()
+    x = torch.randn(5, 4)
+    h0, hidden, pooled = run_to(net, x, ["blk[0]", "enc:last_hidden_state", "enc:pooled"])
+    assert torch.equal(h0, net.blk.lin(x)) and torch.equal(hidden, 2 * h0)
+    assert torch.allclose(pooled, h0.mean(-1))
+    assert tuple(run_to(net, x, ["blk[1]"])[0].shape) == (5,)
+    shapes = layer_shapes(net, (4,))
+    assert shapes["blk[0]"] == (4,) and shapes["blk[1]"] == () and shapes["enc:pooled"] == ()
+    assert get_layer(net, "blk[0]") is net.blk
+
+
+def test_untapped_containers_and_bad_selectors_say_what_to_write():
+    net, x = Net(), torch.randn(2, 4)
+    with pytest.raises(FitnetsError, match=r"'blk' returns tuple of 2: \(tensor \(2, 4\), "
+                                           r"tensor \(2,\)\).*'blk\[0\]'"):
+        run_to(net, x, ["blk"])
+    with pytest.raises(FitnetsError, match=r"'enc:last_hidden_state'"):
+        run_to(net, x, ["enc"])
+    with pytest.raises(FitnetsError, match=r"has no element 5"):
+        run_to(net, x, ["blk[5]"])
+    with pytest.raises(FitnetsError,
+                       match=r"keys 'last_hidden_state', 'pooled'\) has no field 'nope'"):
+        run_to(net, x, ["enc:nope"])
+    with pytest.raises(FitnetsError, match=r"after the module name give \[INDEX\]"):
+        run_to(net, x, ["blk[x]"])

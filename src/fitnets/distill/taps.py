@@ -3,11 +3,17 @@
 A tap is a forward hook on the module named e.g. ``"conv4"`` or ``"layer2.1.conv1"``. When
 every requested layer has been seen, the hook raises ``_Stop`` so that the layers above
 are never computed: stage 1 pays only for the network up to its hint/guided layers.
+
+A layer whose output is a tuple, list, dict or a Hugging Face ``ModelOutput`` is tapped by
+an index or a key after its name: ``encoder.layer.3[0]`` (element 0),
+``vit:last_hidden_state`` (key), chained as needed (``block[1]:hidden``).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import torch
@@ -20,8 +26,62 @@ class _Stop(Exception):
     """Raised inside a hook once all taps are filled; caught by ``run_to``."""
 
 
+_SELECTOR = re.compile(r"\[(-?\d+)\]|:([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def parse_tap(spec: str) -> tuple[str, list[int | str]]:
+    """``"encoder.layer.3[0]:x"`` -> ("encoder.layer.3", [0, "x"])."""
+    cut = min((i for i in (spec.find("["), spec.find(":")) if i >= 0), default=len(spec))
+    name, rest = spec[:cut], spec[cut:]
+    selectors: list[int | str] = []
+    pos = 0
+    for m in _SELECTOR.finditer(rest):
+        if m.start() != pos:
+            break
+        selectors.append(int(m.group(1)) if m.group(1) is not None else m.group(2))
+        pos = m.end()
+    if pos != len(rest):
+        raise FitnetsError(f"cannot read the layer '{spec}': after the module name give "
+                           "[INDEX] for an element of a tuple/list output or :KEY for a "
+                           "dict/ModelOutput field, e.g. 'encoder.layer.3[0]' or "
+                           "'vit:last_hidden_state'.")
+    return name, selectors
+
+
+def select(value, selectors: list[int | str], spec: str):
+    """The element of a layer's output that ``selectors`` name."""
+    for sel in selectors:
+        try:
+            if isinstance(sel, int):
+                value = value[sel]
+            elif isinstance(value, Mapping):
+                value = value[sel]
+            else:
+                value = getattr(value, sel)
+        except (IndexError, KeyError, AttributeError, TypeError):
+            raise FitnetsError(f"layer '{spec}': its output ({describe_output(value)}) has no "
+                               f"{'element' if isinstance(sel, int) else 'field'} {sel!r}."
+                               ) from None
+    return value
+
+
+def describe_output(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return (f"{type(value).__name__} with keys "
+                f"{', '.join(repr(k) for k in value.keys())}")
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(describe_output(v) if isinstance(v, torch.Tensor)
+                          else type(v).__name__ for v in value)
+        return f"{type(value).__name__} of {len(value)}: ({inner})"
+    return type(value).__name__
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called ``name``; a clear error listing the names if there is none."""
+    """The submodule called ``name`` (a tap's selectors are ignored); a clear error listing
+    the names if there is none."""
+    name = parse_tap(name)[0]
     modules = dict(model.named_modules())
     if name in modules and name != "":
         return modules[name]
@@ -38,8 +98,10 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 @contextmanager
 def _hooks(model: nn.Module, names: list[str], store: dict, stop: bool):
     def make(name: str):
+        selectors = parse_tap(name)[1]
+
         def hook(_module, _inputs, output):
-            store[name] = output
+            store[name] = select(output, selectors, name)
             if stop and all(n in store for n in names):
                 raise _Stop
 
@@ -81,15 +143,37 @@ def run_with(model: nn.Module, x: torch.Tensor, names: list[str]) -> tuple[torch
 def _as_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
+    how = ("an index, e.g. '{n}[0]'" if isinstance(value, (tuple, list))
+           else "a key, e.g. '{n}:{k}'" if isinstance(value, Mapping) and len(value)
+           else "an index or key after its name")
+    first = next(iter(value.keys()), "") if isinstance(value, Mapping) else ""
     raise FitnetsError(
-        f"layer '{name}' returns {type(value).__name__}, not a tensor; pick a layer whose "
-        "output is a single tensor (e.g. a block rather than a module returning a tuple)."
+        f"layer '{name}' returns {describe_output(value)}, not a tensor; tap one of its "
+        f"elements with {how.format(n=name, k=first)}, or pick a layer whose output is a "
+        "single tensor."
     )
+
+
+def _tensors_in(out, name: str, depth: int = 0):
+    """(tap, tensor) for a layer's output: itself, or the tensors inside a tuple, list, dict
+    or ModelOutput (one level deep), named as they are tapped."""
+    if isinstance(out, torch.Tensor):
+        yield name, out
+    elif depth == 0 and isinstance(out, Mapping):
+        for k, v in out.items():
+            if isinstance(k, str) and isinstance(v, torch.Tensor):
+                yield f"{name}:{k}", v
+    elif depth == 0 and isinstance(out, (tuple, list)):
+        for i, v in enumerate(out):
+            if isinstance(v, torch.Tensor):
+                yield f"{name}[{i}]", v
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple]:
     """Output shape (without the batch) of every named submodule for one dummy input, in the
-    order the forward pass produced them (a module called twice keeps its first shape)."""
+    order the forward pass produced them (a module called twice keeps its first shape). A
+    module returning a tuple/list/dict lists its tensors as taps (``name[0]``,
+    ``name:key``)."""
     shapes: dict[str, tuple] = {}
     handles = []
     for name, module in model.named_modules():
@@ -97,8 +181,8 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
             continue
 
         def hook(_m, _i, out, name=name):
-            if isinstance(out, torch.Tensor):
-                shapes.setdefault(name, tuple(out.shape[1:]))
+            for tap, value in _tensors_in(out, name):
+                shapes.setdefault(tap, tuple(value.shape[1:]))
 
         handles.append(module.register_forward_hook(hook))
     modes = [m.training for m in model.modules()]  # restored one by one: they may differ
