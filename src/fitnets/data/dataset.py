@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
 LIMIT_SEED = 0  # data.train_limit / test_limit: the same subset for every run seed
 
 
