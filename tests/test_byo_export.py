@@ -92,3 +92,49 @@ def test_bad_inputs(tmp_path) -> None:
         export_run(tmp_path)
     with pytest.raises(FitnetsError, match="unknown export format"):
         export_run(tmp_path, formats=("tflite",))
+
+
+@pytest.mark.parametrize("name,batchnorm", [("resnet20", True), ("mnist_student", False)])
+def test_safetensors_and_torch_export_round_trip(tmp_path, name, batchnorm) -> None:
+    from safetensors.torch import load_file
+
+    run, model = _fake_run(tmp_path, name, batchnorm)
+    info = export_run(run, formats=("safetensors", "torch_export"))
+    out = run / "export"
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == name and config["num_classes"] == 10
+    assert config["input_shape"] == list(model.input_shape)
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert info["files"]["safetensors"]["max_abs_diff"] <= 1e-5
+    x = torch.randn(5, *model.input_shape)  # another batch size than the export's
+    program = torch.export.load(str(out / "student.pt2")).module()
+    with torch.no_grad():
+        assert torch.allclose(program(x), model(x), atol=1e-5)
+
+
+def test_safetensors_weights_load_as_a_teacher_and_a_crafted_pickle_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from fitnets.checkpoint import load_into
+
+    model = build_model("mnist_student", num_classes=10)
+    folder = tmp_path / "hf-style"
+    folder.mkdir()
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
+    fresh = build_model("mnist_student", num_classes=10)
+    load_into(fresh, folder, "mnist_student")  # a folder holding model.safetensors
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),
+                                                 model.state_dict().values()))
+    load_into(fresh, folder / "model.safetensors", "mnist_student")  # the file itself
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(FitnetsError, match="cannot load .*bad.safetensors"):
+        load_into(fresh, tmp_path / "bad.safetensors", "mnist_student")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(FitnetsError, match="weights-only loading"):
+        load_into(fresh, tmp_path / "evil.pt", "mnist_student")

@@ -102,6 +102,22 @@ def load_weights(path: str | Path, map_location: Any = "cpu") -> Any:
         ) from None
 
 
+def load_safetensors(path: Path) -> dict:
+    """A ``.safetensors`` file as a state dict (a format that cannot hold code)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise FitnetsError(f"'{path}' is a safetensors file; install safetensors (pip install "
+                           "safetensors) to read it.") from None
+    if not path.is_file():
+        raise FitnetsError(f"weights file '{path}' does not exist.")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError for a damaged or foreign file
+        raise FitnetsError(f"cannot load '{path}' as safetensors: "
+                           f"{str(e).splitlines()[0][:300]}") from None
+
+
 class Checkpoints:
     """The checkpoints of one run directory (``RUN/checkpoints``)."""
 
@@ -168,9 +184,10 @@ def load_into(model: nn.Module, weights: str | Path, name: str,
     trained with and ``preprocess_kind`` is given, the two must agree.
     """
     path = Path(weights)
-    if path.is_dir():
-        path = path / "model.pt"
-    blob = load_weights(path)
+    if path.is_dir():  # a run directory, or a timm / Hugging Face style folder
+        found = [path / n for n in ("model.pt", "model.safetensors") if (path / n).is_file()]
+        path = found[0] if found else path / "model.pt"
+    blob = load_safetensors(path) if path.suffix == ".safetensors" else load_weights(path)
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
     if isinstance(blob, dict) and "preprocess" in blob and preprocess_kind is not None:
         kind = blob["preprocess"].get("kind")

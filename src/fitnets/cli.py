@@ -73,12 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--num-classes", type=int, default=10)
     pr.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
 
-    ex = sub.add_parser("export", help="export a finished run's student (state dict, "
-                                       "TorchScript, ONNX) and check the files")
+    ex = sub.add_parser("export", help="export a finished run's student (safetensors + config, "
+                                       "state dict, torch.export, TorchScript, ONNX) and "
+                                       "check the files")
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/export)")
     ex.add_argument("--formats", nargs="+", metavar="FORMAT",
-                    help="state_dict, torchscript and/or onnx (default: all)")
+                    help="safetensors, state_dict, torch_export, torchscript and/or onnx "
+                         "(default: all)")
 
     c = sub.add_parser("config", help="print the resolved config, or every key (--doc)")
     c.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE")

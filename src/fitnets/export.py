@@ -1,4 +1,8 @@
-"""Export a finished run's student: plain state dict, TorchScript, ONNX; then check them.
+"""Export a finished run's student; then check every file against the PyTorch model.
+
+Formats: ``safetensors`` (``model.safetensors`` + ``config.json``, the layout timm and
+Hugging Face use; no pickle), ``state_dict`` (a plain ``torch.save``), ``torch_export``
+(a ``torch.export`` program, ``.pt2``, dynamic batch), ``torchscript`` and ``onnx``.
 
 Reads ``RUN/model.pt`` (weights-only), rebuilds the network by name, loads the weights and
 writes the files into ``RUN/export`` (or ``out_dir``). The check runs one random batch
@@ -22,7 +26,7 @@ from fitnets.checkpoint import save_weights
 from fitnets.errors import FitnetsError
 from fitnets.models import load_run_model
 
-FORMATS = ("state_dict", "torchscript", "onnx")
+FORMATS = ("safetensors", "state_dict", "torch_export", "torchscript", "onnx")
 TOLERANCE = 1e-4
 ONNX_MISSING = "skipped: onnx is not installed (pip install 'fitnets[onnx]')"
 
@@ -51,6 +55,10 @@ def export_run(
         save_weights(bundle["preprocess"], out / "preprocess.pt")
         info["files"]["preprocess"] = {"path": "preprocess.pt",
                                        "what": "preprocessing state (apply before the model)"}
+    if "safetensors" in formats:
+        info["files"]["safetensors"] = _safetensors(model, bundle, shape, check, reference, out)
+    if "torch_export" in formats:
+        info["files"]["torch_export"] = _torch_export(model, x, check, reference, out)
     if "state_dict" in formats:
         save_weights(model.state_dict(), out / "student_state_dict.pt")
         info["files"]["state_dict"] = {"path": "student_state_dict.pt",
@@ -73,6 +81,54 @@ def export_run(
 
 def _diff(a: torch.Tensor, b: Any) -> float:
     return float((a - torch.as_tensor(b)).abs().max())
+
+
+def _safetensors(model: nn.Module, bundle: dict, shape: tuple, check: torch.Tensor,
+                 ref: torch.Tensor, out: Path) -> dict:
+    from safetensors.torch import load_file, save_file
+
+    path = out / "model.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"format": "pt"})
+    pre = bundle.get("preprocess", {})
+    config = {"architecture": bundle["model"], "num_classes": int(bundle["num_classes"]),
+              "input_shape": list(shape), "batchnorm": bool(bundle.get("batchnorm", False)),
+              "preprocess": {k: (v.tolist() if isinstance(v, torch.Tensor) else v)
+                             for k, v in pre.items()}, "library": "fitnets"}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    twin, _ = _rebuilt(bundle)  # a fresh network from the config, weights from the file
+    twin.load_state_dict(load_file(str(path)))
+    with torch.no_grad():
+        diff = _diff(ref, twin.eval()(check))
+    return {"path": path.name, "config": "config.json", "max_abs_diff": diff,
+            "what": "weights (safetensors, no pickle) + config.json; fitnets loads the folder "
+                    "as teacher.weights"}
+
+
+def _rebuilt(bundle: dict) -> tuple[nn.Module, dict]:
+    from fitnets.models import build_model
+
+    shape = tuple(int(s) for s in bundle["input_shape"])
+    return build_model(bundle["model"], num_classes=int(bundle["num_classes"]),
+                       in_channels=shape[0], batchnorm=bool(bundle.get("batchnorm"))), bundle
+
+
+def _torch_export(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
+                  out: Path) -> dict:
+    path = out / "student.pt2"
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    except Exception as e:  # a model torch.export cannot capture: say so, keep the others
+        return {"path": None, "max_abs_diff": None,
+                "what": f"not exported: torch.export failed ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})"}
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        diff = _diff(ref, loaded(check))
+    return {"path": path.name, "what": "torch.export program (ExportedProgram), dynamic batch",
+            "max_abs_diff": diff}
 
 
 def _torchscript(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
