@@ -286,6 +286,9 @@ class Trainer:
             self.ckpts.save({STAGE_INDEX: index, LOOP: loop, STUDENT: self.student.state_dict(),
                              RNG: {"torch": torch.get_rng_state(), "generator": gen},
                              LOG_LINES: self.log.lines(), HISTORY: json.dumps(self.history)})
+        # several processes: none goes on before rank 0's file is complete, so a rank that
+        # crashes after checkpoint N leaves checkpoint N behind for the restart
+        self.dist.barrier()
         if faults.ARMED:
             faults.reached("checkpoint", self.dist.rank)
 
