@@ -63,8 +63,15 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adam", "rmsprop"] = "rmsprop"
-    """Optimiser; the paper used RMSProp."""
+    """An optimiser and its schedule.
+
+    ``name=rmsprop`` is torch's RMSprop (divides by sqrt(ms) + eps); ``rmsprop_pylearn2`` is
+    the rule the authors' code ran (pylearn2: divides by max(sqrt(ms), rmsprop_floor), no
+    momentum; see fitnets/optim.py). The paper recipes use rmsprop_pylearn2.
+    """
+
+    name: Literal["sgd", "adam", "rmsprop", "rmsprop_pylearn2"] = "rmsprop"
+    """Optimiser; the paper used RMSProp (rmsprop_pylearn2: exactly as the authors ran it)."""
     lr: float = 0.0005
     """Learning rate (paper: 0.0005 MNIST, 0.005 CIFAR)."""
     momentum: float = 0.0
@@ -77,6 +84,8 @@ class OptimConfig:
     """RMSProp's moving-average decay (the paper's 0.9)."""
     eps: float = 1e-8
     """Optimiser epsilon (Adam, RMSProp)."""
+    rmsprop_floor: float = 1e-5
+    """rmsprop_pylearn2: floor of the RMS divisor (pylearn2's 1 / max_scaling = 1e-5)."""
     schedule: Literal["constant", "step", "cosine", "exponential"] = "constant"
     """Learning-rate schedule, stepped once per epoch."""
     milestones: list[int] = field(default_factory=list)
@@ -330,6 +339,10 @@ def validate(cfg: Config) -> Config:
         _check(o.weight_decay >= 0, f"'{name}.optim.weight_decay' must be >= 0.")
         _check(0 < o.rmsprop_decay < 1, f"'{name}.optim.rmsprop_decay' must be in (0, 1).")
         _check(o.eps > 0, f"'{name}.optim.eps' must be > 0.")
+        _check(o.rmsprop_floor > 0, f"'{name}.optim.rmsprop_floor' must be > 0.")
+        _check(o.name != "rmsprop_pylearn2" or (o.momentum == 0 and not o.nesterov),
+               f"'{name}.optim.name=rmsprop_pylearn2' has no momentum (pylearn2's RMSProp has "
+               f"none); set '{name}.optim.momentum=0' or use name=rmsprop.")
         _check(0 < o.gamma <= 1, f"'{name}.optim.gamma' must be in (0, 1], got {o.gamma}.")
         for pat, v in {**o.max_norm, **o.lr_scale}.items():
             _check(v >= 0, f"'{name}.optim': the value for pattern '{pat}' must be >= 0.")

@@ -25,6 +25,7 @@ from fitnets.checkpoint import kill_point
 from fitnets.config import OptimConfig, StageConfig
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
+from fitnets.optim import RMSpropPylearn2
 from fitnets.perf import FP32, Perf
 
 # (x, y, epoch, idx, flipped) -> (loss, parts to log). ``idx`` are the batch's rows of
@@ -172,6 +173,9 @@ def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimize
                                weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "rmsprop_pylearn2":  # the authors' RMSProp (fitnets/optim.py)
+        return RMSpropPylearn2(groups, lr=cfg.lr, decay=cfg.rmsprop_decay,
+                               floor=cfg.rmsprop_floor, weight_decay=cfg.weight_decay)
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.eps,
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
