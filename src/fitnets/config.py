@@ -59,6 +59,16 @@ class ModelConfig:
     """Add batch normalisation to the built-in maxout nets (off in paper recipes)."""
     init: Literal["paper", "torch"] = "paper"
     """paper: uniform +-0.005 as the authors; torch: PyTorch's default initialisation."""
+    pool_rounding: Literal["floor", "ceil"] = "floor"
+    """Maxout nets' pooled map size: floor (PyTorch) or ceil (cuda-convnet, the authors' code)."""
+    untied_biases: bool = False
+    """Maxout convs get one bias per channel and position (pylearn2's tied_b=False, MNIST)."""
+    dropout_input: float = 0.0
+    """Maxout nets: drop probability of the first layer's input in training (maxout MNIST: 0.2)."""
+    dropout_hidden: float = 0.0
+    """Maxout nets: drop probability of every later layer's input (maxout paper: 0.5)."""
+    dropout_input_rescale: bool = True
+    """Scale kept inputs by 1/(1-p); the maxout paper's yaml files set false (input_scales 1)."""
 
 
 @dataclass
@@ -348,6 +358,11 @@ def validate(cfg: Config) -> Config:
             _check(v >= 0, f"'{name}.optim': the value for pattern '{pat}' must be >= 0.")
         _check(o.milestones == sorted(o.milestones) and all(m > 0 for m in o.milestones),
                f"'{name}.optim.milestones' must be increasing positive epochs.")
+    for name in ("model", "teacher", "student"):
+        m = getattr(cfg, name)
+        for key in ("dropout_input", "dropout_hidden"):
+            _check(0 <= getattr(m, key) < 1,
+                   f"config key '{name}.{key}' must be in [0, 1), got {getattr(m, key)}.")
     d = cfg.data
     _check(d.batch_size > 0, f"config key 'data.batch_size' must be > 0, got {d.batch_size}.")
     _check(d.eval_batch_size > 0, "config key 'data.eval_batch_size' must be > 0.")

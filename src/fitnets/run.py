@@ -95,10 +95,11 @@ def prepare_data(cfg: Config, device: torch.device) -> Prepared:
 
 
 def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
-    from fitnets.models import build_model
+    from fitnets.models import MaxoutOptions, build_model
 
     model = build_model(mcfg.name, num_classes=prepared.num_classes,
-                        in_channels=prepared.input_shape[0], batchnorm=mcfg.batchnorm)
+                        in_channels=prepared.input_shape[0], batchnorm=mcfg.batchnorm,
+                        maxout=MaxoutOptions.of(mcfg))
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
         raise FitnetsError(
