@@ -127,10 +127,13 @@ class HintConfig:
     regressor: Literal["auto", "conv", "fc", "none", "conv1x1", "strided", "transposed",
                        "interp"] = "auto"
     """conv: the paper's valid conv; fc; none; conv1x1/strided/transposed/interp: projections."""
+    regressor_init: Literal["torch", "authors"] = "torch"
+    """conv/fc regressor weights: torch's default, or the authors' U(+-0.05), zero biases."""
     nonlinearity: Literal["auto", "maxout", "relu", "none"] = "auto"
     """Regressor output non-linearity; auto copies the teacher's hint layer."""
-    reduction: Literal["auto", "paper", "mean"] = "auto"
-    """paper: half the sum of squares per example; mean: per element; auto: paper (joint: mean)."""
+    reduction: Literal["auto", "paper", "mean", "authors"] = "auto"
+    """paper: half the sum of squares per example; mean: per element; auto: paper (joint: mean);
+    authors: as their HintCost ran on conv maps (sum over rows only, mean over the rest)."""
     beta: float = 100.0
     """method=joint: loss = cross-entropy + beta * hint loss (100 with the mean, as in CRD)."""
     stage: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
@@ -149,6 +152,8 @@ class KDConfig:
     """Epoch at which lambda reaches lambda_final (paper: 150 MNIST, 400 CIFAR)."""
     lambda_final: float = 0.0
     """Final lambda (paper: 0 MNIST, 1 CIFAR); never below 0."""
+    student_tau: Literal["paper", "one"] = "paper"
+    """Soft term's student softmax: paper: P_S^tau; one: P_S^1, as the authors' KDCost ran."""
     tau_squared: bool = False
     """Multiply the soft term by tau^2 (Hinton et al.); off in the paper's mode."""
     pretrained_lr_scale: float = 1.0

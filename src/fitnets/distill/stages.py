@@ -18,6 +18,7 @@ from fitnets.distill.regressor import (
     count_params,
     hint_nonlinearity,
 )
+from fitnets.distill.regressor_init import init_regressor_
 from fitnets.distill.taps import get_layer, layer_shapes, run_to, run_with
 from fitnets.distributed import Dist
 from fitnets.train import (
@@ -112,7 +113,8 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[
     g_shape = layer_shapes(student, input_shape)[guided]
     h_shape = layer_shapes(teacher, input_shape)[hint]
     nl = _nonlinearity(cfg, teacher_layer)
-    regressor = build_regressor(g_shape, h_shape, cfg.hints.regressor, nl)
+    regressor = init_regressor_(build_regressor(g_shape, h_shape, cfg.hints.regressor, nl),
+                                cfg.hints.regressor_init)
     regressor.to(next(student.parameters()).device)
     module = HintModule(student, regressor, guided)
     trained = params_reaching(module, module, data.train.x)
@@ -220,7 +222,7 @@ def kd_stage(cfg: Config, student: nn.Module, teacher: nn.Module, data: Data,
             with torch.inference_mode():  # soft targets are built outside it (losses.py)
                 t_logits = teacher(x)
         total, hard, soft = kd_loss(net(x), t_logits, y, lam=lam(epoch), tau=k.tau,
-                                    tau_squared=k.tau_squared)
+                                    tau_squared=k.tau_squared, student_tau=k.student_tau)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
 
     return Stage(
