@@ -38,7 +38,8 @@ class DataConfig:
     download: bool = True
     """Download missing files from the canonical source (checksums verified)."""
     preprocess: str = "scale"
-    """Input transform fitted on the training split: scale, standardize, gcn_zca or lcn."""
+    """Input transform fitted on the training split: scale, standardize, gcn_zca,
+    gcn_zca_pylearn2 (GCN to L2 norm 55, as the authors' data) or lcn."""
     augment_pad: int = 0
     """Random translations: crop from the image zero-padded by this many pixels (paper: 8)."""
     augment_flip: bool = False
