@@ -40,7 +40,8 @@ class DataConfig:
     download: bool = True
     """Download missing files from the canonical source (checksums verified)."""
     preprocess: str = "scale"
-    """Input transform fitted on the training split: scale, standardize, gcn_zca or lcn."""
+    """Input transform fitted on the training split: scale, standardize, gcn_zca,
+    gcn_zca_pylearn2 (GCN to L2 norm 55, as the authors' data) or lcn."""
     augment_pad: int = 0
     """Random translations: crop from the image zero-padded by this many pixels (paper: 8)."""
     augment_flip: bool = False
@@ -82,12 +83,29 @@ class ModelConfig:
     """Add batch normalisation to the built-in maxout nets (off in paper recipes)."""
     init: Literal["paper", "torch"] = "paper"
     """paper: uniform +-0.005 as the authors; torch: PyTorch's default initialisation."""
+    pool_rounding: Literal["floor", "ceil"] = "floor"
+    """Maxout nets' pooled map size: floor (PyTorch) or ceil (cuda-convnet, the authors' code)."""
+    untied_biases: bool = False
+    """Maxout convs get one bias per channel and position (pylearn2's tied_b=False, MNIST)."""
+    dropout_input: float = 0.0
+    """Maxout nets: drop probability of the first layer's input in training (maxout MNIST: 0.2)."""
+    dropout_hidden: float = 0.0
+    """Maxout nets: drop probability of every later layer's input (maxout paper: 0.5)."""
+    dropout_input_rescale: bool = True
+    """Scale kept inputs by 1/(1-p); the maxout paper's yaml files set false (input_scales 1)."""
 
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adam", "rmsprop"] = "rmsprop"
-    """Optimiser; the paper used RMSProp."""
+    """An optimiser and its schedule.
+
+    ``name=rmsprop`` is torch's RMSprop (divides by sqrt(ms) + eps); ``rmsprop_pylearn2`` is
+    the rule the authors' code ran (pylearn2: divides by max(sqrt(ms), rmsprop_floor), no
+    momentum; see fitnets/optim.py). The paper recipes use rmsprop_pylearn2.
+    """
+
+    name: Literal["sgd", "adam", "rmsprop", "rmsprop_pylearn2"] = "rmsprop"
+    """Optimiser; the paper used RMSProp (rmsprop_pylearn2: exactly as the authors ran it)."""
     lr: float = 0.0005
     """Learning rate (paper: 0.0005 MNIST, 0.005 CIFAR)."""
     momentum: float = 0.0
@@ -100,6 +118,8 @@ class OptimConfig:
     """RMSProp's moving-average decay (the paper's 0.9)."""
     eps: float = 1e-8
     """Optimiser epsilon (Adam, RMSProp)."""
+    rmsprop_floor: float = 1e-5
+    """rmsprop_pylearn2: floor of the RMS divisor (pylearn2's 1 / max_scaling = 1e-5)."""
     schedule: Literal["constant", "step", "cosine", "exponential"] = "constant"
     """Learning-rate schedule, stepped once per epoch."""
     milestones: list[int] = field(default_factory=list)
@@ -131,10 +151,13 @@ class HintConfig:
     regressor: Literal["auto", "conv", "fc", "none", "conv1x1", "strided", "transposed",
                        "interp"] = "auto"
     """conv: the paper's valid conv; fc; none; conv1x1/strided/transposed/interp: projections."""
+    regressor_init: Literal["torch", "authors"] = "torch"
+    """conv/fc regressor weights: torch's default, or the authors' U(+-0.05), zero biases."""
     nonlinearity: Literal["auto", "maxout", "relu", "none"] = "auto"
     """Regressor output non-linearity; auto copies the teacher's hint layer."""
-    reduction: Literal["auto", "paper", "mean"] = "auto"
-    """paper: half the sum of squares per example; mean: per element; auto: paper (joint: mean)."""
+    reduction: Literal["auto", "paper", "mean", "authors"] = "auto"
+    """paper: half the sum of squares per example; mean: per element; auto: paper (joint: mean);
+    authors: as their HintCost ran on conv maps (sum over rows only, mean over the rest)."""
     beta: float = 100.0
     """method=joint: loss = cross-entropy + beta * hint loss (100 with the mean, as in CRD)."""
     stage: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
@@ -153,6 +176,8 @@ class KDConfig:
     """Epoch at which lambda reaches lambda_final (paper: 150 MNIST, 400 CIFAR)."""
     lambda_final: float = 0.0
     """Final lambda (paper: 0 MNIST, 1 CIFAR); never below 0."""
+    student_tau: Literal["paper", "one"] = "paper"
+    """Soft term's student softmax: paper: P_S^tau; one: P_S^1, as the authors' KDCost ran."""
     tau_squared: bool = False
     """Multiply the soft term by tau^2 (Hinton et al.); off in the paper's mode."""
     pretrained_lr_scale: float = 1.0
@@ -374,11 +399,20 @@ def validate(cfg: Config) -> Config:
         _check(o.weight_decay >= 0, f"'{name}.optim.weight_decay' must be >= 0.")
         _check(0 < o.rmsprop_decay < 1, f"'{name}.optim.rmsprop_decay' must be in (0, 1).")
         _check(o.eps > 0, f"'{name}.optim.eps' must be > 0.")
+        _check(o.rmsprop_floor > 0, f"'{name}.optim.rmsprop_floor' must be > 0.")
+        _check(o.name != "rmsprop_pylearn2" or (o.momentum == 0 and not o.nesterov),
+               f"'{name}.optim.name=rmsprop_pylearn2' has no momentum (pylearn2's RMSProp has "
+               f"none); set '{name}.optim.momentum=0' or use name=rmsprop.")
         _check(0 < o.gamma <= 1, f"'{name}.optim.gamma' must be in (0, 1], got {o.gamma}.")
         for pat, v in {**o.max_norm, **o.lr_scale}.items():
             _check(v >= 0, f"'{name}.optim': the value for pattern '{pat}' must be >= 0.")
         _check(o.milestones == sorted(o.milestones) and all(m > 0 for m in o.milestones),
                f"'{name}.optim.milestones' must be increasing positive epochs.")
+    for name in ("model", "teacher", "student"):
+        m = getattr(cfg, name)
+        for key in ("dropout_input", "dropout_hidden"):
+            _check(0 <= getattr(m, key) < 1,
+                   f"config key '{name}.{key}' must be in [0, 1), got {getattr(m, key)}.")
     d = cfg.data
     _check(d.batch_size > 0, f"config key 'data.batch_size' must be > 0, got {d.batch_size}.")
     _check(d.eval_batch_size > 0, "config key 'data.eval_batch_size' must be > 0.")

@@ -27,7 +27,7 @@ from fitnets.data.prepare import Prepared, prepare, prepare_python
 from fitnets.distill import methods
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
-from fitnets.models import build_model
+from fitnets.models import MaxoutOptions, build_model
 from fitnets.perf import resolve_perf
 from fitnets.trainer import StagePlan, Trainer, check_checkpoint
 
@@ -50,7 +50,8 @@ def seed_everything(seed: int) -> None:
 
 def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
     model = build_model(mcfg.name, num_classes=prepared.num_classes,
-                        in_channels=prepared.input_shape[0], batchnorm=mcfg.batchnorm)
+                        in_channels=prepared.input_shape[0], batchnorm=mcfg.batchnorm,
+                        maxout=MaxoutOptions.of(mcfg))
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
         raise FitnetsError(

@@ -31,6 +31,7 @@ from fitnets.config import OptimConfig, StageConfig
 from fitnets.data.memory import Arrays, Batch, Data
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
+from fitnets.optim import RMSpropPylearn2
 from fitnets.perf import FP32, Perf
 
 # (the module to call, the batch, epoch) -> (loss, parts to log). The module is the stage's
@@ -175,6 +176,9 @@ def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimize
                                weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "rmsprop_pylearn2":  # the authors' RMSProp (fitnets/optim.py)
+        return RMSpropPylearn2(groups, lr=cfg.lr, decay=cfg.rmsprop_decay,
+                               floor=cfg.rmsprop_floor, weight_decay=cfg.weight_decay)
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.eps,
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 

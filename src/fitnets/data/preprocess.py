@@ -8,6 +8,13 @@ Kinds:
   1e-8)`` with scale=55, sqrt_bias=10 (pylearn2's constants), then pylearn2-style ZCA fitted
   in float64: ``W = V diag(1 / sqrt(e + filter_bias)) V^T`` from the eigendecomposition of
   the training covariance, applied as ``(z - mu) @ W``.
+- ``gcn_zca_pylearn2``: the same, with GCN as the authors' data were made
+  (pylearn2's ``make_cifar10_gcn_whitened.py`` calls ``CIFAR10(gcn=55.)``, i.e.
+  ``global_contrast_normalize(X, scale=55.)`` with its defaults use_std=False, sqrt_bias=0:
+  ``z = 55 * z / sqrt(sum(z^2))``, a norm over the 3072 features rather than our RMS, so
+  every image has L2 norm 55 instead of RMS ~55; pylearn2/expr/preprocessing.py lines
+  63-93). The ZCA's filter_bias 0.1 is then large relative to the data's eigenvalues (their
+  mean is ~1 instead of ~3072), so it damps the low-variance directions much more.
 - ``lcn``: the maxout SVHN setting. Local contrast normalisation per image and channel with
   a 7x7 gaussian window (sigma 2): subtract the local mean, divide by max(local std, the
   image's mean local std). Uses ``conv2d`` so it runs on any device; it needs no fitting.
@@ -20,10 +27,11 @@ import torch.nn.functional as F
 
 from fitnets.errors import FitnetsError
 
-PREPROCESS: tuple[str, ...] = ("scale", "standardize", "gcn_zca", "lcn")
+PREPROCESS: tuple[str, ...] = ("scale", "standardize", "gcn_zca", "lcn", "gcn_zca_pylearn2")
 _DEFAULTS: dict[str, dict[str, float]] = {
     "scale": {}, "standardize": {},
     "gcn_zca": {"scale": 55.0, "sqrt_bias": 10.0, "filter_bias": 0.1},
+    "gcn_zca_pylearn2": {"scale": 55.0, "sqrt_bias": 0.0, "filter_bias": 0.1},
     "lcn": {"kernel_size": 7.0, "sigma": 2.0},
 }
 _CHUNK = 2048  # images per step while fitting: bounds float64 memory on 50k images
@@ -48,8 +56,9 @@ class Preprocess:
         if self.kind == "standardize":
             mean, std = self.tensors["mean"], self.tensors["std"]
             return (x / 255.0 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-        if self.kind == "gcn_zca":
-            z = gcn(x.flatten(1), self.params["scale"], self.params["sqrt_bias"])
+        if self.kind in ("gcn_zca", "gcn_zca_pylearn2"):
+            z = gcn(x.flatten(1), self.params["scale"], self.params["sqrt_bias"],
+                    total=self.kind == "gcn_zca_pylearn2")
             return ((z - self.tensors["mean"]) @ self.tensors["W"]).view_as(x)
         return lcn(x / 255.0, int(self.params["kernel_size"]), self.params["sigma"])
 
@@ -80,9 +89,17 @@ class Preprocess:
         return f"Preprocess(kind={self.kind!r}, params={self.params})"
 
 
-def gcn(x: torch.Tensor, scale: float = 55.0, sqrt_bias: float = 10.0) -> torch.Tensor:
-    """Global contrast normalisation of each row of (N, D) ``x`` (formula in module doc)."""
+def gcn(x: torch.Tensor, scale: float = 55.0, sqrt_bias: float = 10.0,
+        total: bool = False) -> torch.Tensor:
+    """Global contrast normalisation of each row of (N, D) ``x`` (formula in module doc).
+
+    ``total``: pylearn2's default norm, sqrt(sqrt_bias + sum(z^2)), where a row whose
+    divisor (norm / scale) is below 1e-8 is left undivided, instead of our sqrt(sqrt_bias +
+    mean(z^2))."""
     z = x - x.mean(dim=1, keepdim=True)
+    if total:
+        divisor = torch.sqrt(sqrt_bias + z.pow(2).sum(dim=1, keepdim=True)) / scale
+        return z / torch.where(divisor < 1e-8, torch.ones_like(divisor), divisor)
     norm = torch.sqrt(sqrt_bias + z.pow(2).mean(dim=1, keepdim=True)).clamp_min(1e-8)
     return scale * z / norm
 
@@ -160,8 +177,9 @@ def fit_preprocess(kind: str, x_train_uint8: torch.Tensor, **options) -> Preproc
     tensors: dict[str, torch.Tensor] = {}
     if kind == "standardize":
         tensors = _fit_standardize(x)
-    elif kind == "gcn_zca":
+    elif kind in ("gcn_zca", "gcn_zca_pylearn2"):
         flat = x.flatten(1)
-        rows = (gcn(b, params["scale"], params["sqrt_bias"]) for b in _chunks(flat))
+        rows = (gcn(b, params["scale"], params["sqrt_bias"], kind == "gcn_zca_pylearn2")
+                for b in _chunks(flat))
         tensors = fit_zca(rows, flat.shape[1], params["filter_bias"])
     return Preprocess(kind, params, tensors).to(x_train_uint8.device)

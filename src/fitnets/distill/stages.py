@@ -20,6 +20,7 @@ from fitnets.distill.regressor import (
     count_params,
     hint_nonlinearity,
 )
+from fitnets.distill.regressor_init import init_regressor_
 from fitnets.distill.taps import get_layer, layer_shapes, run_to
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
@@ -104,7 +105,8 @@ def regressor_for(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tup
     g_shape = layer_shapes(student, input_shape)[guided]
     h_shape = layer_shapes(teacher, input_shape)[hint]
     nl = _nonlinearity(cfg, get_layer(teacher, hint))
-    regressor = build_regressor(g_shape, h_shape, cfg.hints.regressor, nl)
+    regressor = init_regressor_(build_regressor(g_shape, h_shape, cfg.hints.regressor, nl),
+                                cfg.hints.regressor_init)
     regressor.to(next(student.parameters()).device)
     desc = {"pair": index, "guided": guided, "hint": hint, "guided_shape": list(g_shape),
             "hint_shape": list(h_shape), "regressor": getattr(regressor, "kind", "none"),

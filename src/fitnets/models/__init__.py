@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,11 +15,12 @@ from torch import nn
 from fitnets.checkpoint import load_weights
 from fitnets.errors import FitnetsError
 from fitnets.models import cifar, paper
-from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet
+from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet, MaxoutOptions
 from fitnets.models.counting import (
     count_layers,
     count_mults,
     count_params,
+    count_weights,
     format_profile,
     layer_table,
     profile,
@@ -55,12 +57,28 @@ def resolve_model(spec: str, num_classes: int = 10, in_channels: int | None = No
 
 
 def build_model(
-    name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False
+    name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False,
+    maxout: MaxoutOptions | None = None,
 ) -> nn.Module:
     """Build the registered model ``name``; ``in_channels=None`` keeps the model's default.
 
     A name with a ':' is the user's own builder (``package.module:fn`` or ``file.py:fn``).
+    ``maxout`` (pool rounding, untied biases, dropout) applies to the built-in maxout nets;
+    anything but the defaults for another model is an error.
     """
+    if maxout is not None and maxout != MaxoutOptions() and name not in _MAXOUT:
+        if name in MODELS or ":" in str(name):  # else: the unknown-name error below
+            raise FitnetsError(
+                f"model {name!r} is not one of the built-in maxout nets, so the model options "
+                "pool_rounding, untied_biases and dropout_* must keep their defaults "
+                f"(got {maxout}). Maxout nets: {', '.join(sorted(_MAXOUT))}."
+            )
+    extra = {"options": maxout} if name in _MAXOUT and maxout is not None else {}
+    return _build(name, num_classes, in_channels, batchnorm, extra)
+
+
+def _build(name: str, num_classes: int, in_channels: int | None, batchnorm: bool,
+           extra: dict) -> nn.Module:
     if isinstance(name, str) and ":" in name and name not in MODELS:
         return user_model(name, num_classes, in_channels)
     if name not in MODELS:
@@ -76,7 +94,10 @@ def build_model(
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise FitnetsError(f"in_channels must be a positive integer, got {in_channels!r}")
         kwargs["in_channels"] = in_channels
-    return MODELS[name](**kwargs)
+    return MODELS[name](**kwargs, **extra)
+
+
+_MAXOUT = [n for n, f in MODELS.items() if "options" in inspect.signature(f).parameters]
 
 
 __all__ = [
@@ -87,11 +108,13 @@ __all__ = [
     "MaxoutConvBlock",
     "MaxoutLinear",
     "MaxoutNet",
+    "MaxoutOptions",
     "apply_max_norm_",
     "build_model",
     "count_layers",
     "count_mults",
     "count_params",
+    "count_weights",
     "format_profile",
     "layer_table",
     "paper_init_",

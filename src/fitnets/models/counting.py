@@ -19,6 +19,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def count_weights(model: nn.Module) -> int:
+    """Trainable weights without biases: what the authors' scripts/computeNumberParams.py
+    (adri-romsor/FitNets, lines 18-34) counts for the paper's tables (kernels and weight
+    matrices of maxout conv, maxout and softmax layers; no biases)."""
+    return sum(p.numel() for n, p in model.named_parameters()
+               if p.requires_grad and n.rsplit(".", 1)[-1] == "weight" and p.dim() >= 2)
+
+
 def _dummy(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     try:
         device = next(model.parameters()).device

@@ -64,9 +64,19 @@ class MaxoutConv2d(nn.Module):
         kernel_size: int,
         padding: int = 0,
         batchnorm: bool = False,
+        untied_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels * pieces, kernel_size, padding=padding)
+        self.conv = nn.Conv2d(in_channels, out_channels * pieces, kernel_size, padding=padding,
+                              bias=untied_size is None)
+        # Untied biases (pylearn2's MaxoutConvC01B with tied_b=False, its default, which the
+        # MNIST yaml files keep): one bias per detector channel *and position*, added before
+        # the max. Stored flat so that max-norm (dim >= 2 only) never touches it.
+        self.untied_size = None if untied_size is None else tuple(int(s) for s in untied_size)
+        self.untied_bias: nn.Parameter | None = None
+        if self.untied_size is not None:
+            n = out_channels * pieces * self.untied_size[0] * self.untied_size[1]
+            self.untied_bias = nn.Parameter(torch.zeros(n))
         # BatchNorm sits before the max so each piece is normalised on its own, as a
         # pre-activation would be; the 2015 paper had no BatchNorm at all.
         self.bn: nn.BatchNorm2d | None = (
@@ -78,6 +88,8 @@ class MaxoutConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
+        if self.untied_bias is not None:
+            x = x + self.untied_bias.view(1, -1, *self.untied_size)
         if self.bn is not None:
             x = self.bn(x)
         return self.maxout(x)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fitnets.models.blocks import ConvSpec, MaxoutNet
+from fitnets.models.blocks import ConvSpec, MaxoutNet, MaxoutOptions
 
 
 def _fitnet_convs(groups: Sequence[Sequence[int]], pieces: int = 2) -> list[ConvSpec]:
@@ -79,6 +79,7 @@ def _fitnet(
     in_channels: int,
     batchnorm: bool,
     fc: tuple[int, int] | None = None,
+    options: MaxoutOptions | None = None,
 ) -> MaxoutNet:
     # A student used as someone else's teacher hints from the same middle layer.
     middle = _guided_name(groups)
@@ -91,6 +92,7 @@ def _fitnet(
         default_hint=middle,
         default_guided=middle,
         name=name,
+        options=options,
     )
 
 
@@ -98,7 +100,8 @@ def _fitnet(
 
 
 def mnist_teacher(
-    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False,
+    options: MaxoutOptions | None = None,
 ) -> MaxoutNet:
     """The maxout paper's MNIST conv net (3 maxout conv layers + softmax); hint conv2."""
     convs = [
@@ -115,11 +118,13 @@ def mnist_teacher(
         default_hint="conv2",
         default_guided="conv2",
         name="mnist_teacher",
+        options=options,
     )
 
 
 def mnist_student(
-    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False,
+    options: MaxoutOptions | None = None,
 ) -> MaxoutNet:
     """The authors' 6-layer MNIST FitNet (notes section 3 table); guided conv4."""
     convs = [
@@ -139,6 +144,7 @@ def mnist_student(
         default_hint="conv4",
         default_guided="conv4",
         name="mnist_student",
+        options=options,
     )
 
 
@@ -146,7 +152,8 @@ def mnist_student(
 
 
 def digits_teacher(
-    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False,
+    options: MaxoutOptions | None = None,
 ) -> MaxoutNet:
     """Wide, shallow demo teacher: 2 maxout convs (32, 64) + FC maxout 128x2; hint conv2
     (64x2x2)."""
@@ -160,11 +167,13 @@ def digits_teacher(
         default_hint="conv2",
         default_guided="conv1",
         name="digits_teacher",
+        options=options,
     )
 
 
 def digits_student(
-    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False
+    num_classes: int = 10, in_channels: int = 1, batchnorm: bool = False,
+    options: MaxoutOptions | None = None,
 ) -> MaxoutNet:
     """Thin, deep demo student: 6 maxout convs of 8-16 units, two 2/2 pools; guided conv3
     (16x4x4, so a 3x3 valid conv regressor reaches the teacher's 2x2 hint)."""
@@ -185,6 +194,7 @@ def digits_student(
         default_hint="conv3",
         default_guided="conv3",
         name="digits_student",
+        options=options,
     )
 
 
@@ -192,7 +202,8 @@ def digits_student(
 
 
 def cifar_teacher(
-    num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False
+    num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False,
+    options: MaxoutOptions | None = None,
 ) -> MaxoutNet:
     """The maxout paper's CIFAR net: 3 maxout convs (96, 192, 192) + FC maxout 500x5;
     hint conv2 (192x6x6 with floor pooling)."""
@@ -210,6 +221,7 @@ def cifar_teacher(
         default_hint="conv2",
         default_guided="conv2",
         name="cifar_teacher",
+        options=options,
     )
 
 
@@ -219,31 +231,37 @@ FITNET3 = ((64, 64, 64), (96, 96, 96, 96, 96), (112, 112, 112))
 FITNET4 = ((32, 32, 32, 48, 48), (80,) * 6, (128,) * 6)
 
 
-def fitnet1(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
+def fitnet1(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False,
+            options: MaxoutOptions | None = None) -> MaxoutNet:
     """FitNet 1 (9 maxout convs, softmax); guided conv6 (32x8x8)."""
-    return _fitnet("fitnet1", FITNET1, num_classes, in_channels, batchnorm)
+    return _fitnet("fitnet1", FITNET1, num_classes, in_channels, batchnorm, options=options)
 
 
-def fitnet2(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
+def fitnet2(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False,
+            options: MaxoutOptions | None = None) -> MaxoutNet:
     """FitNet 2 (9 maxout convs, softmax); guided conv6 (80x8x8)."""
-    return _fitnet("fitnet2", FITNET2, num_classes, in_channels, batchnorm)
+    return _fitnet("fitnet2", FITNET2, num_classes, in_channels, batchnorm, options=options)
 
 
-def fitnet3(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
+def fitnet3(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False,
+            options: MaxoutOptions | None = None) -> MaxoutNet:
     """FitNet 3 (our choice: 11 maxout convs 3x64 / 5x96 / 3x112, softmax); guided conv8."""
-    return _fitnet("fitnet3", FITNET3, num_classes, in_channels, batchnorm)
+    return _fitnet("fitnet3", FITNET3, num_classes, in_channels, batchnorm, options=options)
 
 
-def fitnet4(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
+def fitnet4(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False,
+            options: MaxoutOptions | None = None) -> MaxoutNet:
     """FitNet 4, the authors' 19-layer net (17 maxout convs + FC maxout 500x5 + softmax);
     guided conv11 (the last 80-unit layer, 80x8x8)."""
-    return _fitnet("fitnet4", FITNET4, num_classes, in_channels, batchnorm, fc=(500, 5))
+    return _fitnet("fitnet4", FITNET4, num_classes, in_channels, batchnorm, fc=(500, 5),
+                   options=options)
 
 
 # ------------------------------------------------------------------ SVHN (3x32x32)
 
 
-def svhn_teacher(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
+def svhn_teacher(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False,
+            options: MaxoutOptions | None = None) -> MaxoutNet:
     """Maxout-paper SVHN net: maxout convs 64, 128, 128 + FC maxout 400x5; hint conv2."""
     convs = [
         ConvSpec(64, 2, 8, 4, 4, 2),
@@ -259,13 +277,16 @@ def svhn_teacher(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = 
         default_hint="conv2",
         default_guided="conv2",
         name="svhn_teacher",
+        options=options,
     )
 
 
 SVHN_FITNET = ((32, 32, 32), (80, 80, 80, 80), (112, 112, 112, 112))
 
 
-def svhn_fitnet(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False) -> MaxoutNet:
+def svhn_fitnet(num_classes: int = 10, in_channels: int = 3, batchnorm: bool = False,
+            options: MaxoutOptions | None = None) -> MaxoutNet:
     """13-layer SVHN FitNet (our choice: 11 maxout convs + FC maxout 400x5 + softmax,
     ~1.5M parameters); guided conv7 (80x8x8)."""
-    return _fitnet("svhn_fitnet", SVHN_FITNET, num_classes, in_channels, batchnorm, fc=(400, 5))
+    return _fitnet("svhn_fitnet", SVHN_FITNET, num_classes, in_channels, batchnorm, fc=(400, 5),
+                   options=options)

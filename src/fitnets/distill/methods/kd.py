@@ -36,7 +36,8 @@ def kd_stage(s, pretrained=()) -> Stage:
     def loss(net: torch.nn.Module, batch, epoch: int):
         t_logits = s.teacher.logits(batch)
         total, hard, soft = kd_loss(net(batch.x), t_logits, batch.y, lam=lam(epoch),
-                                    tau=k.tau, tau_squared=k.tau_squared)
+                                    tau=k.tau, tau_squared=k.tau_squared,
+                                    student_tau=k.student_tau)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
 
     return classifier_stage("kd", s.student, s.student, loss, s.cfg.train, s.data, groups,
