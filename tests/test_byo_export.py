@@ -138,3 +138,21 @@ def test_safetensors_weights_load_as_a_teacher_and_a_crafted_pickle_is_refused(t
     torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(FitnetsError, match="weights-only loading"):
         load_into(fresh, tmp_path / "evil.pt", "mnist_student")
+
+
+def test_a_ceil_pooled_untied_maxout_teacher_exports_from_its_recorded_options(tmp_path):
+    import dataclasses
+
+    from fitnets.models import MaxoutOptions
+
+    opts = MaxoutOptions(pool_rounding="ceil", untied_biases=True)
+    torch.manual_seed(0)
+    model = build_model("mnist_teacher", num_classes=10, maxout=opts).eval()
+    run = tmp_path / "run"
+    run.mkdir()
+    save_weights({"model": "mnist_teacher", "batchnorm": False, "num_classes": 10,
+                  "maxout": dataclasses.asdict(opts), "input_shape": [1, 28, 28],
+                  "state_dict": model.state_dict()}, run / "model.pt")
+    info = export_run(run, formats=("safetensors", "torchscript"))
+    assert info["files"]["safetensors"]["max_abs_diff"] <= 1e-5
+    assert info["files"]["torchscript"]["max_abs_diff"] <= 1e-4

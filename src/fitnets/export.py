@@ -24,7 +24,7 @@ from torch import nn
 
 from fitnets.checkpoint import save_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import load_run_model
+from fitnets.models import build_described, load_run_model
 
 FORMATS = ("safetensors", "state_dict", "torch_export", "torchscript", "onnx")
 TOLERANCE = 1e-4
@@ -93,24 +93,17 @@ def _safetensors(model: nn.Module, bundle: dict, shape: tuple, check: torch.Tens
     pre = bundle.get("preprocess", {})
     config = {"architecture": bundle["model"], "num_classes": int(bundle["num_classes"]),
               "input_shape": list(shape), "batchnorm": bool(bundle.get("batchnorm", False)),
+              "maxout": bundle.get("maxout"),
               "preprocess": {k: (v.tolist() if isinstance(v, torch.Tensor) else v)
                              for k, v in pre.items()}, "library": "fitnets"}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    twin, _ = _rebuilt(bundle)  # a fresh network from the config, weights from the file
+    twin = build_described(bundle)  # a fresh network as described, weights from the file
     twin.load_state_dict(load_file(str(path)))
     with torch.no_grad():
         diff = _diff(ref, twin.eval()(check))
     return {"path": path.name, "config": "config.json", "max_abs_diff": diff,
             "what": "weights (safetensors, no pickle) + config.json; fitnets loads the folder "
                     "as teacher.weights"}
-
-
-def _rebuilt(bundle: dict) -> tuple[nn.Module, dict]:
-    from fitnets.models import build_model
-
-    shape = tuple(int(s) for s in bundle["input_shape"])
-    return build_model(bundle["model"], num_classes=int(bundle["num_classes"]),
-                       in_channels=shape[0], batchnorm=bool(bundle.get("batchnorm"))), bundle
 
 
 def _torch_export(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,

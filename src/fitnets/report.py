@@ -101,7 +101,10 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
     run = RunRecord(path, name or path.name, config, records, summary, command, method,
                     model, dataset)
     run.params = (summary or {}).get("params")
-    counted = _count(model, dataset, config.get(model_key, {}).get("batchnorm", False))
+    mcfg = config.get(model_key, {})
+    counted = _count(model, dataset, mcfg.get("batchnorm", False),
+                     tuple(sorted((k, v) for k, v in mcfg.items()
+                                  if k in ("pool_rounding", "untied_biases"))))
     if counted is not None:
         run.params = run.params if run.params is not None else counted[0]
         run.mults = counted[1]
@@ -109,15 +112,18 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
 
 
 @functools.cache  # several runs of one model: count once
-def _count(model: str, dataset: str, batchnorm: bool) -> tuple[int, int] | None:
-    """(params, multiplications per image) of ``model`` built from its name; None if it
-    cannot be built here (a user's module that is gone, an unknown input shape)."""
+def _count(model: str, dataset: str, batchnorm: bool,
+           maxout: tuple = ()) -> tuple[int, int] | None:
+    """(params, multiplications per image) of ``model`` built from its name (and the maxout
+    nets' shape options, e.g. ceil pooling); None if it cannot be built here (a user's
+    module that is gone, an unknown input shape)."""
     try:
-        from fitnets.models import build_model
+        from fitnets.models import MaxoutOptions, build_model
         from fitnets.models.counting import count_mults, count_params
 
         net = build_model(model, num_classes=100 if dataset == "cifar100" else 10,
-                          batchnorm=bool(batchnorm))
+                          batchnorm=bool(batchnorm),
+                          maxout=MaxoutOptions(**dict(maxout)) if maxout else None)
         return count_params(net), count_mults(net, tuple(net.input_shape))
     except Exception:  # any failure only means "not known": the report shows "-"
         return None

@@ -7,6 +7,7 @@ and stage transition, so ``resume=True`` continues in the right stage, bit-exact
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -267,6 +268,7 @@ def _finish(r: _Run) -> dict:
     write = trainer.dist.is_main
     if write:
         save_weights({"model": model_cfg.name, "batchnorm": model_cfg.batchnorm,
+                      "maxout": dataclasses.asdict(MaxoutOptions.of(model_cfg)),
                       "num_classes": prepared.num_classes,
                       "input_shape": list(prepared.input_shape),
                       "state_dict": student.state_dict(),

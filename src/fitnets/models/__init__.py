@@ -133,8 +133,15 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict]:
             f"'{run_dir / 'model.pt'}' is not a run's model bundle (it needs the keys "
             f"{', '.join(needed)}); export works on the directory of a finished run."
         )
-    shape = tuple(int(s) for s in bundle["input_shape"])
-    model = build_model(bundle["model"], num_classes=int(bundle["num_classes"]),
-                        in_channels=shape[0], batchnorm=bool(bundle.get("batchnorm", False)))
+    model = build_described(bundle)
     load_state(model, run_dir / "model.pt")  # run.load_into's checks, weights-only
     return model.eval(), bundle
+
+
+def build_described(d: dict) -> nn.Module:
+    """A fresh network from a description (a model.pt bundle or an export's config.json):
+    its name, classes, input shape, batch norm and maxout options."""
+    maxout = MaxoutOptions(**d["maxout"]) if d.get("maxout") else None
+    return build_model(d["model"], num_classes=int(d["num_classes"]), maxout=maxout,
+                       in_channels=int(d["input_shape"][0]),
+                       batchnorm=bool(d.get("batchnorm", False)))
