@@ -48,3 +48,14 @@ def test_resume_from_python_and_its_refusals(tiny_mnist, tmp_path):
         fitnets.train(resume=out, train={"epochs": 3})
     with pytest.raises(FitnetsError, match="unknown"):
         fitnets.distill(trian={"epochs": 1}, verbose=False)
+
+
+def test_the_entry_points_live_beside_the_subpackages_of_the_same_name():
+    import importlib
+
+    import fitnets.distill.stages as stages  # the subpackage still imports as usual
+
+    assert callable(fitnets.distill) and callable(fitnets.train)
+    assert stages.__name__ == "fitnets.distill.stages"
+    assert fitnets.distill is importlib.import_module("fitnets.distill")
+    assert fitnets.Result.__name__ == "Result"

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from fitnets.trainer import max_norm_fn
 
 from fitnets.config import make_config
 from fitnets.distill.losses import hint_loss, kd_loss
@@ -13,6 +12,7 @@ from fitnets.distill.regressor import build_regressor
 from fitnets.distill.regressor_init import init_regressor_
 from fitnets.distill.stages import HintModule, hint_reduction
 from fitnets.models import build_model
+from fitnets.trainer import max_norm_fn
 
 
 def _softmax(v):

@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
-from fitnets.trainer import make_optimizer
 
 from fitnets.config import OptimConfig, make_config
 from fitnets.errors import FitnetsError
 from fitnets.optim import RMSpropPylearn2
+from fitnets.trainer import make_optimizer
 
 
 def _step(opt_cls, p0, grad, **kw):

@@ -156,8 +156,10 @@ class HintConfig:
     nonlinearity: Literal["auto", "maxout", "relu", "none"] = "auto"
     """Regressor output non-linearity; auto copies the teacher's hint layer."""
     reduction: Literal["auto", "paper", "mean", "authors"] = "auto"
-    """paper: half the sum of squares per example; mean: per element; auto: paper (joint: mean);
-    authors: as their HintCost ran on conv maps (sum over rows only, mean over the rest)."""
+    """paper: half the sum of squares per example; mean: per element; authors: as their
+    HintCost ran on conv maps (sum over rows only, mean over the rest); auto: paper with the
+    paper's regressors (conv, fc), mean with projections (conv1x1, strided, transposed,
+    interp: the sum diverges under typical SGD settings) and in joint mode."""
     beta: float = 100.0
     """method=joint: loss = cross-entropy + beta * hint loss (100 with the mean, as in CRD)."""
     stage: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))

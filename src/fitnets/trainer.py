@@ -67,6 +67,7 @@ class Stage:
     extra_log: Callable[[int], dict] = lambda epoch: {}  # e.g. lambda of this epoch
     intro: list[str] = field(default_factory=list)  # printed when the stage starts
     summary: dict = field(default_factory=dict)  # kept in summary.json's stage entry
+    check: Callable[[list[dict]], str | None] | None = None  # after each epoch: a warning?
 
     @property
     def label(self) -> str:
@@ -331,6 +332,7 @@ class Trainer:
             self.save(index, loop_state(epoch - 1, False, part), generator)
 
         use_es = cfg.patience > 0 and stage.monitor is not None
+        records: list[dict] = []
         for epoch in range(first + 1, cfg.epochs + 1):
             last, t0 = epoch, time.perf_counter()
             train_parts = self.train_epoch(stage, net, opt, scaler, epoch, partial,
@@ -347,6 +349,8 @@ class Trainer:
             stop = _early_stopping(es, stage, metrics, epoch, use_es)
             self.log.log(record)
             self.log.say(_epoch_line(record, cfg.epochs, self.throughput))
+            records.append(record)
+            self._check(stage, records)
             self.save(index, loop_state(epoch, stop or epoch == cfg.epochs))
             if stop:
                 self.log.say(f"[{stage.name}] early stop: no improvement of {stage.monitor} "
@@ -417,12 +421,23 @@ class Trainer:
             faults.reached("step")
         return loss, parts
 
+    def _check(self, stage: Stage, records: list[dict]) -> None:
+        """The stage's own check of its progress; its warning is said once per stage."""
+        if stage.check is None or stage.label in self._warned:
+            return
+        message = stage.check(records)
+        stage.module.train()  # the check may have run it in eval mode
+        if message:
+            self._warned.add(stage.label)
+            self.log.say("warning: " + message)
+
     def _note_speed(self, stage: Stage, images: int, seconds: float, waited: float) -> None:
         """Keep the epoch's images/s for its line; warn once per stage when the loader,
         not the model, set the pace (over a third of the epoch spent waiting for data)."""
         self.throughput = images / seconds if seconds > 0 else None
-        if seconds > 2.0 and waited > seconds / 3 and stage.name not in self._warned:
-            self._warned.add(stage.name)
+        key = f"loader:{stage.label}"
+        if seconds > 2.0 and waited > seconds / 3 and key not in self._warned:
+            self._warned.add(key)
             self.log.say(
                 f"[{stage.name}] the data loader is the bottleneck: {100 * waited / seconds:.0f}%"
                 f" of the epoch was spent waiting for images. Raise data.workers (now "

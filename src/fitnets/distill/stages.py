@@ -13,6 +13,7 @@ from torch import nn
 
 from fitnets.config import Config, StageConfig
 from fitnets.data.memory import Batch, Data
+from fitnets.distill import watch
 from fitnets.distill.losses import hint_loss
 from fitnets.distill.regressor import (
     Nonlinearity,
@@ -89,11 +90,18 @@ def hint_pairs(cfg: Config, student: nn.Module, teacher: nn.Module) -> list[tupl
     return [(guided, hint)]
 
 
-def hint_reduction(cfg: Config, joint: bool) -> str:
-    """hints.reduction with auto resolved: the paper's sum for a hint stage, the mean when
-    the hint loss is added to the classifier's (trained jointly)."""
+PAPER_REGRESSORS = ("conv", "fc", "none")  # the paper's; the others are projections
+
+
+def hint_reduction(cfg: Config, joint: bool, kind: str = "conv") -> str:
+    """hints.reduction with auto resolved: the paper's sum for a hint stage with the paper's
+    regressors (``kind`` conv, fc, none), the mean for projection regressors (conv1x1,
+    strided, transposed, interp: modern nets trained with SGD, whose summed loss diverged,
+    see distill/watch.py) and when the hint loss is added to the classifier's (joint)."""
     r = cfg.hints.reduction
-    return ("mean" if joint else "paper") if r == "auto" else r
+    if r != "auto":
+        return r
+    return "mean" if joint or kind not in PAPER_REGRESSORS else "paper"
 
 
 def regressor_for(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tuple[str, str],
@@ -145,7 +153,7 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: Teacher, pair: tuple[st
     trained = params_reaching(module, module, data.probe())
     teacher.prepare([hint])
     scfg = cfg.hints.stage
-    reduction = hint_reduction(cfg, joint=False)
+    reduction = hint_reduction(cfg, joint=False, kind=desc["regressor"])
 
     def loss(net: nn.Module, batch: Batch, epoch: int):
         target = teacher.features([hint], batch)[0]
@@ -161,13 +169,32 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: Teacher, pair: tuple[st
 
     desc["trained_params"] = sum(p.numel() for p in trained
                                  if not any(p is q for q in regressor.parameters()))
+    desc["reduction"] = reduction
+    probe = data.probe(32)
+
+    def check(records: list[dict]) -> str | None:
+        """A dead regressor or a frozen hint loss, said with what to try."""
+        with torch.no_grad():
+            pred = module.eval()(probe)
+        name = f"[hints/{index}]"
+        tip = watch.advice("hints.stage", scfg.optim.lr, reduction, int(pred[0].numel()))
+        if watch.constant_output(pred):
+            zeros = (pred == 0).float().mean().item()
+            return (f"{name} the regressor's output is the same for every image ({zeros:.0%} "
+                    "zeros: its ReLU has died), so the hint loss cannot fall. " + tip)
+        losses = [r["train_loss"] for r in records if "train_loss" in r]
+        if watch.loss_stalled(losses):
+            return (f"{name} the hint loss has stopped moving ({losses[-watch.WINDOW]:.4g} -> "
+                    f"{losses[-1]:.4g} over {watch.WINDOW} epochs). " + tip)
+        return None
+
     return Stage(
         name=HINTS, kind=HINTS, module=module,
         param_groups=scaled_groups(module, trained, scfg.optim.lr_scale, prefix="student."),
         loss=loss, evaluate=evaluate,
         monitor="val_hint_loss" if data.val is not None else None, cfg=scfg,
         constrain=max_norm_fn(module, scfg.optim.max_norm, prefix="student."),
-        info={"pair": index}, intro=[describe_pair(HINTS, desc)], summary=desc,
+        info={"pair": index}, intro=[describe_pair(HINTS, desc)], summary=desc, check=check,
     )
 
 
