@@ -145,35 +145,7 @@ class MaxoutNet(nn.Module):
         self.options = options or MaxoutOptions()
         if self.options.pool_rounding == "ceil":
             convs = [replace(c, ceil_mode=True) if c.pool else c for c in convs]
-        channels = self.input_shape[0]
-        # Map sizes come from one dummy image pushed through each block as it is built:
-        # cheaper to get right than a closed form covering floor/ceil pooling. Eval mode so
-        # the dummy pass leaves BatchNorm running statistics untouched.
-        h = torch.zeros(1, *self.input_shape)
-        for i, c in enumerate(convs, start=1):
-            untied = None
-            if self.options.untied_biases:
-                untied = tuple(n + 2 * c.padding - c.kernel + 1 for n in h.shape[2:])
-                if min(untied) < 1:
-                    raise FitnetsError(f"input shape {self.input_shape} is too small for {name}")
-            block = MaxoutConvBlock(
-                channels,
-                c.units,
-                c.pieces,
-                c.kernel,
-                c.padding,
-                batchnorm,
-                c.pool,
-                c.pool_stride,
-                c.ceil_mode,
-                untied,
-            )
-            self.add_module(f"conv{i}", block)
-            channels = c.units
-            with torch.no_grad():
-                h = block.eval()(h)
-        self.train()
-        features = h[0].numel()
+        features = self._add_convs(convs, batchnorm, name)
         if features == 0:
             raise FitnetsError(f"input shape {self.input_shape} is too small for {name}")
         if fc is not None:
@@ -190,6 +162,28 @@ class MaxoutNet(nn.Module):
             "options": asdict(self.options),
         }
         paper_init_(self)
+
+    def _add_convs(self, convs: Sequence[ConvSpec], batchnorm: bool, name: str) -> int:
+        """Add conv1..convN; returns the number of features after the last one."""
+        channels = self.input_shape[0]
+        # Map sizes come from one dummy image pushed through each block as it is built:
+        # cheaper to get right than a closed form covering floor/ceil pooling. Eval mode so
+        # the dummy pass leaves BatchNorm running statistics untouched.
+        h = torch.zeros(1, *self.input_shape)
+        for i, c in enumerate(convs, start=1):
+            untied = None
+            if self.options.untied_biases:
+                untied = tuple(n + 2 * c.padding - c.kernel + 1 for n in h.shape[2:])
+                if min(untied) < 1:
+                    raise FitnetsError(f"input shape {self.input_shape} is too small for {name}")
+            block = MaxoutConvBlock(channels, c.units, c.pieces, c.kernel, c.padding, batchnorm,
+                                    c.pool, c.pool_stride, c.ceil_mode, untied)
+            self.add_module(f"conv{i}", block)
+            channels = c.units
+            with torch.no_grad():
+                h = block.eval()(h)
+        self.train()
+        return h[0].numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Children are conv1..convN, [fc1], classifier, in that order; the flatten is a
