@@ -187,9 +187,12 @@ def _layers(args: argparse.Namespace) -> int:
     print(f"{'layer':28s} {'type':18s} {'output':>16s} {'params':>10s}")
     for name, module in model.named_modules():
         if name:
-            out = "x".join(map(str, shapes[name])) if name in shapes else "(not run)"
+            taps = [t for t in shapes if t == name or t.startswith((name + "[", name + ":"))]
             n = sum(p.numel() for p in module.parameters())
-            print(f"{name:28s} {type(module).__name__:18s} {out:>16s} {n:>10,}")
+            for i, tap in enumerate(taps or [name]):  # a tuple/dict output: one line a tensor
+                out = "x".join(map(str, shapes[tap])) if tap in shapes else "(not run)"
+                kind, count = (type(module).__name__, f"{n:,}") if i == 0 else ("", "")
+                print(f"{tap:28s} {kind:18s} {out:>16s} {count:>10s}")
     return 0
 
 

@@ -81,6 +81,9 @@ class ModelConfig:
     """A run directory or a weights file (state dict) to load; needed for the teacher."""
     batchnorm: bool = False
     """Add batch normalisation to the built-in maxout nets (off in paper recipes)."""
+    pretrained: bool = False
+    """timm: / torchvision: / hf: models: start from the library's own weights (needs the
+    hub, or its local cache); for files use weights= instead."""
     init: Literal["paper", "torch"] = "paper"
     """paper: uniform +-0.005 as the authors; torch: PyTorch's default initialisation."""
     pool_rounding: Literal["floor", "ceil"] = "floor"
@@ -474,7 +477,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise FitnetsError(f"cannot read the value of override '{text}': {e}") from None
+        hint = (" Layer names with [INDEX] or :KEY must be quoted inside the list, e.g. "
+                "hints.pairs='[[\"blocks.5[0]\", \"encoder:last_hidden_state\"]]'."
+                if re.search(r"\w\[\d+\]|\w:\w", raw) else "")
+        raise FitnetsError(f"cannot read the value of override '{text}': "
+                           f"{' '.join(str(e).split())}.{hint}") from None
     return key.split("."), value
 
 

@@ -52,7 +52,7 @@ def seed_everything(seed: int) -> None:
 def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
     model = build_model(mcfg.name, num_classes=prepared.num_classes,
                         in_channels=prepared.input_shape[0], batchnorm=mcfg.batchnorm,
-                        maxout=MaxoutOptions.of(mcfg))
+                        maxout=MaxoutOptions.of(mcfg), pretrained=mcfg.pretrained)
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
         raise FitnetsError(
@@ -60,7 +60,7 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn
             f"'{prepared.dataset}' gives {tuple(prepared.input_shape)}; pick a model for "
             "this dataset (`fitnets layers --list`)."
         )
-    if mcfg.init == "torch":
+    if mcfg.init == "torch" and not mcfg.pretrained:
         for m in model.modules():
             if hasattr(m, "reset_parameters") and m is not model:
                 m.reset_parameters()
@@ -68,6 +68,9 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn
 
 
 def load_teacher(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
+    if not mcfg.weights and (mcfg.pretrained or mcfg.name.startswith("hf:")):
+        # the library's own weights; an hf: folder or hub id comes with its weights
+        return build_net(mcfg, prepared, device).eval().requires_grad_(False)
     if not mcfg.weights:
         raise FitnetsError(
             "the teacher needs trained weights: set teacher.weights=RUN_DIR (a finished "

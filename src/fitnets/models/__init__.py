@@ -14,7 +14,7 @@ from torch import nn
 
 from fitnets.checkpoint import load_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import cifar, paper
+from fitnets.models import cifar, ecosystem, paper
 from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet, MaxoutOptions
 from fitnets.models.counting import (
     count_layers,
@@ -58,11 +58,13 @@ def resolve_model(spec: str, num_classes: int = 10, in_channels: int | None = No
 
 def build_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False,
-    maxout: MaxoutOptions | None = None,
+    maxout: MaxoutOptions | None = None, pretrained: bool = False,
 ) -> nn.Module:
     """Build the registered model ``name``; ``in_channels=None`` keeps the model's default.
 
-    A name with a ':' is the user's own builder (``package.module:fn`` or ``file.py:fn``).
+    ``timm:NAME``, ``torchvision:NAME`` and ``hf:DIR_OR_ID`` come from those libraries
+    (``pretrained``: with the library's own weights; see models/ecosystem.py); any other
+    name with a ':' is the user's own builder (``package.module:fn`` or ``file.py:fn``).
     ``maxout`` (pool rounding, untied biases, dropout) applies to the built-in maxout nets;
     anything but the defaults for another model is an error.
     """
@@ -73,6 +75,8 @@ def build_model(
                 "pool_rounding, untied_biases and dropout_* must keep their defaults "
                 f"(got {maxout}). Maxout nets: {', '.join(sorted(_MAXOUT))}."
             )
+    if ecosystem.is_ecosystem(name):
+        return ecosystem.build(name, num_classes, in_channels, pretrained)
     extra = {"options": maxout} if name in _MAXOUT and maxout is not None else {}
     return _build(name, num_classes, in_channels, batchnorm, extra)
 

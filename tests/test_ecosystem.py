@@ -1,0 +1,107 @@
+"""Models from the ecosystems by name: timm:, torchvision:, hf: (Hugging Face)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fitnets.cli import main
+from fitnets.errors import FitnetsError
+from fitnets.models import build_model
+from fitnets.models.ecosystem import parse
+
+HAS_HF = importlib.util.find_spec("transformers") is not None
+
+
+def test_specs_are_parsed_with_their_keyword_arguments():
+    assert parse("timm:resnet18") == ("timm", "resnet18", {})
+    assert parse("timm:vit_tiny_patch16_224?img_size=32&drop_rate=0.1&global_pool=avg") == (
+        "timm", "vit_tiny_patch16_224", {"img_size": 32, "drop_rate": 0.1, "global_pool": "avg"})
+    assert parse("hf:/models/my vit") == ("hf", "/models/my vit", {})
+    with pytest.raises(FitnetsError, match=r"\?key=value"):
+        parse("timm:resnet18?oops")
+    with pytest.raises(FitnetsError, match="names no model"):
+        parse("torchvision:")
+
+
+@pytest.mark.parametrize("spec,module", [("timm:resnet18", "timm"),
+                                         ("torchvision:resnet18", "torchvision")])
+def test_a_missing_library_names_its_extra(spec, module, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def without(name, *a, **k):
+        if name.split(".")[0] == module:
+            raise ImportError(f"No module named '{module}'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", without)
+    with pytest.raises(FitnetsError,
+                       match=rf"need the {module}.* pip install 'fitnets\[{module}\]'"):
+        build_model(spec)
+
+
+def _vits(root):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    for name, layers, width in (("teacher", 2, 48), ("student", 4, 16)):
+        config = ViTConfig(image_size=32, patch_size=8, hidden_size=width,
+                           num_hidden_layers=layers, num_attention_heads=2,
+                           intermediate_size=2 * width, num_labels=3)
+        ViTForImageClassification(config).save_pretrained(root / name)
+
+
+def _images(root):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("test", 6)):
+        for c, col in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 60, (32, 32, 3)) + np.array(col) * 0.8
+                Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+@pytest.mark.skipif(not HAS_HF, reason="needs transformers (pip install 'fitnets[hf]')")
+def test_a_hugging_face_teacher_and_student_from_local_folders_distill_through_the_cli(
+        tmp_path, capsys):
+    """Folders written by save_pretrained (config.json + model.safetensors); the hint pair
+    taps the attention blocks' tuple outputs by index."""
+    _vits(tmp_path)
+    imgs = _images(tmp_path / "imgs")
+    base = ["device=cpu", "data.name=folder", f"data.path={imgs}", f"data.root={tmp_path}",
+            "data.val_size=15", "data.batch_size=16", "data.preprocess=standardize",
+            "train.optim.name=adam", "train.optim.lr=0.001", "--quiet"]
+    assert main(["layers", f"hf:{tmp_path / 'teacher'}", "--input-shape", "3,32,32"]) == 0
+    listing = capsys.readouterr().out
+    assert "model.vit.layers.0.attention[0]" in listing and "17x48" in listing
+    assert main(["train", *base, "--model", f"hf:{tmp_path / 'teacher'}", "train.epochs=2",
+                 f"out={tmp_path / 't'}"]) == 0
+    pairs = ('hints.pairs=[["model.vit.layers.1.attention[0]", '
+             '"model.vit.layers.0.attention[0]"]]')
+    assert main(["distill", *base, "--teacher", f"hf:{tmp_path / 'teacher'}",
+                 f"teacher.weights={tmp_path / 't'}", "--student", f"hf:{tmp_path / 'student'}",
+                 pairs, "hints.stage.epochs=1", "hints.stage.optim.name=adam", "train.epochs=1",
+                 f"out={tmp_path / 's'}"]) == 0
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    hint = summary["stages"][0]
+    assert hint["guided_shape"] == [17, 16] and hint["hint_shape"] == [17, 48]
+    assert summary["epochs"] == {"hints:0": 1, "kd": 1} and summary["test_acc"] > 0.5
+    # without teacher.weights an hf: teacher is its folder's own weights (save_pretrained)
+    assert main(["distill", *base, "--teacher", f"hf:{tmp_path / 'teacher'}", "--student",
+                 f"hf:{tmp_path / 'student'}", "--method", "kd", "train.epochs=1",
+                 f"out={tmp_path / 'k'}"]) == 0
+
+
+@pytest.mark.skipif(not HAS_HF, reason="needs transformers (pip install 'fitnets[hf]')")
+def test_pretrained_weights_from_an_unreachable_hub_say_how_to_use_files(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FitnetsError, match=r"cannot build model 'hf:nobody/no-such-vit'.*"
+                                           r"teacher.weights=FILE_OR_FOLDER"):
+        build_model("hf:nobody/no-such-vit", num_classes=3, pretrained=True)
