@@ -105,3 +105,60 @@ def test_pretrained_weights_from_an_unreachable_hub_say_how_to_use_files(monkeyp
     with pytest.raises(FitnetsError, match=r"cannot build model 'hf:nobody/no-such-vit'.*"
                                            r"teacher.weights=FILE_OR_FOLDER"):
         build_model("hf:nobody/no-such-vit", num_classes=3, pretrained=True)
+
+
+HAS_TIMM = all(importlib.util.find_spec(m) for m in ("timm", "torchvision"))
+needs_timm = pytest.mark.skipif(
+    not HAS_TIMM, reason="needs timm and torchvision (pip install 'fitnets[timm]'); .ci/run "
+                         "runs this file in a second environment that has them")
+
+
+def _cli(tmp_path, *args):
+    imgs = tmp_path / "imgs" if (tmp_path / "imgs").exists() else _images(tmp_path / "imgs")
+    base = ["device=cpu", "data.name=folder", f"data.path={imgs}", f"data.root={tmp_path}",
+            "data.val_size=15", "data.batch_size=16", "data.preprocess=standardize",
+            "train.optim.name=adam", "train.optim.lr=0.001", "hints.stage.optim.name=adam",
+            "hints.stage.epochs=1", "--quiet"]
+    return main([args[0], *base, *args[1:]])
+
+
+@needs_timm
+def test_a_timm_teacher_from_a_safetensors_file_distills_a_timm_student(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)  # a "pretrained" teacher, as a user downloads one: a file
+    teacher = timm.create_model("resnet18", num_classes=3)
+    save_file(teacher.state_dict(), str(tmp_path / "resnet18.safetensors"))
+    assert _cli(tmp_path, "distill", "--teacher", "timm:resnet18",
+                f"teacher.weights={tmp_path / 'resnet18.safetensors'}",
+                "--student", "timm:resnet10t?drop_rate=0.1", "hints.pairs=[[layer2, layer2]]",
+                "train.epochs=1", f"out={tmp_path / 's'}") == 0
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["model"] == "timm:resnet10t?drop_rate=0.1"
+    assert [s["name"] for s in summary["stages"]] == ["hints:0", "kd"]
+    assert summary["stages"][0]["hint_shape"] == [128, 4, 4]
+
+
+@needs_timm
+def test_a_torchvision_teacher_distills_a_built_in_student(tmp_path):
+    assert _cli(tmp_path, "train", "--model", "torchvision:resnet18", "train.epochs=1",
+                f"out={tmp_path / 't'}") == 0
+    assert _cli(tmp_path, "distill", "--teacher", "torchvision:resnet18",
+                f"teacher.weights={tmp_path / 't'}", "--student", "resnet20",
+                "hints.pairs=[[layer2, layer2]]", "train.epochs=1", f"out={tmp_path / 's'}") == 0
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    hint = summary["stages"][0]
+    assert hint["guided_shape"] == [32, 16, 16] and hint["hint_shape"] == [128, 4, 4]
+    assert hint["regressor"] in ("strided", "conv")
+
+
+@needs_timm
+def test_timm_layers_are_listed_and_pretrained_offline_says_to_use_files(capsys, monkeypatch):
+    assert main(["layers", "timm:resnet18", "--input-shape", "3,224,224"]) == 0
+    out = capsys.readouterr().out
+    assert "layer4" in out and "512x7x7" in out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FitnetsError, match="pretrained=false and teacher.weights"):
+        build_model("timm:resnet18", num_classes=3, pretrained=True)
