@@ -31,16 +31,10 @@ def test_specs_are_parsed_with_their_keyword_arguments():
 @pytest.mark.parametrize("spec,module", [("timm:resnet18", "timm"),
                                          ("torchvision:resnet18", "torchvision")])
 def test_a_missing_library_names_its_extra(spec, module, monkeypatch):
-    import builtins
+    import sys
 
-    real = builtins.__import__
-
-    def without(name, *a, **k):
-        if name.split(".")[0] == module:
-            raise ImportError(f"No module named '{module}'")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", without)
+    for name in [m for m in sys.modules if m.split(".")[0] == module] + [module]:
+        monkeypatch.setitem(sys.modules, name, None)  # None: "import halted", as if absent
     with pytest.raises(FitnetsError,
                        match=rf"need the {module}.* pip install 'fitnets\[{module}\]'"):
         build_model(spec)
