@@ -226,6 +226,9 @@ class Config:
     checkpoint_steps: int = 0
     """Also checkpoint every N optimiser steps inside an epoch (0 = at epoch ends only); for long
     epochs, a killed run resumes there, exactly."""
+    tracking: Literal["none", "mlflow", "wandb"] = "none"
+    """Also send every per-epoch record to MLflow (MLFLOW_TRACKING_URI, else RUN_DIR/mlruns) or
+    Weights & Biases (WANDB_MODE, WANDB_PROJECT); metrics.jsonl stays the source of truth."""
     tensorboard: bool = False
     """Also write every per-epoch metric to RUN_DIR/tensorboard (needs fitnets[tensorboard])."""
     data: DataConfig = field(default_factory=DataConfig)

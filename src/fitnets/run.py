@@ -23,7 +23,7 @@ from torch import nn
 
 from fitnets import distributed
 from fitnets.checkpoint import Checkpoints, atomic_write, load_into, save_weights
-from fitnets.config import Config, ModelConfig, dump_yaml, make_config
+from fitnets.config import Config, ModelConfig, dump_yaml, make_config, to_dict
 from fitnets.data.prepare import Prepared, prepare, prepare_python
 from fitnets.distill import methods
 from fitnets.distill.teacher import Teacher
@@ -152,9 +152,12 @@ def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
         try:
             r = _set_up(cfg, command, run_dir, resume, verbose and dist.is_main, dist,
                         python or Python())
-            r.trainer.run(r.plans, r.state)
-            with r.trainer.perf.autocast():
-                summary = _finish(r)
+            try:
+                r.trainer.run(r.plans, r.state)
+                with r.trainer.perf.autocast():
+                    summary = _finish(r)
+            finally:
+                r.trainer.log.close()
         finally:
             if lock is not None:
                 lock.close()
@@ -229,7 +232,8 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     say(f"speed: {perf.describe()}" + (f", {teacher.describe_cache()}" if teacher else ""))
     trainer = Trainer(run_dir, prepared.data, student, seed=cfg.seed, perf=perf, dist=dist,
                       verbose=verbose, tensorboard=cfg.tensorboard,
-                      checkpoint_steps=cfg.checkpoint_steps)
+                      checkpoint_steps=cfg.checkpoint_steps, tracking=cfg.tracking,
+                      config=to_dict(cfg))
     return _Run(cfg, command, run_dir, prepared, trainer, plans, state, teacher, say)
 
 

@@ -33,6 +33,7 @@ from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
 from fitnets.optim import RMSpropPylearn2
 from fitnets.perf import FP32, Perf
+from fitnets.tracking import open_sink
 
 # (the module to call, the batch, epoch) -> (loss, parts to log). The module is the stage's
 # trainable module or its DDP wrapper. A loss asks the teacher first, then runs the module:
@@ -86,14 +87,18 @@ class StagePlan:
 
 
 class RunLog:
-    """The metrics log (``metrics.jsonl``, the source of truth), tensorboard, messages."""
+    """The metrics log (``metrics.jsonl``, the source of truth), the sinks fed the same
+    records (tensorboard, an experiment tracker; see fitnets/tracking.py), messages."""
 
     def __init__(self, run_dir: Path, verbose: bool = True, tensorboard: bool = False,
-                 writes: bool = True):
-        self.metrics = Path(run_dir) / "metrics.jsonl"
+                 writes: bool = True, tracking: str = "none", config: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.metrics = self.run_dir / "metrics.jsonl"
         self.verbose = verbose
         self.writes = writes  # rank 0 alone writes
-        self.tensorboard = tensorboard_writer(Path(run_dir)) if tensorboard and writes else None
+        self.tensorboard = tensorboard_writer(self.run_dir) if tensorboard and writes else None
+        self._tracking, self._config = (tracking if writes else "none"), config or {}
+        self._sink = None  # opened at the first record, after a resume's truncation
 
     def log(self, record: dict) -> None:
         if not self.writes:
@@ -108,6 +113,16 @@ class RunLog:
                                "with --resume RUN_DIR.") from None
         if self.tensorboard is not None:
             self.tensorboard(record)
+        if self._tracking != "none":
+            if self._sink is None:
+                self._sink = open_sink(self._tracking, self.run_dir, self._config,
+                                       self.lines() - 1)
+            self._sink.log(record)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
 
     def lines(self) -> int:
         if not self.metrics.exists():
@@ -222,10 +237,12 @@ class Trainer:
 
     def __init__(self, run_dir: Path, data: Data, student: nn.Module, *, seed: int = 0,
                  perf: Perf = FP32, dist: Dist | None = None, verbose: bool = True,
-                 tensorboard: bool = False, checkpoint_steps: int = 0):
+                 tensorboard: bool = False, checkpoint_steps: int = 0,
+                 tracking: str = "none", config: dict | None = None):
         self.data, self.student, self.perf = data, student, perf
         self.dist = dist or Dist()
-        self.log = RunLog(run_dir, verbose, tensorboard, writes=self.dist.is_main)
+        self.log = RunLog(run_dir, verbose, tensorboard, writes=self.dist.is_main,
+                          tracking=tracking, config=config)
         self.ckpts = Checkpoints(run_dir)
         self.generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
         self.history: dict = {"stages": [], "elapsed": 0.0}
