@@ -225,6 +225,11 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     student, teacher = _models(cfg, command, prepared, dist, perf, say, python)
     plans = methods.plan(command, methods.Setup(cfg, student, teacher, prepared.data,
                                                 prepared.input_shape))
+    if perf.compile and any(p.taps for p in plans):
+        raise FitnetsError(
+            "perf.compile=true cannot be used for hint stages: they read inner layers through "
+            "forward hooks and stop the forward pass at the deepest one, which torch.compile "
+            "does not capture. Use perf.compile=false, or compile for method=kd or backprop.")
     if dist.enabled:
         say(distributed.describe(cfg, dist, plans))
     say(f"run directory: {run_dir}  device: {dist.device}  stages: "

@@ -84,6 +84,7 @@ class StagePlan:
     cfg: StageConfig
     build: Callable[[], Stage]
     done: Callable[[], None] = lambda: None  # the stage is over (trained, or before a resume)
+    taps: bool = False  # reads inner layers through forward hooks (hint stages, joint)
 
 
 class RunLog:

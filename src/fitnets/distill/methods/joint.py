@@ -48,7 +48,8 @@ class JointModule(nn.Module):
 
 def stages(s) -> list[StagePlan]:
     return [StagePlan("joint", s.cfg.train,
-                      lambda: joint_stage(s, hint_pairs(s.cfg, s.student, s.teacher.net)))]
+                      lambda: joint_stage(s, hint_pairs(s.cfg, s.student, s.teacher.net)),
+                      taps=True)]
 
 
 def joint_stage(s, pairs: list[tuple[str, str]]) -> Stage:
