@@ -13,7 +13,9 @@ different exported model is worse than none.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import warnings
 from pathlib import Path
@@ -145,13 +147,23 @@ def _torchscript(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: to
 def _onnx(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
           out: Path) -> dict:
     path = out / "student.onnx"
-    # the TorchScript-based exporter needs only onnx; the dynamo one also needs onnxscript
-    with warnings.catch_warnings():
+    # the current exporter (torch.export based, dynamo=True) needs onnxscript; without it,
+    # the TorchScript-based one, which needs only onnx
+    dynamo = importlib.util.find_spec("onnxscript") is not None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
-                          output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations
+        if dynamo:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
+                              input_names=["input"], output_names=["logits"])
+        else:
+            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     entry: dict[str, Any] = {"path": path.name, "what": "ONNX, dynamic batch axis",
+                             "exporter": "torch.export (dynamo)" if dynamo else
+                             "TorchScript-based (pip install onnxscript for the current one)",
                              "max_abs_diff": None}
     if importlib.util.find_spec("onnxruntime") is None:
         entry["check"] = "skipped: onnxruntime is not installed (pip install 'fitnets[onnx]')"
