@@ -83,3 +83,16 @@ def test_a_dead_regressor_is_reported_once_with_what_to_try(tmp_path, capsys, mo
     assert "the regressor's output is the same for every image (100% zeros" in warnings[0]
     assert "hints.stage.optim.lr (now 0.05)" in warnings[0]
     assert "hints.reduction=mean (now paper" in warnings[0] and "8,192 values" in warnings[0]
+
+
+def test_a_projection_obeys_an_explicit_nonlinearity():
+    from torch import nn
+
+    from fitnets.distill.regressor import Nonlinearity, build_regressor
+    from fitnets.errors import FitnetsError
+
+    relu = build_regressor((16, 8, 8), (32, 8, 8), "conv1x1")  # the default: BN then ReLU
+    bare = build_regressor((16, 8, 8), (32, 8, 8), "conv1x1", Nonlinearity("none"))
+    assert isinstance(list(relu)[-1], nn.ReLU) and isinstance(list(bare)[-1], nn.BatchNorm2d)
+    with pytest.raises(FitnetsError, match="relu or nothing, not maxout"):
+        build_regressor((16, 8, 8), (32, 8, 8), "conv1x1", Nonlinearity("maxout", 2))

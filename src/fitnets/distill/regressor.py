@@ -95,9 +95,11 @@ def build_regressor(
     guided_shape: tuple,
     hint_shape: tuple,
     kind: str = "auto",
-    nl: Nonlinearity = Nonlinearity("none"),
+    nl: Nonlinearity | None = None,
 ) -> nn.Module:
     """A regressor from ``guided_shape`` (C,H,W) or (F,) to ``hint_shape``; Identity for none."""
+    if nl is None:  # a projection ends in batch norm + ReLU (as in CRD); the others: nothing
+        nl = Nonlinearity("relu" if kind in PROJECTION_KINDS else "none")
     guided_shape, hint_shape = tuple(guided_shape), tuple(hint_shape)
     same = guided_shape == hint_shape
     spatial = len(guided_shape) == 3 and len(hint_shape) == 3
@@ -124,7 +126,7 @@ def build_regressor(
     elif kind == "fc":
         core = nn.Linear(math.prod(guided_shape), math.prod(hint_shape) * out)
     elif kind in PROJECTION_KINDS:
-        return _projection(kind, guided_shape, hint_shape)
+        return _projection(kind, guided_shape, hint_shape, nl)
     else:
         raise FitnetsError(f"unknown regressor '{kind}'; choose one of {', '.join(KINDS)}.")
     return Regressor(kind, core, nl, hint_shape)
@@ -203,7 +205,13 @@ def possible_kinds(guided_shape: tuple, hint_shape: tuple) -> list[str]:
     return kinds
 
 
-def _projection(kind: str, guided_shape: tuple, hint_shape: tuple) -> nn.Module:
+def _projection(kind: str, guided_shape: tuple, hint_shape: tuple,
+                nl: Nonlinearity = Nonlinearity("relu")) -> nn.Module:
+    """conv (+ resize) -> batch norm -> ``nl`` (relu, as CRD's projections, or none)."""
+    if nl.kind not in ("relu", "none"):
+        raise FitnetsError(f"regressor '{kind}' ends in its batch norm and then relu or "
+                           f"nothing, not {nl}; use hints.nonlinearity=auto, relu or none, or "
+                           "hints.regressor=conv.")
     if len(guided_shape) != 3 or len(hint_shape) != 3:
         raise FitnetsError(
             f"regressor '{kind}' needs feature maps (C,H,W) on both sides, but the guided "
@@ -233,7 +241,8 @@ def _projection(kind: str, guided_shape: tuple, hint_shape: tuple) -> nn.Module:
             f"and the hint {_fmt(hint_shape)}. Kinds that work for these shapes: "
             f"{', '.join(possible_kinds(guided_shape, hint_shape))}."
         )
-    return ProjectionRegressor(kind, hint_shape, *pre, conv, nn.BatchNorm2d(cout), nn.ReLU())
+    end = [nn.ReLU()] if nl.kind == "relu" else []
+    return ProjectionRegressor(kind, hint_shape, *pre, conv, nn.BatchNorm2d(cout), *end)
 
 
 def describe_regressor(module: nn.Module, guided_shape: tuple) -> dict:

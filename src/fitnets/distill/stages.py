@@ -16,6 +16,7 @@ from fitnets.data.memory import Batch, Data
 from fitnets.distill import watch
 from fitnets.distill.losses import hint_loss
 from fitnets.distill.regressor import (
+    PROJECTION_KINDS,
     Nonlinearity,
     build_regressor,
     count_params,
@@ -112,7 +113,10 @@ def regressor_for(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tup
     get_layer(student, guided)
     g_shape = layer_shapes(student, input_shape)[guided]
     h_shape = layer_shapes(teacher, input_shape)[hint]
-    nl = _nonlinearity(cfg, get_layer(teacher, hint))
+    if cfg.hints.regressor in PROJECTION_KINDS and cfg.hints.nonlinearity == "auto":
+        nl = Nonlinearity("relu")  # a projection's: batch norm, then ReLU (as in CRD)
+    else:
+        nl = _nonlinearity(cfg, get_layer(teacher, hint))
     regressor = init_regressor_(build_regressor(g_shape, h_shape, cfg.hints.regressor, nl),
                                 cfg.hints.regressor_init)
     regressor.to(next(student.parameters()).device)

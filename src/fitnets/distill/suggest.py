@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fitnets.distill.regressor import (
+    PROJECTION_KINDS,
     build_regressor,
     describe_regressor,
     hint_nonlinearity,
@@ -64,7 +65,9 @@ def _cost(guided_shape: tuple, hint_shape: tuple, kind: str, nl) -> dict[str, An
     # built on the meta device: an fc regressor between big maps can have 10^9 weights
     try:
         with torch.device("meta"):
-            reg = build_regressor(guided_shape, hint_shape, kind, nl)
+            # a projection ends in its own batch norm + ReLU, not the hint layer's
+            reg = build_regressor(guided_shape, hint_shape, kind,
+                                  None if kind in PROJECTION_KINDS else nl)
             desc = describe_regressor(reg, guided_shape)
     except FitnetsError as e:
         return {"kind": kind, "possible": False, "params": None, "mults": None,
