@@ -1,6 +1,6 @@
 """Real processes: SIGKILL at chosen points and --resume, the run-directory lock.
 
-Kill points come from the test hook FITNETS_TEST_KILL_AT=EVENT:N (fitnets/checkpoint.py):
+Kill points come from the test hook FITNETS_TEST_KILL_AT=EVENT:N (fitnets/faults.py):
 the process SIGKILLs itself after its N-th optimiser step ("step"), after its N-th complete
 checkpoint ("save"), or halfway through its N-th atomic file write ("write").
 """
