@@ -230,6 +230,10 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
             "perf.compile=true cannot be used for hint stages: they read inner layers through "
             "forward hooks and stop the forward pass at the deepest one, which torch.compile "
             "does not capture. Use perf.compile=false, or compile for method=kd or backprop.")
+    if perf.compile:  # the plans exist: nothing is compiled for a run that is refused
+        student.compile()
+        if teacher is not None:
+            teacher.net.compile()
     if dist.enabled:
         say(distributed.describe(cfg, dist, plans))
     say(f"run directory: {run_dir}  device: {dist.device}  stages: "
@@ -245,7 +249,7 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
 def _models(cfg, command, prepared, dist, perf, say,
             python: Python) -> tuple[nn.Module, Teacher | None]:
     """The student (or ``fitnets train``'s model) and, when the method needs one, the
-    teacher (the config's, or the ones given from Python); compiled if perf.compile."""
+    teacher (the config's, or the ones given from Python)."""
     device = dist.device
     if python.student is not None:
         student = python.student.to(device)
@@ -262,10 +266,6 @@ def _models(cfg, command, prepared, dist, perf, say,
         train_x = getattr(prepared.data.train, "x", None)  # None: streamed, no cache
         teacher = Teacher(net, cfg, perf, train_x, prepared.data.eval_batch_size, say=say,
                           dist=dist)
-    if perf.compile:
-        student.compile()
-        if teacher is not None:
-            teacher.net.compile()
     return student, teacher
 
 
