@@ -106,7 +106,7 @@ def cifar(args) -> dict:
             "data.augment_flip=true", f"data.mode={mode}", "data.workers=2",
             "perf.teacher_cache=off", "student.name=fitnet1", "teacher.name=cifar_teacher"])
         perf = resolve_perf(cfg.perf, torch.device("cpu"))
-        prepared = prepare(cfg.data, torch.device("cpu"), say=lambda s: None)
+        prepared = prepare(cfg.data, torch.device("cpu"))
         prepared.data.map_x(perf.layout)
         torch.manual_seed(0)
         net = build_model("cifar_teacher").eval()
@@ -202,7 +202,7 @@ def folder_one(args) -> dict:
     steps = args.steps
     with PeakRSS() as mem:
         cfg = make_config(None, base)
-        full = prepare(cfg.data, torch.device("cpu"), say=lambda s: None)
+        full = prepare(cfg.data, torch.device("cpu"))
         g = torch.Generator().manual_seed(0)
         batches = full.data.train_batches(g)
         next(batches)  # workers started
@@ -213,7 +213,7 @@ def folder_one(args) -> dict:
         del batches
         cfg = make_config(None, [*base, f"data.train_limit={args.batch * steps}"])
         perf = resolve_perf(cfg.perf, torch.device("cpu"))
-        part = prepare(cfg.data, torch.device("cpu"), say=lambda s: None)
+        part = prepare(cfg.data, torch.device("cpu"))
         part.data.map_x(perf.layout)
         torch.manual_seed(0)
         student = resnet18()

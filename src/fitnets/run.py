@@ -217,8 +217,8 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     seed_everything(cfg.seed)
     say = print if verbose else (lambda *a, **k: None)
     shard = (dist.rank, dist.world)
-    prepared = (prepare_python(python.data, cfg.data, dist.device, shard, say) if python.data
-                else prepare(cfg.data, dist.device, shard=shard, say=say))
+    prepared = (prepare_python(python.data, cfg.data, dist.device, shard) if python.data
+                else prepare(cfg.data, dist.device, shard=shard))
     prepared.data.map_x(perf.layout)
     if prepared.how:
         say(prepared.how)

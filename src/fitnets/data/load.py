@@ -45,13 +45,24 @@ def _digits() -> dict[str, np.ndarray]:
             "test_y": y[:n_test], "classes": np.array([str(i) for i in range(10)])}
 
 
+def image_source(name: str, root: Path, path: str | None) -> Path | None:
+    """The folder or zip an image dataset is read from: CIFAR-10's JPEG zip when its pickles
+    are absent, a folder dataset's path (a relative one may also be relative to the data
+    root); None for datasets read otherwise."""
+    if name == "cifar10":
+        zipped = root / CIFAR10_ZIP
+        return zipped if not cifar.has_pickles(root, name) and zipped.is_file() else None
+    if name != "folder" or path is None:
+        return None
+    p = Path(path).expanduser()
+    return root / p if not p.exists() and not p.is_absolute() and (root / p).exists() else p
+
+
 def _folder(root: Path, path: str | None, name: str, **opts) -> dict[str, np.ndarray]:
     if path is None:
         raise FitnetsError("Dataset 'folder' needs path= a folder or .zip laid out as "
                            "train/<class>/* and test/<class>/*.")
-    p = Path(path).expanduser()
-    if not p.exists() and not p.is_absolute() and (root / p).exists():
-        p = root / p  # a relative path may also be relative to the data root
+    p = image_source("folder", root, path)
     if not p.exists():
         raise FitnetsError(f"Image folder path {p} does not exist. Pass path= an existing "
                            "folder or .zip with train/<class>/ and test/<class>/ inside.")
@@ -70,9 +81,9 @@ def _read(name: str, root: Path, download: bool, path: str | None, opts: dict) -
     if name == "cifar100":
         return cifar.read_cifar(root, name, download, **opts)
     if name == "cifar10":
-        if not cifar.has_pickles(root, name) and (root / CIFAR10_ZIP).is_file():
-            return _folder(root, str(root / CIFAR10_ZIP), "cifar10-jpeg",
-                           size=(32, 32), mode="RGB")
+        zipped = image_source(name, root, path)
+        if zipped is not None:
+            return _folder(root, str(zipped), "cifar10-jpeg", size=(32, 32), mode="RGB")
         return cifar.read_cifar(root, name, download)
     if name == "svhn":
         files = svhn.svhn_files(root, bool(opts.get("extra", False)))

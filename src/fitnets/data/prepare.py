@@ -10,7 +10,6 @@ says which, and why.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from fitnets.data import folder
 from fitnets.data.augment import augment_with_flips
 from fitnets.data.dataset import balanced_subset
 from fitnets.data.images import open_image, read_bytes
-from fitnets.data.load import CIFAR10_ZIP, data_root, load_dataset, resolve_val_size
+from fitnets.data.load import data_root, image_source, load_dataset, resolve_val_size
 from fitnets.data.memory import Arrays, Data
 from fitnets.data.preprocess import Preprocess, fit_preprocess
 from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
@@ -45,8 +44,7 @@ class Prepared:
     how: str = ""  # the start line's account of memory vs stream
 
 
-def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1),
-            say: Callable[[str], None] = print) -> Prepared:
+def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)) -> Prepared:
     """Load (or list) the dataset ``d`` describes, ready on ``device``; ``shard``: this
     process's (rank, world) under torchrun, for streaming."""
     listing = _listing(d)
@@ -58,22 +56,11 @@ def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)
     mode, why = _choose(d, listing, device)
     if mode == "memory":
         return _in_memory(d, device, why)
-    return _streamed(d, listing, device, shard, why, say)
-
-
-def _folder_path(d: DataConfig) -> Path | None:
-    root = Path(d.root).expanduser() if d.root else data_root()
-    if d.name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() \
-            and (root / CIFAR10_ZIP).is_file():
-        return root / CIFAR10_ZIP
-    if d.name != "folder" or d.path is None:
-        return None
-    p = Path(d.path).expanduser()
-    return root / p if not p.exists() and not p.is_absolute() and (root / p).exists() else p
+    return _streamed(d, listing, device, shard, why)
 
 
 def _listing(d: DataConfig) -> folder.Listing | None:
-    path = _folder_path(d)
+    path = image_source(d.name, Path(d.root).expanduser() if d.root else data_root(), d.path)
     if path is None or not path.exists() or d.mode == "memory":
         return None  # load_dataset reports a missing path; memory mode needs no listing
     return folder.list_folder(path)
@@ -147,7 +134,7 @@ def _augment(d: DataConfig):
 
 
 def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
-              shard: tuple[int, int], why: str, say: Callable[[str], None]) -> Prepared:
+              shard: tuple[int, int], why: str) -> Prepared:
     if d.preprocess == "gcn_zca":
         raise FitnetsError("data.preprocess=gcn_zca fits ZCA on the whole training split, "
                            "which streaming never holds; use data.mode=memory (if it fits) "
@@ -197,8 +184,7 @@ def workers(d: DataConfig) -> int:
 
 
 def prepare_python(sets: dict, d: DataConfig, device: torch.device,
-                   shard: tuple[int, int] = (0, 1), say: Callable[[str], None] = print,
-                   ) -> Prepared:
+                   shard: tuple[int, int] = (0, 1)) -> Prepared:
     """A user's ``torch.utils.data.Dataset``s (or DataLoaders: their dataset, batch size and
     workers are used) for ``train`` and ``val`` / ``test`` (at least one; the other takes
     its place). Items are (image tensor (C, H, W), label); uint8 images are scaled to
