@@ -22,6 +22,7 @@ import torch.distributed as td
 from torch import nn
 
 from fitnets.config import Config, DistConfig
+from fitnets.data.memory import rank_rows
 from fitnets.errors import FitnetsError
 
 
@@ -81,8 +82,7 @@ class Dist:
     def rows(self, n: int, rank: int | None = None) -> tuple[int, int]:
         """This rank's (or ``rank``'s) contiguous share [lo, hi) of ``n`` rows (all of them
         in one process); shares differ by at most one row."""
-        r = self.rank if rank is None else rank
-        return r * n // self.world, (r + 1) * n // self.world
+        return rank_rows(n, self.rank if rank is None else rank, self.world)
 
     def weigh(self, loss: torch.Tensor, share: float) -> torch.Tensor:
         """The loss to back-propagate: DDP averages over ranks, so scale by share * world."""

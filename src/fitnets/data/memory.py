@@ -88,6 +88,12 @@ class Data:
                 arrays.x = fn(arrays.x)
 
 
+def rank_rows(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Process ``rank``'s contiguous share [lo, hi) of ``n`` rows among ``world`` processes;
+    shares differ by at most one row."""
+    return rank * n // world, (rank + 1) * n // world
+
+
 def order(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
     """A seeded permutation of ``range(n)`` in slices of ``batch_size``, drawn on the
     generator's device."""

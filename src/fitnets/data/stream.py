@@ -30,7 +30,7 @@ from fitnets.data.images import (
     read_bytes,
     to_array,
 )
-from fitnets.data.memory import Batch
+from fitnets.data.memory import Batch, rank_rows
 from fitnets.errors import FitnetsError
 
 
@@ -153,7 +153,7 @@ class StreamData:
         return self._ready(collate(items)[0])
 
     def _rows(self, n: int) -> tuple[int, int]:
-        return self.rank * n // self.world, (self.rank + 1) * n // self.world
+        return rank_rows(n, self.rank, self.world)
 
     def _loader(self, dataset, sampler) -> DataLoader:
         key = id(dataset)
