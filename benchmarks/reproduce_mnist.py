@@ -10,8 +10,9 @@ A short smoke run (minutes on a CPU):
     python benchmarks/reproduce_mnist.py --out runs/mnist-smoke --train-limit 500 \\
         --epochs-teacher 1 --epochs-student 1 --hint-epochs 1 --seeds 0
 
-It trains one teacher (``recipes/mnist-teacher.yaml``, seed of the first ``--seeds``), then
-for each seed the student of ``recipes/mnist-{backprop,kd,fitnet}.yaml``, each into its own
+It trains one teacher (``recipes/mnist-teacher.yaml`` or ``--teacher-recipe``, seed of the
+first ``--seeds``; or reuses ``--teacher DIR``), then for each seed the student of
+``recipes/mnist-{backprop,kd,fitnet}.yaml``, each into its own
 run directory under ``--out``; ``--resume`` skips finished runs and continues killed ones.
 At the end ``--out/report.md`` holds a Table-4-style table beside the paper's numbers, the
 command, the hardware and the wall-clock time, then the full ``fitnets report``.
@@ -34,6 +35,7 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 # Romero et al. 2015, Table 4: test error (%) and parameters
 PAPER = {"teacher": (0.55, "~361K"), "backprop": (1.90, "~30K"), "kd": (0.65, "~30K"),
          "fitnet": (0.51, "~30K")}
+METHODS = ("backprop", "kd", "fitnet")
 LABELS = {"teacher": "Teacher (maxout conv)", "backprop": "Student, standard back-propagation",
           "kd": "Student, KD", "fitnet": "Student, hints + KD (FitNet)"}
 
@@ -46,6 +48,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs-student", type=int, help="student (stage 2) epochs (default 500)")
     p.add_argument("--hint-epochs", type=int, help="FitNet stage-1 epochs (default 500)")
     p.add_argument("--train-limit", type=int, default=0, help="first N training images (0: all)")
+    p.add_argument("--teacher-recipe", default="mnist-teacher.yaml",
+                   help="teacher recipe in recipes/ (e.g. mnist-teacher-maxout-paper.yaml)")
+    p.add_argument("--teacher", type=Path,
+                   help="reuse this finished teacher run directory instead of training one")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                   help="student methods to run (default: all three)")
+    p.add_argument("--teacher-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for the teacher run only")
+    p.add_argument("--student-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for the student runs only")
     add_run_options(p)
     return p.parse_args(argv)
 
@@ -63,11 +75,18 @@ def main(argv: list[str] | None = None) -> Path:
     t_ep = [f"train.epochs={args.epochs_teacher}"] if args.epochs_teacher is not None else []
     s_ep = [f"train.epochs={args.epochs_student}"] if args.epochs_student is not None else []
     h_ep = [f"hints.stage.epochs={args.hint_epochs}"] if args.hint_epochs is not None else []
-    teacher = go("mnist-teacher.yaml", "train", "teacher", [f"seed={args.seeds[0]}", *t_ep])
+    if args.teacher is not None:
+        if not (args.teacher / "summary.json").is_file():
+            raise SystemExit(f"--teacher {args.teacher}: not a finished run (no summary.json)")
+        teacher = args.teacher
+    else:
+        teacher = go(args.teacher_recipe, "train", "teacher",
+                     [f"seed={args.seeds[0]}", *t_ep, *args.teacher_set])
     dirs = {"teacher": [teacher]}
     for seed in args.seeds:
-        for method in ("backprop", "kd", "fitnet"):
-            extra = [f"seed={seed}", *s_ep, *(h_ep if method == "fitnet" else [])]
+        for method in args.methods:
+            extra = [f"seed={seed}", *s_ep, *(h_ep if method == "fitnet" else []),
+                     *args.student_set]
             if method != "backprop":
                 extra.append(f"teacher.weights={teacher}")
             dirs.setdefault(method, []).append(

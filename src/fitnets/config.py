@@ -151,9 +151,14 @@ class StageConfig:
 class HintConfig:
     pairs: list[list[str]] = field(default_factory=list)
     """(guided student layer, hint teacher layer) pairs trained in turn; [] = models' defaults."""
-    regressor: Literal["auto", "conv", "fc", "none", "conv1x1", "strided", "transposed",
-                       "interp"] = "auto"
-    """conv: the paper's valid conv; fc; none; conv1x1/strided/transposed/interp: projections."""
+    regressor: Literal["auto", "conv", "fc", "none", "token", "conv1x1", "strided",
+                       "transposed", "interp"] = "auto"
+    """conv: the paper's valid conv; fc; none; token: per-token linear for transformer token
+    layers (N, T, D) and map <-> token pairs (auto picks it whenever a side is tokens);
+    conv1x1/strided/transposed/interp: projections."""
+    cls_token: Literal["auto", "keep", "drop"] = "auto"
+    """Token hints: keep pairs the student's CLS (prefix) tokens with the teacher's; drop
+    compares patch tokens only; auto keeps them when both sides have as many."""
     regressor_init: Literal["torch", "authors"] = "torch"
     """conv/fc regressor weights: torch's default, or the authors' U(+-0.05), zero biases."""
     nonlinearity: Literal["auto", "maxout", "relu", "none"] = "auto"
@@ -162,7 +167,7 @@ class HintConfig:
     """paper: half the sum of squares per example; mean: per element; authors: as their
     HintCost ran on conv maps (sum over rows only, mean over the rest); auto: paper with the
     paper's regressors (conv, fc), mean with projections (conv1x1, strided, transposed,
-    interp: the sum diverges under typical SGD settings) and in joint mode."""
+    interp, token: the sum diverges under typical SGD settings) and in joint mode."""
     beta: float = 100.0
     """method=joint: loss = cross-entropy + beta * hint loss (100 with the mean, as in CRD)."""
     stage: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fitnets.distill.tokens import build_token_regressor, is_tokens
 from fitnets.errors import FitnetsError
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
@@ -96,20 +97,33 @@ def build_regressor(
     hint_shape: tuple,
     kind: str = "auto",
     nl: Nonlinearity | None = None,
+    cls_token: str = "auto",
+    prefix: tuple[int | None, int | None] = (None, None),
 ) -> nn.Module:
-    """A regressor from ``guided_shape`` (C,H,W) or (F,) to ``hint_shape``; Identity for none."""
+    """A regressor from ``guided_shape`` (C,H,W), (T,D) tokens or (F,) to ``hint_shape``;
+    Identity for none. Token layers get a per-token linear regressor (distill/tokens.py;
+    ``cls_token`` and ``prefix`` say how their CLS tokens are paired)."""
     if nl is None:  # a projection ends in batch norm + ReLU (as in CRD); the others: nothing
         nl = Nonlinearity("relu" if kind in PROJECTION_KINDS else "none")
     guided_shape, hint_shape = tuple(guided_shape), tuple(hint_shape)
     same = guided_shape == hint_shape
     spatial = len(guided_shape) == 3 and len(hint_shape) == 3
+    tokens = is_tokens(guided_shape) or is_tokens(hint_shape)
     if kind == "auto":
         if same and nl.kind in ("none", "relu"):
             kind = "none"
+        elif tokens:
+            kind = "token"
         elif spatial and all(g >= h for g, h in zip(guided_shape[1:], hint_shape[1:])):
             kind = "conv"
         else:
             kind = "fc"
+    if kind == "token":
+        if nl.kind == "maxout":
+            raise FitnetsError(
+                f"a token regressor ends in relu, sigmoid, tanh or nothing, not {nl}; set "
+                "hints.nonlinearity=none or relu.")
+        return build_token_regressor(guided_shape, hint_shape, _Act(nl), cls_token, prefix)
     if kind == "none":
         if not same:
             raise FitnetsError(
@@ -153,7 +167,7 @@ def _check_conv(guided_shape: tuple, hint_shape: tuple) -> None:
 # --------------------------------------------------------------------------- projections
 
 PROJECTION_KINDS = ("conv1x1", "strided", "transposed", "interp")
-KINDS = ("auto", "conv", "fc", "none", *PROJECTION_KINDS)
+KINDS = ("auto", "conv", "fc", "none", "token", *PROJECTION_KINDS)
 
 
 class ProjectionRegressor(nn.Sequential):
@@ -201,6 +215,12 @@ def possible_kinds(guided_shape: tuple, hint_shape: tuple) -> list[str]:
         if _factors(h[1:], g[1:]):
             kinds.append("transposed")
         kinds.append("interp")
+    if is_tokens(g) or is_tokens(h):
+        try:
+            build_token_regressor(g, h, nn.Identity())
+            kinds.append("token")
+        except FitnetsError:
+            pass
     kinds.append("fc")
     return kinds
 

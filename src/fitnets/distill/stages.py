@@ -25,7 +25,9 @@ from fitnets.distill.regressor import (
 from fitnets.distill.regressor_init import init_regressor_
 from fitnets.distill.taps import get_layer, layer_shapes, run_to
 from fitnets.distill.teacher import Teacher
+from fitnets.distill.tokens import prefix_tokens
 from fitnets.errors import FitnetsError
+from fitnets.models.counting import count_mults
 from fitnets.trainer import LossFn, Stage, max_norm_fn, scaled_groups
 
 HINTS, CLASSIFIER = "hints", "classifier"  # the kinds of stage (written into the metrics)
@@ -91,7 +93,7 @@ def hint_pairs(cfg: Config, student: nn.Module, teacher: nn.Module) -> list[tupl
     return [(guided, hint)]
 
 
-PAPER_REGRESSORS = ("conv", "fc", "none")  # the paper's; the others are projections
+PAPER_REGRESSORS = ("conv", "fc", "none")  # the paper's; the others are projections/tokens
 
 
 def hint_reduction(cfg: Config, joint: bool, kind: str = "conv") -> str:
@@ -117,19 +119,31 @@ def regressor_for(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tup
         nl = Nonlinearity("relu")  # a projection's: batch norm, then ReLU (as in CRD)
     else:
         nl = _nonlinearity(cfg, get_layer(teacher, hint))
-    regressor = init_regressor_(build_regressor(g_shape, h_shape, cfg.hints.regressor, nl),
-                                cfg.hints.regressor_init)
-    regressor.to(next(student.parameters()).device)
+    built = build_regressor(g_shape, h_shape, cfg.hints.regressor, nl, cfg.hints.cls_token,
+                            (prefix_tokens(student), prefix_tokens(teacher)))
+    regressor = init_regressor_(built, cfg.hints.regressor_init)
     desc = {"pair": index, "guided": guided, "hint": hint, "guided_shape": list(g_shape),
             "hint_shape": list(h_shape), "regressor": getattr(regressor, "kind", "none"),
-            "nonlinearity": str(nl), "regressor_params": count_params(regressor)}
+            "nonlinearity": str(nl), "regressor_params": count_params(regressor),
+            "regressor_mults": count_mults(regressor, g_shape) if count_params(regressor) else 0}
+    if hasattr(regressor, "mapping"):
+        desc["mapping"] = regressor.mapping()
+    regressor.to(next(student.parameters()).device)
     return regressor, desc
 
 
+def hint_target(regressor: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What of the teacher's hint the regressor's output is compared with (a token regressor
+    that drops the CLS token drops it from the hint too); the whole hint otherwise."""
+    return getattr(regressor, "hint_target", None) or (lambda hint: hint)
+
+
 def describe_pair(stage_name: str, d: dict) -> str:
+    mapping = f" ({d['mapping']})" if d.get("mapping") else ""
     return (f"[{stage_name}/{d['pair']}] guided {d['guided']} {d['guided_shape']} -> hint "
-            f"{d['hint']} {d['hint_shape']}: {d['regressor']} regressor, {d['nonlinearity']}, "
-            f"{d['regressor_params']:,} parameters")
+            f"{d['hint']} {d['hint_shape']}: {d['regressor']} regressor{mapping}, "
+            f"{d['nonlinearity']}, {d['regressor_params']:,} parameters, "
+            f"{d.get('regressor_mults', 0):,} multiplications per image")
 
 
 def _nonlinearity(cfg: Config, teacher_layer: nn.Module) -> Nonlinearity:
@@ -159,16 +173,18 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: Teacher, pair: tuple[st
     scfg = cfg.hints.stage
     reduction = hint_reduction(cfg, joint=False, kind=desc["regressor"])
 
+    target = hint_target(regressor)
+
     def loss(net: nn.Module, batch: Batch, epoch: int):
-        target = teacher.features([hint], batch)[0]
-        value = hint_loss(net(batch.x), target, reduction)
+        value = hint_loss(net(batch.x), target(teacher.features([hint], batch)[0]), reduction)
         return value, {"loss": value.detach()}
 
     def evaluate(trainer) -> dict[str, float]:
         if data.val is None:
             return {}
         return {"val_hint_loss": trainer.mean(
-            lambda b: hint_loss(module(b.x), teacher.features([hint], b)[0], reduction),
+            lambda b: hint_loss(module(b.x), target(teacher.features([hint], b)[0]),
+                                reduction),
             data.val)}
 
     desc["trained_params"] = sum(p.numel() for p in trained

@@ -1,7 +1,8 @@
 """Candidate (guided, hint) layer pairs between any student and teacher, with regressor costs.
 
 Candidates are a network's "main" layers: its direct children whose output is a feature map
-(N,C,H,W), leaving out stand-alone BatchNorm / activation / dropout modules (their output
+(N,C,H,W) or tokens (N,T,D) (a transformer block's), leaving out stand-alone BatchNorm /
+activation / dropout modules (their output
 repeats the layer before them) and global pools. When a network has fewer than four such
 children (e.g. one ``features`` Sequential), the children of its Sequential / ModuleList
 stages are listed too, so that the list stays readable and still reaches inside a
@@ -31,12 +32,13 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
 def _map_shapes(model: nn.Module, input_shape: tuple) -> list[tuple[str, tuple]]:
-    """(name, C,H,W) of every module with a 4D output, in the order their outputs appear."""
-    return [(n, s) for n, s in layer_shapes(model, input_shape).items() if len(s) == 3]
+    """(name, C,H,W) or (name, T,D) of every module with a map or token output, in the order
+    their outputs appear."""
+    return [(n, s) for n, s in layer_shapes(model, input_shape).items() if len(s) in (2, 3)]
 
 
 def candidate_layers(model: nn.Module, input_shape: tuple) -> list[tuple[str, tuple]]:
-    """The network's main layers with 4D outputs, in forward order: (name, (C,H,W))."""
+    """The network's main layers with map or token outputs, in forward order: (name, shape)."""
     shapes = _map_shapes(model, input_shape)
     modules = dict(model.named_modules())
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from fitnets.checkpoint import load_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import cifar, ecosystem, paper
+from fitnets.models import cifar, ecosystem, paper, vit
 from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet, MaxoutOptions
 from fitnets.models.counting import (
     count_layers,
@@ -47,6 +47,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "svhn_teacher": paper.svhn_teacher,
     "svhn_fitnet": paper.svhn_fitnet,
     **cifar.MODELS,
+    **vit.MODELS,
 }
 
 

@@ -18,6 +18,7 @@ from fitnets.distill.stages import (
     describe_pair,
     hint_pairs,
     hint_reduction,
+    hint_target,
     regressor_for,
 )
 from fitnets.distill.taps import run_with
@@ -57,6 +58,7 @@ def joint_stage(s, pairs: list[tuple[str, str]]) -> Stage:
              for i, pair in enumerate(pairs)]
     module = JointModule(s.student, [r for r, _ in built], [g for g, _ in pairs])
     hints = [h for _, h in pairs]
+    views = [hint_target(r) for r, _ in built]
     s.teacher.prepare(hints)
     beta, reduction = s.cfg.hints.beta, hint_reduction(s.cfg, joint=True)
 
@@ -64,7 +66,7 @@ def joint_stage(s, pairs: list[tuple[str, str]]) -> Stage:
         targets = s.teacher.features(hints, batch)
         logits, preds = net(batch.x)
         ce = F.cross_entropy(logits.float(), batch.y)
-        hint = sum(hint_loss(p, t, reduction) for p, t in zip(preds, targets))
+        hint = sum(hint_loss(p, view(t), reduction) for p, t, view in zip(preds, targets, views))
         total = ce + beta * hint
         return total, {"loss": total.detach(), "ce": ce.detach(), "hint": hint.detach()}
 
