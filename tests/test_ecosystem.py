@@ -86,6 +86,9 @@ def test_a_hugging_face_teacher_and_student_from_local_folders_distill_through_t
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     hint = summary["stages"][0]
     assert hint["guided_shape"] == [17, 16] and hint["hint_shape"] == [17, 48]
+    # token layers (CLS + 4x4 patches): one linear 16 -> 48 shared by every token
+    assert hint["regressor"] == "token" and hint["regressor_params"] == 16 * 48 + 48
+    assert hint["mapping"] == "keep 1 prefix token(s); linear 16 -> 48 per token"
     assert summary["epochs"] == {"hints:0": 1, "kd": 1} and summary["test_acc"] > 0.5
     # without teacher.weights an hf: teacher is its folder's own weights (save_pretrained)
     assert main(["distill", *base, "--teacher", f"hf:{tmp_path / 'teacher'}", "--student",
