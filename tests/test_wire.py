@@ -245,3 +245,15 @@ def test_distill_on_an_image_folder_zip_with_user_nets(tmp_path, capsys, monkeyp
         s = json.loads((out / "summary.json").read_text())
         assert s["dataset"] == "folder" and 0 <= s["test_acc"] <= 1
     assert main(["export", str(tmp_path / "joint"), "--formats", "state_dict"]) == 0
+
+
+def test_profile_with_the_authors_ceil_pooling_counts_the_papers_teacher(capsys):
+    # cuda-convnet's ceil pooling: 16/7/5 maps, 732.3M multiplications (paper: ~725M)
+    assert main(["profile", "--teacher", "cifar_teacher", "--students", "fitnet1",
+                 "resnet20", "--pool-rounding", "ceil", "--batch-size", "1", "--repeats", "1",
+                 "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert "732.3M" in rows["cifar_teacher"] and "16.25M" in rows["cifar_teacher"]
+    assert "30.08M" in rows["fitnet1"]  # its pools fit exactly: the same either way
+    assert "maxout pooling ceil" in out

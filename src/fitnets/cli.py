@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--input-shape", help="C,H,W (default: the teacher's own)")
     pr.add_argument("--num-classes", type=int, default=10)
     pr.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    pr.add_argument("--pool-rounding", choices=("floor", "ceil"), default="floor",
+                    help="the built-in maxout nets' pooled map sizes: floor (PyTorch's) or "
+                         "ceil (cuda-convnet's, as the authors' code and the paper recipes)")
 
     ex = sub.add_parser("export", help="export a finished run's student (safetensors + config, "
                                        "state dict, torch.export, TorchScript, ONNX) and "
@@ -229,14 +232,19 @@ def _profile(args: argparse.Namespace) -> int:
     from fitnets.models import build_model
     from fitnets.models.counting import format_profile, profile
 
+    from fitnets.models import _MAXOUT, MaxoutOptions
+
     names = [args.teacher] + [s for s in args.students if s != args.teacher]
-    models = {n: build_model(n, num_classes=args.num_classes) for n in names}
+    pool = MaxoutOptions(pool_rounding=args.pool_rounding)
+    models = {n: build_model(n, num_classes=args.num_classes,
+                             maxout=pool if n in _MAXOUT else None) for n in names}
     shape = _input_shape(args.input_shape, models[args.teacher], args.teacher)
     rows = profile(models, shape, batch_size=args.batch_size, device=args.device,
                    warmup=args.warmup, repeats=args.repeats, teacher=args.teacher)
     table = format_profile(rows)
     print(table)
     print(f"input {'x'.join(map(str, shape))}, batch {args.batch_size}, device {args.device}, "
+          f"maxout pooling {args.pool_rounding}, "
           f"median of {args.repeats} batches; speed-up and compression relative to "
           f"{args.teacher}")
     if args.markdown:
