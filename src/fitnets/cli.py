@@ -229,15 +229,13 @@ def _pairs(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from fitnets.models import build_model
+    from fitnets.models import MAXOUT_NETS, MaxoutOptions, build_model
     from fitnets.models.counting import format_profile, profile
-
-    from fitnets.models import _MAXOUT, MaxoutOptions
 
     names = [args.teacher] + [s for s in args.students if s != args.teacher]
     pool = MaxoutOptions(pool_rounding=args.pool_rounding)
     models = {n: build_model(n, num_classes=args.num_classes,
-                             maxout=pool if n in _MAXOUT else None) for n in names}
+                             maxout=pool if n in MAXOUT_NETS else None) for n in names}
     shape = _input_shape(args.input_shape, models[args.teacher], args.teacher)
     rows = profile(models, shape, batch_size=args.batch_size, device=args.device,
                    warmup=args.warmup, repeats=args.repeats, teacher=args.teacher)

@@ -19,7 +19,7 @@ from fitnets.distill.regressor import (
     PROJECTION_KINDS,
     Nonlinearity,
     build_regressor,
-    count_params,
+    describe_regressor,
     hint_nonlinearity,
 )
 from fitnets.distill.regressor_init import init_regressor_
@@ -27,7 +27,6 @@ from fitnets.distill.taps import get_layer, layer_shapes, run_to
 from fitnets.distill.teacher import Teacher
 from fitnets.distill.tokens import prefix_tokens
 from fitnets.errors import FitnetsError
-from fitnets.models.counting import count_mults
 from fitnets.trainer import LossFn, Stage, max_norm_fn, scaled_groups
 
 HINTS, CLASSIFIER = "hints", "classifier"  # the kinds of stage (written into the metrics)
@@ -122,10 +121,10 @@ def regressor_for(cfg: Config, student: nn.Module, teacher: nn.Module, pair: tup
     built = build_regressor(g_shape, h_shape, cfg.hints.regressor, nl, cfg.hints.cls_token,
                             (prefix_tokens(student), prefix_tokens(teacher)))
     regressor = init_regressor_(built, cfg.hints.regressor_init)
+    cost = describe_regressor(regressor, g_shape)
     desc = {"pair": index, "guided": guided, "hint": hint, "guided_shape": list(g_shape),
-            "hint_shape": list(h_shape), "regressor": getattr(regressor, "kind", "none"),
-            "nonlinearity": str(nl), "regressor_params": count_params(regressor),
-            "regressor_mults": count_mults(regressor, g_shape) if count_params(regressor) else 0}
+            "hint_shape": list(h_shape), "regressor": cost["kind"], "nonlinearity": str(nl),
+            "regressor_params": cost["params"], "regressor_mults": cost["mults"]}
     if hasattr(regressor, "mapping"):
         desc["mapping"] = regressor.mapping()
     regressor.to(next(student.parameters()).device)

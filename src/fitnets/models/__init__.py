@@ -69,16 +69,16 @@ def build_model(
     ``maxout`` (pool rounding, untied biases, dropout) applies to the built-in maxout nets;
     anything but the defaults for another model is an error.
     """
-    if maxout is not None and maxout != MaxoutOptions() and name not in _MAXOUT:
+    if maxout is not None and maxout != MaxoutOptions() and name not in MAXOUT_NETS:
         if name in MODELS or ":" in str(name):  # else: the unknown-name error below
             raise FitnetsError(
                 f"model {name!r} is not one of the built-in maxout nets, so the model options "
                 "pool_rounding, untied_biases and dropout_* must keep their defaults "
-                f"(got {maxout}). Maxout nets: {', '.join(sorted(_MAXOUT))}."
+                f"(got {maxout}). Maxout nets: {', '.join(sorted(MAXOUT_NETS))}."
             )
     if ecosystem.is_ecosystem(name):
         return ecosystem.build(name, num_classes, in_channels, pretrained)
-    extra = {"options": maxout} if name in _MAXOUT and maxout is not None else {}
+    extra = {"options": maxout} if name in MAXOUT_NETS and maxout is not None else {}
     return _build(name, num_classes, in_channels, batchnorm, extra)
 
 
@@ -102,7 +102,7 @@ def _build(name: str, num_classes: int, in_channels: int | None, batchnorm: bool
     return MODELS[name](**kwargs, **extra)
 
 
-_MAXOUT = [n for n, f in MODELS.items() if "options" in inspect.signature(f).parameters]
+MAXOUT_NETS = [n for n, f in MODELS.items() if "options" in inspect.signature(f).parameters]
 
 
 __all__ = [
