@@ -159,3 +159,28 @@ def test_timm_layers_are_listed_and_pretrained_offline_says_to_use_files(capsys,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FitnetsError, match="pretrained=false and teacher.weights"):
         build_model("timm:resnet18", num_classes=3, pretrained=True)
+
+
+@needs_timm
+def test_a_timm_vit_teacher_guides_a_built_in_vit_student_through_token_hints(tmp_path):
+    """timm's ViT says its prefix tokens (num_prefix_tokens); a patch-8 teacher (CLS + 4x4)
+    guides a patch-4 student (CLS + 8x8): CLS kept, the student's grid shrunk to 4x4."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    spec = "timm:vit_tiny_patch16_224?img_size=32&patch_size=8&depth=2&embed_dim=48&num_heads=2"
+    torch.manual_seed(0)
+    teacher = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2,
+                                embed_dim=48, num_heads=2, num_classes=3)
+    assert teacher.num_prefix_tokens == 1
+    save_file(teacher.state_dict(), str(tmp_path / "vit.safetensors"))
+    assert _cli(tmp_path, "distill", "--teacher", spec,
+                f"teacher.weights={tmp_path / 'vit.safetensors'}", "--student",
+                "vit_student_small", 'hints.pairs=[["blocks.3", "blocks.1"]]',
+                "train.epochs=1", f"out={tmp_path / 's'}") == 0
+    hint = json.loads((tmp_path / "s" / "summary.json").read_text())["stages"][0]
+    assert hint["guided_shape"] == [65, 32] and hint["hint_shape"] == [17, 48]
+    assert hint["regressor"] == "token" and hint["regressor_params"] == 32 * 48 + 48
+    assert hint["mapping"] == ("keep 1 prefix token(s); resize the grid 8x8 -> 4x4 (bilinear, "
+                               "antialiased when shrinking); linear 32 -> 48 per token")
