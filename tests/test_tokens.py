@@ -167,3 +167,9 @@ def test_the_student_is_thinner_deeper_and_cheaper_than_the_teacher() -> None:
     assert len(s.blocks) == 2 * len(t.blocks)
     assert count_params(s) * 4 < count_params(t)
     assert count_mults(s, (3, 32, 32)) * 4 < count_mults(t, (3, 32, 32))
+
+
+def test_the_papers_conv_regressor_on_tokens_names_the_token_regressor() -> None:
+    with pytest.raises(FitnetsError, match=r"needs feature maps.*Kinds that work for these "
+                                           r"shapes: token, fc \(token: one linear layer"):
+        build_regressor((65, 64), (65, 96), "conv")

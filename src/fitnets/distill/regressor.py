@@ -150,8 +150,10 @@ def _check_conv(guided_shape: tuple, hint_shape: tuple) -> None:
     if len(guided_shape) != 3 or len(hint_shape) != 3:
         raise FitnetsError(
             f"a convolutional regressor needs feature maps (C,H,W) on both sides, but the guided "
-            f"layer gives {_fmt(guided_shape)} and the hint {_fmt(hint_shape)}. Use "
-            "hints.regressor=fc, or choose convolutional layers."
+            f"layer gives {_fmt(guided_shape)} and the hint {_fmt(hint_shape)}. Kinds that work "
+            f"for these shapes: {', '.join(possible_kinds(guided_shape, hint_shape))} (token: "
+            "one linear layer per token, for transformer layers); or choose convolutional "
+            "layers."
         )
     g, h = guided_shape[1:], hint_shape[1:]
     if h[0] > g[0] or h[1] > g[1]:
