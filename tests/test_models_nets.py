@@ -7,10 +7,19 @@ import torch
 from torch import nn
 
 from fitnets.errors import FitnetsError
-from fitnets.models import MODELS, MaxoutConvBlock, build_model, cifar, count_mults, count_params
+from fitnets.models import (
+    MODELS,
+    MaxoutConvBlock,
+    build_model,
+    cifar,
+    count_mults,
+    count_params,
+    vit,
+)
 
-# the paper's maxout nets; the modern CIFAR nets are tested in test_byo_cifar.py
-PAPER_MODELS = sorted(n for n in MODELS if n not in cifar.MODELS)
+# the paper's maxout nets; the modern CIFAR nets are tested in test_byo_cifar.py, the ViTs in
+# test_tokens.py
+PAPER_MODELS = sorted(n for n in MODELS if n not in cifar.MODELS and n not in vit.MODELS)
 
 
 def _out_shape(model: nn.Module, layer: str) -> tuple[int, ...]:
