@@ -2,11 +2,10 @@
 
 Candidates are a network's "main" layers: its direct children whose output is a feature map
 (N,C,H,W) or tokens (N,T,D) (a transformer block's), leaving out stand-alone BatchNorm /
-activation / dropout modules (their output
-repeats the layer before them) and global pools. When a network has fewer than four such
-children (e.g. one ``features`` Sequential), the children of its Sequential / ModuleList
-stages are listed too, so that the list stays readable and still reaches inside a
-single-stage network.
+activation / dropout modules (their output repeats the layer before them) and global pools.
+When a network has fewer than four such children (e.g. one ``features`` Sequential, or a
+ViT's ``blocks``), the children of its Sequential / ModuleList stages are listed too, so
+that the list stays readable and still reaches inside a single-stage network.
 """
 
 from __future__ import annotations
