@@ -159,10 +159,15 @@ class StreamData:
         key = id(dataset)
         if key not in self._loaders:
             w = self.workers
+            # A loader's own generator: each new iterator draws its workers' base seed from
+            # it, not from torch's global RNG, which the model's dropout draws from. A run
+            # resumed at another epoch starts its iterators at other points; with the
+            # global RNG the dropout masks after a resume would then differ (the items'
+            # own draws are seeded per (epoch, item) anyway).
             self._loaders[key] = DataLoader(
                 dataset, batch_sampler=sampler, num_workers=w, collate_fn=collate,
                 pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
-                prefetch_factor=4 if w > 0 else None)
+                prefetch_factor=4 if w > 0 else None, generator=torch.Generator())
         return self._loaders[key]
 
     def _ready(self, x: torch.Tensor) -> torch.Tensor:
