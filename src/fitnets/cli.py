@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         description="With a model: its layer names and output shapes. With --teacher and "
                     "--student: every (guided, hint) pair with the regressor it needs.")
     lay.add_argument("model", nargs="?", help="a built-in model name, pkg.mod:fn or file.py:fn")
-    lay.add_argument("--input-shape", help="C,H,W (default: the model's own)")
+    lay.add_argument("--input-shape", help="C,H,W, or T (tokens) for a text model "
+                     "(default: the model's own)")
     lay.add_argument("--list", action="store_true", help="list the built-in models")
     lay.add_argument("--teacher", metavar="MODEL", help="list hint pairs: the teacher")
     lay.add_argument("--student", metavar="MODEL", help="list hint pairs: the student")
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     pr.add_argument("--repeats", type=int, default=10, help="timed batches (median is kept)")
     pr.add_argument("--warmup", type=int, default=3, help="untimed batches first")
-    pr.add_argument("--input-shape", help="C,H,W (default: the teacher's own)")
+    pr.add_argument("--input-shape", help="C,H,W, or T (tokens) for a text model "
+                    "(default: the teacher's own)")
     pr.add_argument("--num-classes", type=int, default=10)
     pr.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     pr.add_argument("--pool-rounding", choices=("floor", "ceil"), default="floor",
@@ -205,7 +207,8 @@ def _input_shape(text: str | None, model, name: str) -> tuple[int, ...]:
         return _shape(text)
     if getattr(model, "input_shape", None) is None:
         raise FitnetsError(f"model '{name}' does not say what input it takes (no "
-                           "input_shape attribute); give --input-shape C,H,W, e.g. 3,32,32.")
+                           "input_shape attribute); give --input-shape C,H,W, e.g. 3,32,32 "
+                           "(a text model: T, its token count, e.g. 128).")
     return tuple(model.input_shape)
 
 

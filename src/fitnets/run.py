@@ -50,8 +50,10 @@ def seed_everything(seed: int) -> None:
 
 
 def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
+    images = prepared.input_dtype.is_floating_point  # else token ids: no channels
     model = build_model(mcfg.name, num_classes=prepared.num_classes,
-                        in_channels=prepared.input_shape[0], batchnorm=mcfg.batchnorm,
+                        in_channels=prepared.input_shape[0] if images else None,
+                        batchnorm=mcfg.batchnorm,
                         maxout=MaxoutOptions.of(mcfg), pretrained=mcfg.pretrained)
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
@@ -254,7 +256,13 @@ def _models(cfg, command, prepared, dist, perf, say,
     if python.student is not None:
         student = python.student.to(device)
     else:
+        if not prepared.num_classes:
+            raise FitnetsError(
+                "the student is built from its name, but these Python datasets do not say "
+                "how many classes there are: give the training dataset a `classes` list or a "
+                "`targets` tensor of its labels, or pass the student as an nn.Module.")
         student = build_net(cfg.model if command == "train" else cfg.student, prepared, device)
+    _takes(student, prepared.input_dtype)
     if not prepared.num_classes:  # a Python dataset: the student's outputs say how many
         with torch.no_grad():
             prepared.num_classes = int(student.eval()(prepared.data.probe()).shape[1])
@@ -262,11 +270,20 @@ def _models(cfg, command, prepared, dist, perf, say,
     if methods.needs_teacher(command, cfg):
         net = (python.teacher.to(device).eval().requires_grad_(False) if python.teacher
                is not None else load_teacher(cfg.teacher, prepared, device))
+        _takes(net, prepared.input_dtype)
         perf.prepare(net)
         train_x = getattr(prepared.data.train, "x", None)  # None: streamed, no cache
         teacher = Teacher(net, cfg, perf, train_x, prepared.data.eval_batch_size, say=say,
                           dist=dist)
     return student, teacher
+
+
+def _takes(net: nn.Module, dtype: torch.dtype) -> None:
+    """A network fed token ids (a Python text dataset) is traced for its layer shapes and
+    costs with ids too: it gets ``input_dtype`` (fitnets.models.counting.dummy_input)
+    unless it says its own."""
+    if not dtype.is_floating_point and getattr(net, "input_dtype", None) is None:
+        net.input_dtype = dtype
 
 
 def _finish(r: _Run) -> dict:

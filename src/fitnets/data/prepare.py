@@ -42,6 +42,7 @@ class Prepared:
     preprocess: object  # fitnets.data.preprocess.Preprocess
     dataset: str
     how: str = ""  # the start line's account of memory vs stream
+    input_dtype: torch.dtype = torch.float32  # torch.long: token ids (a Python text dataset)
 
 
 def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)) -> Prepared:
@@ -188,7 +189,8 @@ def prepare_python(sets: dict, d: DataConfig, device: torch.device,
     """A user's ``torch.utils.data.Dataset``s (or DataLoaders: their dataset, batch size and
     workers are used) for ``train`` and ``val`` / ``test`` (at least one; the other takes
     its place). Items are (image tensor (C, H, W), label); uint8 images are scaled to
-    [0, 1], float ones are used as the dataset's transforms made them."""
+    [0, 1], float ones are used as the dataset's transforms made them. Items of integer
+    token ids (T,) (int32/int64: a text model's ``input_ids``) are passed on unchanged."""
     if sets.get("train") is None:
         raise FitnetsError("a Python dataset run needs train= a torch Dataset or DataLoader.")
     if sets.get("val") is None and sets.get("test") is None:
@@ -198,6 +200,12 @@ def prepare_python(sets: dict, d: DataConfig, device: torch.device,
     ds = {k: PythonData(v.dataset if isinstance(v, Loader) else v)
           for k, v in sets.items() if v is not None}
     first = ds["train"][0][0]
+    tokens = first.dtype in (torch.int32, torch.int64)
+    if tokens and (d.augment_pad or d.augment_flip):
+        raise FitnetsError(f"data.augment_pad / data.augment_flip translate and flip images; "
+                           f"these items are {first.dtype} token ids of shape "
+                           f"{tuple(first.shape)}. Set data.augment_pad=0 "
+                           "data.augment_flip=false.")
     n_workers = loaders["train"].num_workers if "train" in loaders else workers(d)
     batch = loaders["train"].batch_size if "train" in loaders else d.batch_size
     kind = "scale" if first.dtype == torch.uint8 else "none"
@@ -206,5 +214,20 @@ def prepare_python(sets: dict, d: DataConfig, device: torch.device,
                       d.eval_batch_size, preprocess=pre.to(device), device=device,
                       workers=n_workers, augment=_augment(d), shard=shard)
     how = (f"data: Python datasets ({len(ds['train']):,} training items of "
-           f"{tuple(first.shape)} {first.dtype}), {n_workers} loader workers")
-    return Prepared(data, tuple(first.shape), 0, pre, "python", how)
+           f"{tuple(first.shape)} {first.dtype}{' token ids' if tokens else ''}), "
+           f"{n_workers} loader workers")
+    return Prepared(data, tuple(first.shape), _classes(ds["train"].dataset), pre, "python",
+                    how, input_dtype=first.dtype if tokens else torch.float32)
+
+
+def _classes(dataset) -> int:
+    """A Python dataset's class count where it says it without being read: ``classes``
+    (torchvision's folders), else ``targets`` / ``labels``; 0 when neither (the student's
+    outputs then say)."""
+    if getattr(dataset, "classes", None) is not None:
+        return len(dataset.classes)
+    for key in ("targets", "labels"):
+        labels = getattr(dataset, key, None)
+        if labels is not None and len(labels):
+            return int(torch.as_tensor(labels).max()) + 1
+    return 0

@@ -48,9 +48,10 @@ class Preprocess:
 
     def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """float32 output of the same shape and device as the uint8 input."""
+        if self.kind == "none":  # a Python dataset's tensors, as its transforms made them:
+            # float32, or integer token ids (a text model's input_ids) kept as they are
+            return x_uint8 if not x_uint8.is_floating_point() else x_uint8.float()
         x = x_uint8.float()
-        if self.kind == "none":  # a Python dataset's tensors, as its transforms made them
-            return x
         if self.kind == "scale":
             return x / 255.0
         if self.kind == "standardize":

@@ -3,9 +3,11 @@
 Candidates are a network's "main" layers: its direct children whose output is a feature map
 (N,C,H,W) or tokens (N,T,D) (a transformer block's), leaving out stand-alone BatchNorm /
 activation / dropout modules (their output repeats the layer before them) and global pools.
-When a network has fewer than four such children (e.g. one ``features`` Sequential, or a
-ViT's ``blocks``), the children of its Sequential / ModuleList stages are listed too, so
-that the list stays readable and still reaches inside a single-stage network.
+When a network has fewer than four such children (e.g. one ``features`` Sequential, a
+ViT's ``blocks``, or a wrapper such as a Hugging Face model's ``model``), the children of its
+outermost Sequential / ModuleList stages, at any depth (``model.bert.encoder.layer``), are
+listed too, so that the list stays readable and still reaches inside a single-stage or
+wrapped network. A tap on a tuple or dict output (``layer.3[0]``) counts as its module.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fitnets.distill.regressor import (
     describe_regressor,
     hint_nonlinearity,
 )
-from fitnets.distill.taps import get_layer, layer_shapes
+from fitnets.distill.taps import get_layer, layer_shapes, parse_tap
 from fitnets.errors import FitnetsError
 
 _SKIP = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
@@ -41,15 +43,19 @@ def candidate_layers(model: nn.Module, input_shape: tuple) -> list[tuple[str, tu
     shapes = _map_shapes(model, input_shape)
     modules = dict(model.named_modules())
 
-    def keep(name: str) -> bool:
-        return not isinstance(modules[name], _SKIP)
+    def module(tap: str) -> str:
+        return parse_tap(tap)[0]
 
-    top = [(n, s) for n, s in shapes if "." not in n and keep(n)]
+    def keep(name: str) -> bool:
+        return not isinstance(modules[module(name)], _SKIP)
+
+    top = [(n, s) for n, s in shapes if "." not in module(n) and keep(n)]
     if len(top) >= 4:
         return top
-    stages = {n for n, m in model.named_children() if isinstance(m, _CONTAINERS)}
+    containers = [n for n, m in modules.items() if n and isinstance(m, _CONTAINERS)]
+    stages = {n for n in containers if not any(n.startswith(c + ".") for c in containers)}
     return [(n, s) for n, s in shapes
-            if keep(n) and ("." not in n or (n.count(".") == 1 and n.split(".")[0] in stages))]
+            if keep(n) and ("." not in module(n) or module(n).rpartition(".")[0] in stages)]
 
 
 def _with(layers: list, name: str | None, model: nn.Module, input_shape: tuple) -> list:

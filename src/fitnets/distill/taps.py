@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fitnets.errors import FitnetsError
+from fitnets.models.counting import dummy_input
 
 
 class _Stop(Exception):
@@ -188,10 +189,8 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     modes = [m.training for m in model.modules()]  # restored one by one: they may differ
     try:
         model.eval()
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else "cpu"
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=device))
+            model(dummy_input(model, input_shape))
     except RuntimeError as e:  # e.g. an input smaller than a kernel
         raise FitnetsError(
             f"{type(model).__name__} cannot run on inputs of shape {tuple(input_shape)}: "

@@ -27,12 +27,16 @@ def count_weights(model: nn.Module) -> int:
                if p.requires_grad and n.rsplit(".", 1)[-1] == "weight" and p.dim() >= 2)
 
 
-def _dummy(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+def dummy_input(model: nn.Module, input_shape: Sequence[int], batch: int = 1) -> torch.Tensor:
+    """Zeros of ``(batch, *input_shape)`` on the model's device, of its ``input_dtype``
+    (float32 unless the model says otherwise: a text model's ``torch.long`` token ids, 0
+    being a valid id, the padding one in BERT-like vocabularies)."""
     try:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    return torch.zeros(1, *input_shape, device=device)
+    dtype = getattr(model, "input_dtype", None) or torch.float32
+    return torch.zeros(batch, *input_shape, device=device, dtype=dtype)
 
 
 class _EvalMode:
@@ -62,7 +66,7 @@ def count_mults(model: nn.Module, input_shape: Sequence[int]) -> int:
     with _EvalMode(model), torch.no_grad():
         counter = FlopCounterMode(display=False)
         with counter:
-            model(_dummy(model, input_shape))
+            model(dummy_input(model, input_shape))
     return int(counter.get_total_flops()) // 2
 
 
@@ -88,7 +92,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> list[dict[str, 
         hooks.append(m.register_forward_hook(make_hook(name)))
     try:
         with _EvalMode(model), torch.no_grad():
-            model(_dummy(model, input_shape))
+            model(dummy_input(model, input_shape))
     finally:
         for h in hooks:
             h.remove()
@@ -150,7 +154,9 @@ def profile(
         model = model.to(dev)
         params = count_params(model)
         mults = count_mults(model, input_shape)
-        x = torch.randn(batch_size, *input_shape, device=dev)
+        x = dummy_input(model, input_shape, batch_size)
+        if x.is_floating_point():
+            x.normal_()
         was_training = model.training
         model.eval()
         with torch.inference_mode():

@@ -6,9 +6,12 @@
 - ``torchvision:NAME`` (``torchvision.models.get_model``), e.g. ``torchvision:resnet18``;
   ``num_classes`` passed, 3 input channels only.
 - ``hf:DIR_OR_ID``: a Hugging Face image classifier (``AutoModelForImageClassification``)
-  from a local folder (``save_pretrained``) or the hub, with that folder's weights (a
-  teacher needs no ``teacher.weights`` then); wrapped so that ``model(x)`` returns the
-  logits, its layers under ``model.`` (``model.vit.layers.3``); ``num_labels`` set.
+  or, for a text model (BERT-like: any ``AutoModelForSequenceClassification`` type),
+  a sequence classifier, from a local folder (``save_pretrained``) or the hub, with that
+  folder's weights (a teacher needs no ``teacher.weights`` then); wrapped so that
+  ``model(x)`` returns the logits (a text model takes token ids ``(N, T)`` and masks the
+  padding id), its layers under ``model.`` (``model.vit.layers.3``,
+  ``model.bert.encoder.layer.3``); ``num_labels`` set.
 
 ``pretrained=True`` asks the library for its own weights (timm / torchvision download them;
 hf: loads the folder's or the hub's weights, which it always does); where the hub cannot be
@@ -21,6 +24,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch import nn
 
@@ -89,20 +93,38 @@ def build(spec: str, num_classes: int = 10, in_channels: int | None = None,
 
 
 class HFClassifier(nn.Module):
-    """A Hugging Face image classifier whose ``forward(x)`` returns the logits."""
+    """A Hugging Face classifier whose ``forward(x)`` returns the logits: of images
+    (``pixel_values``), or of token ids (``input_ids``, with the attention mask that hides
+    the config's ``pad_token_id``; ``input_dtype`` is then ``torch.long``)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, text: bool = False):
         super().__init__()
         self.model = model
+        self.text = text
+        self.input_dtype = torch.long if text else None
+        self.pad_token_id = getattr(model.config, "pad_token_id", None) if text else None
 
     @classmethod
     def load(cls, where: str, num_classes: int, in_channels: int | None,
              kwargs: dict) -> HFClassifier:
         transformers = _library("hf", "transformers")
+        from transformers.models.auto import modeling_auto
+
         local = Path(where).expanduser()
         source = str(local) if local.exists() else where
-        model = transformers.AutoModelForImageClassification.from_pretrained(
-            source, num_labels=num_classes, ignore_mismatched_sizes=True, **kwargs)
+        kind = transformers.AutoConfig.from_pretrained(source).model_type
+        images = modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+        texts = modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        if kind not in images and kind not in texts:
+            raise FitnetsError(f"hf model '{where}' is a '{kind}' model, which transformers "
+                               "builds neither as an image classifier nor as a sequence "
+                               "(text) classifier; fitnets takes those two kinds.")
+        auto = (transformers.AutoModelForImageClassification if kind in images
+                else transformers.AutoModelForSequenceClassification)
+        model = auto.from_pretrained(source, num_labels=num_classes,
+                                     ignore_mismatched_sizes=True, **kwargs)
+        if kind not in images:
+            return cls(model, text=True)
         channels = getattr(model.config, "num_channels", 3)
         if in_channels is not None and channels != in_channels:
             raise FitnetsError(f"hf model '{where}' takes {channels}-channel images but the "
@@ -110,4 +132,11 @@ class HFClassifier(nn.Module):
         return cls(model)
 
     def forward(self, x):
-        return self.model(pixel_values=x).logits
+        if not self.text:
+            return self.model(pixel_values=x).logits
+        if x.is_floating_point():
+            raise FitnetsError(f"this hf text model takes token ids (an integer tensor N x T), "
+                               f"got {x.dtype} {tuple(x.shape)}: give it a dataset of "
+                               "input_ids (fitnets.distill(train=...), items (ids, label)).")
+        mask = None if self.pad_token_id is None else (x != self.pad_token_id).long()
+        return self.model(input_ids=x, attention_mask=mask).logits
