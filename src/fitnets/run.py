@@ -24,7 +24,7 @@ from torch import nn
 from fitnets import distributed
 from fitnets.checkpoint import Checkpoints, atomic_write, load_into, save_weights
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config, to_dict
-from fitnets.data.prepare import Prepared, prepare, prepare_python
+from fitnets.data.prepare import Prepared, dataset_classes, prepare, prepare_python
 from fitnets.distill import methods
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
@@ -256,6 +256,8 @@ def _models(cfg, command, prepared, dist, perf, say,
     if python.student is not None:
         student = python.student.to(device)
     else:
+        if not prepared.num_classes and python.data:  # no module to ask: the dataset says
+            prepared.num_classes = dataset_classes(python.data["train"])
         if not prepared.num_classes:
             raise FitnetsError(
                 "the student is built from its name, but these Python datasets do not say "

@@ -216,14 +216,15 @@ def prepare_python(sets: dict, d: DataConfig, device: torch.device,
     how = (f"data: Python datasets ({len(ds['train']):,} training items of "
            f"{tuple(first.shape)} {first.dtype}{' token ids' if tokens else ''}), "
            f"{n_workers} loader workers")
-    return Prepared(data, tuple(first.shape), _classes(ds["train"].dataset), pre, "python",
-                    how, input_dtype=first.dtype if tokens else torch.float32)
+    return Prepared(data, tuple(first.shape), 0, pre, "python", how,
+                    input_dtype=first.dtype if tokens else torch.float32)
 
 
-def _classes(dataset) -> int:
-    """A Python dataset's class count where it says it without being read: ``classes``
-    (torchvision's folders), else ``targets`` / ``labels``; 0 when neither (the student's
-    outputs then say)."""
+def dataset_classes(dataset) -> int:
+    """A Python dataset's (or DataLoader's) class count where it says it without being read:
+    ``classes`` (torchvision's folders), else ``targets`` / ``labels``; 0 when neither."""
+    if isinstance(dataset, Loader):
+        dataset = dataset.dataset
     if getattr(dataset, "classes", None) is not None:
         return len(dataset.classes)
     for key in ("targets", "labels"):
