@@ -50,6 +50,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--teacher", default="resnet20",
                    help="built-in teacher model (smaller than the paper's: resnet20; "
                         "the paper's maxout net: cifar_teacher)")
+    p.add_argument("--teacher-pool-rounding", choices=["floor", "ceil"], default=None,
+                   help="pooling of a maxout teacher (cifar_teacher): floor (our default) or "
+                        "ceil (cuda-convnet's, as the authors ran it and the paper recipes "
+                        "use: hint 192x7x7 instead of 192x6x6); benchmarks/results/"
+                        "authors-code/README.md item 2")
     p.add_argument("--epochs-teacher", type=int, default=30, help="teacher epochs")
     p.add_argument("--epochs-student", type=int, default=30, help="student (stage 2) epochs")
     p.add_argument("--hint-epochs", type=int, default=10, help="FitNet stage-1 epochs")
@@ -74,8 +79,10 @@ def main(argv: list[str] | None = None) -> Path:
         return run_once(None, command, out / name, [*base, *extra], args.resume, args.device,
                         not args.quiet)
 
+    pool = [] if args.teacher_pool_rounding is None else [args.teacher_pool_rounding]
     teacher = go("train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
-                                      f"train.epochs={args.epochs_teacher}"])
+                                      f"train.epochs={args.epochs_teacher}",
+                                      *(f"model.pool_rounding={r}" for r in pool)])
     dirs: dict[tuple[int, int, str], list[Path]] = {}
     for budget in args.budgets:
         tag = "" if budget == 30_000 else f"{budget // 1000}k-"  # run names: d3-..., 107k-d3-...
@@ -86,7 +93,8 @@ def main(argv: list[str] | None = None) -> Path:
                              f"student.name=fitnets.models.thin:{builder_name(depth, budget)}",
                              f"train.epochs={args.epochs_student}",
                              f"hints.stage.epochs={args.hint_epochs}",
-                             f"teacher.name={args.teacher}", f"teacher.weights={teacher}"]
+                             f"teacher.name={args.teacher}", f"teacher.weights={teacher}",
+                             *(f"teacher.pool_rounding={r}" for r in pool)]
                     dirs.setdefault((budget, depth, method), []).append(
                         go("distill", f"{tag}d{depth}-{method}-s{seed}", extra))
     elapsed = time.perf_counter() - t0

@@ -72,3 +72,36 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
     # the 107K students really are ~107K: the report's parameter column
     assert "thin_cifar_d3_107k | 107,246 |" in text
     sys.modules.pop("common", None)
+
+
+@pytest.mark.slow
+def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_path):
+    """--teacher-pool-rounding ceil reaches the teacher's run and every student's teacher:
+    were it missing on the student side, the ceil teacher's fc1 (192x5x5 inputs) would not
+    load into a floor-built teacher (192x4x4) and the student runs would fail."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+    import yaml
+
+    from test_data_cifar import cifar10_members
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name, data in cifar10_members(np.random.default_rng(0), per_batch=6,
+                                      n_test=6).items():
+        (folder / name).write_bytes(data)
+    driver = load("depth_study")
+    argv = ["--out", str(tmp_path / "d"), "--depths", "3", "--teacher", "cifar_teacher",
+            "--teacher-pool-rounding", "ceil", "--epochs-teacher", "1", "--epochs-student",
+            "1", "--hint-epochs", "1", "--device", "cpu", "--quiet", "--set",
+            f"data.root={tmp_path / 'data'}", "data.download=false", "data.val_size=6",
+            "data.batch_size=12"]
+    driver.main(argv)
+    teacher = yaml.safe_load((tmp_path / "d" / "teacher" / "config.yaml").read_text())
+    assert teacher["model"]["pool_rounding"] == "ceil"
+    for method in ("backprop", "kd", "fitnet"):
+        run = tmp_path / "d" / f"d3-{method}-s0"
+        assert (run / "summary.json").is_file(), method
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        assert cfg["teacher"]["pool_rounding"] == "ceil", method
+    sys.modules.pop("common", None)
