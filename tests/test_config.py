@@ -70,6 +70,20 @@ def test_override_values_are_read_as_yaml():
     assert parse_override("x=[1, 2]") == (["x"], [1, 2])
 
 
+@pytest.mark.parametrize("typed", ["no", "on", "1e3", "007", "12", "True"])
+def test_a_string_key_takes_an_override_as_typed(typed):
+    # YAML reads these as False / True / 1000.0 / 7 / 12 / True; a folder name is text
+    cfg = make_config(None, [f"out={typed}", f"student.name={typed}"])
+    assert cfg.out == typed and cfg.student.name == typed
+    # the other keys still read them as YAML does
+    cfg = make_config(None, ["train.epochs=12", "data.augment_flip=on", "train.optim.lr=1e3",
+                             "data.root=null"])
+    assert cfg.train.epochs == 12 and cfg.data.augment_flip is True
+    assert cfg.train.optim.lr == 1000.0 and cfg.data.root is None
+    with pytest.raises(FitnetsError, match="'train.epochs' must be an integer, got False"):
+        make_config(None, ["train.epochs=no"])
+
+
 def test_every_key_is_documented():
     rows = describe(Config)
     assert len(rows) > 40

@@ -302,8 +302,20 @@ def _yaml_word(value: Any, choices: tuple) -> Any:
     return words[0] if len(words) == 1 else value
 
 
+@dataclasses.dataclass(frozen=True)
+class _Typed:
+    """A scalar override as YAML read it (``value``) and as it was typed (``text``): a
+    string key takes the text, so ``out=no`` names the folder ``no``, not False."""
+
+    value: Any
+    text: str
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the field type ``tp``; return it (ints widen to floats)."""
+    if isinstance(value, _Typed):
+        plain = _strip_optional(tp) if _is_optional(tp) else tp
+        value = value.text if plain is str and value.value is not None else value.value
     bad = FitnetsError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.")
     if _is_optional(tp):
         return None if value is None else _coerce(value, _strip_optional(tp), key)
@@ -474,6 +486,13 @@ def _safe_load(text: str) -> Any:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=3"`` -> (["a", "b"], 3); the value is read as YAML (numbers, lists, null)."""
+    path, value = _parse_override(text)
+    return path, value.value if isinstance(value, _Typed) else value
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    """As ``parse_override``, but a number or boolean keeps the text it was typed as
+    (``_Typed``), for keys that take a string."""
     if "=" not in text:
         raise FitnetsError(
             f"cannot read the override '{text}': expected key=value, e.g. train.epochs=5."
@@ -484,6 +503,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise FitnetsError(f"cannot read the override '{text}': the key is empty.")
     try:
         value = _safe_load(raw) if raw.strip() else ""
+        if isinstance(value, (bool, int, float)):
+            value = _Typed(value, raw.strip())
     except yaml.YAMLError as e:
         hint = (" Layer names with [INDEX] or :KEY must be quoted inside the list, e.g. "
                 "hints.pairs='[[\"blocks.5[0]\", \"encoder:last_hidden_state\"]]'."
@@ -525,7 +546,7 @@ def make_config(recipe: str | Path | None = None, overrides: list[str] = (),
     if settings:
         values = _deep_merge(values, _plain(settings))
     for text in overrides:
-        path, value = parse_override(text)
+        path, value = _parse_override(text)
         values = _deep_merge(values, _nest(path, value))
     return validate(_build(Config, values))
 
