@@ -105,3 +105,41 @@ def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_pat
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert cfg["teacher"]["pool_rounding"] == "ceil", method
     sys.modules.pop("common", None)
+
+
+@pytest.mark.slow
+def test_soft_targets_of_a_trained_teacher(tmp_path):
+    import math
+
+    from conftest import write_tiny_mnist
+    from fitnets import FitnetsError
+
+    root = write_tiny_mnist(tmp_path / "data", n_train=80, n_test=20)
+    load("reproduce_mnist")  # puts benchmarks/ on sys.path for `common`
+    from fitnets.api import train
+
+    run = tmp_path / "teacher"
+    train("recipes/mnist-teacher.yaml", verbose=False, overrides=[
+        f"data.root={root}", "data.download=false", "data.val_size=20", "data.batch_size=40",
+        "train.epochs=2", "train.patience=0", "device=cpu", "perf.precision=fp32",
+        f"out={run}"])
+    driver = load("soft_targets")
+    summary = __import__("json").loads((run / "summary.json").read_text())
+    cold = driver.stats(run, 1.0, "test")
+    hot = driver.stats(run, 1e6, "test")
+    assert cold["n"] == hot["n"] == 20
+    # accuracy is the argmax, whatever tau: the run's own test accuracy
+    assert cold["acc"] == hot["acc"] == pytest.approx(summary["test_acc"])
+    # tau -> infinity: the uniform distribution over the 10 classes
+    assert hot["top_mean"] == pytest.approx(0.1, abs=1e-4)
+    assert hot["entropy"] == pytest.approx(math.log(10), abs=1e-4)
+    assert hot["non_label"] == pytest.approx(0.9, abs=1e-4)
+    # a colder softmax is peakier; every statistic stays in its range
+    assert cold["top_mean"] >= hot["top_mean"] and cold["entropy"] <= hot["entropy"]
+    assert 0.1 <= cold["top_median"] <= 1 and 0 <= cold["non_label"] <= 0.9
+    text = driver.main([str(run), "--split", "val", "--out", str(tmp_path / "t.md")])
+    assert f"| {run} | 20 |" in text and (tmp_path / "t.md").read_text() == text
+    (run / "summary.json").unlink()
+    with pytest.raises(FitnetsError, match="not a finished run"):
+        driver.stats(run, 3.0, "train")
+    sys.modules.pop("common", None)
