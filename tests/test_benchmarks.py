@@ -46,18 +46,23 @@ def test_reproduce_mnist_on_tiny_idx(tmp_path, capsys):
     sys.modules.pop("common", None)
 
 
-@pytest.mark.slow
-def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
-    pytest.importorskip("matplotlib")
+def write_tiny_cifar(root: Path, per_batch: int, n_test: int) -> None:
+    """The canonical CIFAR-10 pickles under ``root`` (random images, ``per_batch`` per batch)."""
     import numpy as np
 
     from test_data_cifar import cifar10_members
 
-    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    for name, data in cifar10_members(np.random.default_rng(0), per_batch=12,
-                                      n_test=10).items():
+    for name, data in cifar10_members(np.random.default_rng(0), per_batch=per_batch,
+                                      n_test=n_test).items():
         (folder / name).write_bytes(data)
+
+
+@pytest.mark.slow
+def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_tiny_cifar(tmp_path / "data", per_batch=12, n_test=10)
     driver = load("depth_study")
     argv = ["--out", str(tmp_path / "d"), "--depths", "3", "--budgets", "30000", "107000",
             "--epochs-teacher", "1", "--epochs-student", "1", "--hint-epochs", "1",
@@ -80,16 +85,9 @@ def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_pat
     were it missing on the student side, the ceil teacher's fc1 (192x5x5 inputs) would not
     load into a floor-built teacher (192x4x4) and the student runs would fail."""
     pytest.importorskip("matplotlib")
-    import numpy as np
     import yaml
 
-    from test_data_cifar import cifar10_members
-
-    folder = tmp_path / "data" / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for name, data in cifar10_members(np.random.default_rng(0), per_batch=6,
-                                      n_test=6).items():
-        (folder / name).write_bytes(data)
+    write_tiny_cifar(tmp_path / "data", per_batch=6, n_test=6)
     driver = load("depth_study")
     argv = ["--out", str(tmp_path / "d"), "--depths", "3", "--teacher", "cifar_teacher",
             "--teacher-pool-rounding", "ceil", "--epochs-teacher", "1", "--epochs-student",
@@ -109,13 +107,13 @@ def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_pat
 
 @pytest.mark.slow
 def test_soft_targets_of_a_trained_teacher(tmp_path):
+    import json
     import math
 
     from conftest import write_tiny_mnist
     from fitnets import FitnetsError
 
     root = write_tiny_mnist(tmp_path / "data", n_train=80, n_test=20)
-    load("reproduce_mnist")  # puts benchmarks/ on sys.path for `common`
     from fitnets.api import train
 
     run = tmp_path / "teacher"
@@ -124,7 +122,7 @@ def test_soft_targets_of_a_trained_teacher(tmp_path):
         "train.epochs=2", "train.patience=0", "device=cpu", "perf.precision=fp32",
         f"out={run}"])
     driver = load("soft_targets")
-    summary = __import__("json").loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     cold = driver.stats(run, 1.0, "test")
     hot = driver.stats(run, 1e6, "test")
     assert cold["n"] == hot["n"] == 20

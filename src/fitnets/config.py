@@ -315,7 +315,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the field type ``tp``; return it (ints widen to floats)."""
     if isinstance(value, _Typed):
         plain = _strip_optional(tp) if _is_optional(tp) else tp
-        value = value.text if plain is str and value.value is not None else value.value
+        value = value.text if plain is str else value.value
     bad = FitnetsError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.")
     if _is_optional(tp):
         return None if value is None else _coerce(value, _strip_optional(tp), key)
