@@ -158,3 +158,25 @@ def test_a_ceil_pooled_untied_maxout_teacher_exports_from_its_recorded_options(t
     info = export_run(run, formats=("safetensors", "torchscript"))
     assert info["files"]["safetensors"]["max_abs_diff"] <= 1e-5
     assert info["files"]["torchscript"]["max_abs_diff"] <= 1e-4
+
+
+def test_an_export_folder_loads_back_as_model_and_preprocessing(tmp_path) -> None:
+    import fitnets
+    from fitnets.data.preprocess import Preprocess
+
+    run, model = _fake_run(tmp_path)
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.25, 0.3])
+    bundle = load_weights(run / "model.pt")
+    bundle["preprocess"] = Preprocess("standardize", tensors={"mean": mean, "std": std}
+                                      ).state_dict()
+    save_weights(bundle, run / "model.pt")
+    export_run(run, formats=("safetensors",))
+    loaded, pre = fitnets.load_exported(run / "export")
+    assert pre.kind == "standardize" and torch.equal(pre.tensors["std"], std)
+    raw = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 255
+    by_hand = (raw / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pre(raw)), model(by_hand), rtol=1e-5, atol=1e-5)
+    (run / "export" / "model.safetensors").unlink()
+    with pytest.raises(FitnetsError, match="lacks model.safetensors"):
+        fitnets.load_exported(run / "export")

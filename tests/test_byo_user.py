@@ -9,7 +9,7 @@ from torch import nn
 
 from fitnets.checkpoint import save_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import build_model, resolve_model
+from fitnets.models import build_model
 from fitnets.models.user import load_state
 
 TINY_RESNET = textwrap.dedent('''
@@ -60,7 +60,7 @@ def test_file_builder_gets_the_arguments_it_accepts(user_file) -> None:
     assert type(model).__name__ == "TinyResNet" and not hasattr(model, "input_shape")
     assert model(torch.randn(2, 1, 12, 12)).shape == (2, 5)
     # a builder without in_channels gets num_classes only
-    assert resolve_model(f"{user_file}:only_classes", 6, 3, False).out_features == 6
+    assert build_model(f"{user_file}:only_classes", 6, 3, False).out_features == 6
 
 
 def test_module_builder_on_sys_path(tmp_path, monkeypatch) -> None:
@@ -76,7 +76,7 @@ def test_module_builder_on_sys_path(tmp_path, monkeypatch) -> None:
 
 
 def test_builtin_names_pass_through() -> None:
-    assert resolve_model("resnet20", 3, 3, True).fc.out_features == 3
+    assert build_model("resnet20", 3, 3, True).fc.out_features == 3
 
 
 def test_errors_are_actionable(user_file, tmp_path) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fitnets import FitnetsError
-from fitnets.config import Config, describe, make_config, parse_override
+from fitnets.config import Config, describe, make_config
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 
@@ -65,9 +65,10 @@ def test_bad_recipe_files(tmp_path):
 
 
 def test_override_values_are_read_as_yaml():
-    assert parse_override("a.b=3") == (["a", "b"], 3)
-    assert parse_override("x=null") == (["x"], None)
-    assert parse_override("x=[1, 2]") == (["x"], [1, 2])
+    cfg = make_config(None, ["train.epochs=3", "train.optim.milestones=[1, 2]",
+                             "teacher.weights=runs/t", "teacher.weights=null"])
+    assert cfg.train.epochs == 3 and cfg.train.optim.milestones == [1, 2]
+    assert cfg.teacher.weights is None
 
 
 @pytest.mark.parametrize("typed", ["no", "on", "1e3", "007", "12", "True"])

@@ -80,8 +80,10 @@ def assert_close_runs(a: Path, b: Path, atol: float) -> float:
     for x, y in zip(ra, rb):
         assert set(x) == set(y)
         for k, v in x.items():
-            if k.endswith("acc") or k in ("stage", "epoch", "pair", "lambda", "lr"):
-                assert v == y[k], (k, v, y[k])  # same predictions, same schedule
+            # same predictions, same schedule, same labels (strings, ints, tuples): equal;
+            # only float losses may differ by the reduction order across processes
+            if k.endswith("acc") or k in ("lambda", "lr") or not isinstance(v, float):
+                assert v == y[k], (k, v, y[k])
             else:
                 assert v == pytest.approx(y[k], rel=LOSS_RTOL), (k, v, y[k])
     return diff

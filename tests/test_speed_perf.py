@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -76,27 +75,25 @@ def test_channels_last_maxout_equals_contiguous_and_keeps_the_layout():
     assert torch.equal(x.grad, xc.grad)
 
 
+# torch.compile's first compile on a cold 2-core CPU (inductor builds its C++ kernels) took
+# about 20 s for this net; a compile that takes longer than this fails rather than skips
+COMPILE_BOUND_S = 150
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FITNETS_TEST_COMPILE"),
-                    reason="torch.compile took over 2 minutes to compile this small net on the "
-                    "2-core CI CPU; set FITNETS_TEST_COMPILE=1 to run it")
 def test_compile_gives_the_same_outputs():
     (a, _), x, _ = _nets()
     with torch.no_grad():
         ref = a(x)
-        ref_hint = run_to(a, x, ["conv2"])[0]
-    a.compile()
+    compiled = torch.compile(a)
     t0 = time.perf_counter()
-    try:
-        with torch.no_grad():
-            got = a(x)
-    except Exception as e:  # no working C++ toolchain for inductor, etc.
-        pytest.skip(f"torch.compile does not work on this CPU set-up: {type(e).__name__}: {e}")
-    if time.perf_counter() - t0 > 120:
-        pytest.skip("torch.compile works but took over 2 minutes here")
+    with torch.no_grad():
+        got = compiled(x)
+    seconds = time.perf_counter() - t0
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
-    with torch.no_grad():  # run_to's early stop still works on a compiled module
-        torch.testing.assert_close(run_to(a, x, ["conv2"])[0], ref_hint, rtol=1e-4, atol=1e-5)
+    assert seconds < COMPILE_BOUND_S, f"torch.compile took {seconds:.0f} s"
+    with torch.no_grad():  # a second batch size recompiles (or runs dynamic) and still agrees
+        torch.testing.assert_close(compiled(x[:3]), ref[:3], rtol=1e-4, atol=1e-5)
 
 
 def test_perf_defaults_per_device_and_fp16_on_cpu_refused():

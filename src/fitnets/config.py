@@ -484,15 +484,10 @@ def _safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"a.b=3"`` -> (["a", "b"], 3); the value is read as YAML (numbers, lists, null)."""
-    path, value = _parse_override(text)
-    return path, value.value if isinstance(value, _Typed) else value
-
-
 def _parse_override(text: str) -> tuple[list[str], Any]:
-    """As ``parse_override``, but a number or boolean keeps the text it was typed as
-    (``_Typed``), for keys that take a string."""
+    """``"a.b=3"`` -> (["a", "b"], 3): the value is read as YAML (numbers, lists, null); a
+    number or boolean keeps the text it was typed as (``_Typed``), for keys that take a
+    string."""
     if "=" not in text:
         raise FitnetsError(
             f"cannot read the override '{text}': expected key=value, e.g. train.epochs=5."

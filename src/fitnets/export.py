@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fitnets.checkpoint import save_weights
+from fitnets.checkpoint import load_safetensors, load_weights, save_weights
+from fitnets.data.preprocess import Preprocess
 from fitnets.errors import FitnetsError
 from fitnets.models import build_described, load_run_model
 
@@ -79,6 +80,25 @@ def export_run(
         raise FitnetsError(f"exported model(s) disagree with PyTorch beyond {TOLERANCE}: {bad} "
                            f"(see {out / 'export.json'}).")
     return info
+
+
+def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocess | None]:
+    """The network and preprocessing of an export folder (``fitnets export``'s
+    ``model.safetensors`` + ``config.json`` + ``preprocess.pt``): the model in eval mode on
+    the CPU, and the ``Preprocess`` to apply to raw images (0-255 floats, N x C x H x W)
+    before it, or None when the run had none. ``model(pre(x))`` is the student's output."""
+    folder = Path(folder)
+    missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
+    if missing:
+        raise FitnetsError(f"'{folder}' is not a fitnets export folder: it lacks "
+                           f"{', '.join(missing)} (write one with fitnets export RUN_DIR "
+                           "--formats safetensors).")
+    config = json.loads((folder / "config.json").read_text())
+    model = build_described({**config, "model": config["architecture"]})
+    model.load_state_dict(load_safetensors(folder / "model.safetensors"))
+    pre_file = folder / "preprocess.pt"
+    pre = Preprocess.from_state_dict(load_weights(pre_file)) if pre_file.is_file() else None
+    return model.eval(), pre
 
 
 def _diff(a: torch.Tensor, b: Any) -> float:

@@ -17,15 +17,6 @@ from fitnets.errors import FitnetsError
 _CHUNK = 1 << 20
 
 
-def file_digest(path: str | os.PathLike, algo: str = "md5") -> str:
-    """Hex digest of a file, read in chunks so large archives do not fill memory."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_file(
     url: str,
     dest: str | os.PathLike,

@@ -73,7 +73,7 @@ class Preprocess:
     @classmethod
     def from_state_dict(cls, d: dict) -> Preprocess:
         kind = d.get("kind")
-        if kind not in PREPROCESS:
+        if kind not in (*PREPROCESS, "none"):  # none: a Python dataset's run
             raise FitnetsError(f"Preprocessing state has kind {kind!r}; expected one of "
                                f"{PREPROCESS}. The checkpoint is damaged or from another tool.")
         params = {k: float(v) for k, v in d.items() if k != "kind"

@@ -51,12 +51,6 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def resolve_model(spec: str, num_classes: int = 10, in_channels: int | None = None,
-                  batchnorm: bool = False) -> nn.Module:
-    """A built-in model name, or the module a user's ``module:function`` builds."""
-    return build_model(spec, num_classes, in_channels, batchnorm)
-
-
 def build_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False,
     maxout: MaxoutOptions | None = None, pretrained: bool = False,
