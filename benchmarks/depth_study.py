@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_run_options, provenance, run_once  # noqa: E402
 
 from fitnets.models.thin import BUDGETS, builder_name  # noqa: E402
-from fitnets.report import load_run, mean_std, pyplot, report  # noqa: E402
+from fitnets.report import load_run, mean_std, pyplot, report, split_stalled  # noqa: E402
 
 METHODS = ("backprop", "kd", "fitnet")
 # data.name=cifar10 reads the canonical pickles when present, else cifar10-jpeg.zip
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> Path:
                         go("distill", f"{tag}d{depth}-{method}-s{seed}", extra))
     elapsed = time.perf_counter() - t0
     accs = {key: [load_run(p) for p in ps] for key, ps in dirs.items()}
-    accs = {key: [r.summary["test_acc"] for r in runs if r.finished] for key, runs in accs.items()}
+    # runs that stalled at chance are failures (report.md's table names them), not averaged
+    accs = {key: [r.summary["test_acc"] for r in split_stalled(runs)[0]]
+            for key, runs in accs.items()}
     plot_depth(accs, args.budgets, args.depths, out / "depth.png")
     tables = [depth_table(accs, b, args.depths) for b in args.budgets]
     t = load_run(teacher)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_run_options, provenance, run_once  # noqa: E402
 
-from fitnets.report import load_run, mean_std, report  # noqa: E402
+from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 # Romero et al. 2015, Table 4: test error (%) and parameters
@@ -108,12 +108,13 @@ def table4(dirs: dict[str, list[Path]]) -> str:
              "| test error (paper) | parameters (paper) |", "|---|---:|---:|---|---:|---:|"]
     for key, paths in dirs.items():
         runs = [load_run(p) for p in paths]
-        done = [r for r in runs if r.finished]
+        done, stalled = split_stalled(runs)  # a run at chance is a failure, not a number
         if done:
             m, s, n = mean_std([r.summary["test_error"] for r in done])
             ours = f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} (n={n})" if n > 1 else " (n=1)")
         else:
-            ours = "- (not finished)"
+            ours = "- (not finished)" if not stalled else "- (none learned)"
+        ours += stalled_note(stalled)
         params = f"{done[0].summary['params']:,}" if done else "-"
         seeds = ", ".join(str(r.config.get("seed")) for r in done) or "-"
         err, p_params = PAPER[key]

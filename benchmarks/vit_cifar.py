@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_run_options, provenance, run_once  # noqa: E402
 
 from fitnets.models import build_model, count_mults  # noqa: E402
-from fitnets.report import load_run, mean_std, report  # noqa: E402
+from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 METHODS = ("backprop", "kd", "fitnet")
@@ -88,12 +88,14 @@ def table(dirs: dict[str, list[Path]], args) -> str:
     lines = ["| network | parameters | mults/image | test error (final model) | seeds |",
              "|---|---:|---:|---:|---|"]
     for key, paths in dirs.items():
-        done = [r for r in map(load_run, paths) if r.finished]
+        done, stalled = split_stalled(list(map(load_run, paths)))
         if not done:
-            lines.append(f"| {LABELS[key]} | - | - | (not finished) | - |")
+            lines.append(f"| {LABELS[key]} | - | - | (none finished and learned)"
+                         f"{stalled_note(stalled)} | - |")
             continue
         m, s, n = mean_std([r.summary["test_error"] for r in done])
         err = f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} (n={n})" if n > 1 else "")
+        err += stalled_note(stalled)
         who = "teacher" if key == "teacher" else "student"
         seeds = ", ".join(str(r.config.get("seed")) for r in done)
         lines.append(f"| {LABELS[key]} ({done[0].summary['model']}) | "

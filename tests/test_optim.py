@@ -105,3 +105,16 @@ def test_config_rejects_momentum_and_a_bad_floor():
         make_config(None, ["train.optim.name=rmsprop_pylearn2", "train.optim.momentum=0.5"])
     with pytest.raises(FitnetsError, match="rmsprop_floor"):
         make_config(None, ["train.optim.rmsprop_floor=0"])
+
+
+def test_unknown_optimiser_and_schedule_names_are_refused_with_the_choices():
+    from fitnets.trainer import make_schedule
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(FitnetsError, match="unknown optimiser 'lamb'; choose one of sgd, adam, "
+                                           "rmsprop, rmsprop_pylearn2"):
+        make_optimizer([{"params": p}], OptimConfig(name="lamb"))
+    opt = make_optimizer([{"params": p}], OptimConfig(name="rmsprop"))
+    assert isinstance(opt, torch.optim.RMSprop)
+    with pytest.raises(FitnetsError, match="unknown lr schedule 'poly'; choose one of constant"):
+        make_schedule(opt, OptimConfig(schedule="poly"), 3)

@@ -142,7 +142,14 @@ class StageConfig:
     patience: int = 0
     """Early stopping: stop after this many epochs without improvement (0 = off)."""
     restore_best: bool = True
-    """With early stopping, end the stage with the best validation weights."""
+    """End the stage with the weights of its best validation epoch (with or without early
+    stopping), so that best_epoch, model.pt and the summary's test_acc name one epoch
+    (weights_epoch in summary.json); false: the last epoch's weights."""
+    on_stall: Literal["warn", "stop"] = "warn"
+    """Classifier stages (train, kd, backprop, joint): one whose held-out accuracy stays
+    within 2 points of chance for 3 epochs (or all of a shorter stage), or whose train loss
+    never moves, is marked stalled in the metrics and summary.json with a warning; stop also
+    ends that stage there. Hint stages have their own checks (a dead regressor)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """The stage's optimiser and schedule."""
 

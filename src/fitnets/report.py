@@ -43,7 +43,16 @@ class RunRecord:
         return self.summary is not None
 
     @property
+    def stalled(self) -> str | None:
+        """The first stage (and epoch) the stall guard marked, e.g. "kd epoch 3"; None."""
+        hit = next((r for r in self.records if r.get("stalled")), None)
+        return None if hit is None else f"{stage_label(hit)} epoch {hit['epoch']}"
+
+    @property
     def status(self) -> str:
+        if self.stalled:
+            return (f"STALLED at chance ({self.stalled})" + ("" if self.finished else
+                    f", then killed at epoch {self.records[-1]['epoch']}"))
         if self.finished:
             return "finished"
         if not self.records:
@@ -184,6 +193,20 @@ def seed_groups(runs: list[RunRecord]) -> list[list[RunRecord]]:
     return [g for g in groups.values() if len(g) >= 2]
 
 
+def split_stalled(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(finished runs that learned, runs the stall guard marked): tables average the first
+    and list the second as failures."""
+    return [r for r in runs if r.finished and not r.stalled], [r for r in runs if r.stalled]
+
+
+def stalled_note(runs: list[RunRecord]) -> str:
+    """" STALLED: seed 0" for a table cell, or ""."""
+    if not runs:
+        return ""
+    return " STALLED at chance, not averaged: " + ", ".join(
+        f"seed {r.config.get('seed')}" for r in runs)
+
+
 def mean_std(values: list[float]) -> tuple[float, float, int]:
     """Mean, sample standard deviation (n - 1; 0 for one value) and n."""
     n = len(values)
@@ -230,9 +253,12 @@ def seed_table(runs: list[RunRecord]) -> str:
     if not groups:
         return "No runs that differ only by seed."
     lines = ["| runs | method | model | seeds | n | test error (last epoch), mean ± std "
-             "| test error (best-val epoch), mean ± std |", "|---|---|---|---|---:|---:|---:|"]
+             "| test error (best-val epoch), mean ± std | stalled (not averaged) |",
+             "|---|---|---|---|---:|---:|---:|---|"]
     for g in groups:
-        done = [r for r in g if r.finished]  # killed runs are listed above, not averaged
+        # killed runs are listed above, not averaged; nor are runs that stayed at chance
+        done, stalled = split_stalled(g)
+        failed = ", ".join(f"{r.name} (seed {r.config.get('seed')})" for r in stalled)
         cells = []
         for key in ("last", "best"):
             vals = [test_error_at(r)[key] for r in done]
@@ -244,7 +270,7 @@ def seed_table(runs: list[RunRecord]) -> str:
                 cells.append("-")
         seeds = ", ".join(str(r.config.get("seed")) for r in done) or "-"
         lines.append(f"| {', '.join(r.name for r in g)} | {g[0].method} | {g[0].model} "
-                     f"| {seeds} | {len(done)} | {cells[0]} | {cells[1]} |")
+                     f"| {seeds} | {len(done)} | {cells[0]} | {cells[1]} | {failed or '-'} |")
     return "\n".join(lines)
 
 
@@ -367,7 +393,9 @@ def report(run_dirs: list[str | Path], out: str | Path, title: str | None = None
               "A killed run's wall time is the sum of its logged epochs.", "",
               "## Seeds", "", seed_table(runs), "",
               "Mean ± sample standard deviation (n - 1) over the finished runs whose resolved "
-              "configs differ only by seed and out.", "", "## Learning curves", ""]
+              "configs differ only by seed and out; a run whose stage stalled at chance "
+              "is a failure, listed in its own column and never averaged.", "",
+              "## Learning curves", ""]
     used: set[str] = set()
     for run in runs:
         slug = _slug(run.name)

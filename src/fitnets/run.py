@@ -319,6 +319,8 @@ def _finish(r: _Run) -> dict:
         "epochs": {s["name"]: s["epochs"] for s in history["stages"]},
         "wall_time_s": round(trainer.elapsed, 2),
         "seed": cfg.seed,
+        # a stage that stayed at chance (fitnets/stall.py): a failure, never a result
+        "stalled": any(s.get("stalled", False) for s in history["stages"]),
     }
     if write:
         atomic_write(r.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
@@ -327,4 +329,9 @@ def _finish(r: _Run) -> dict:
         r.say(f"skipped {skipped} reads of unreadable images (data.skip_bad_images)")
     r.say(f"done: test accuracy {100 * test['acc']:.2f}% ({summary['params']:,} parameters); "
           f"wrote {r.run_dir / 'summary.json'}")
+    for s in history["stages"]:
+        if s.get("stalled"):
+            r.say(f"warning: this run FAILED to learn: stage {s['name']} stalled at chance from "
+                  f"epoch {s['stalled_epoch']} (see the warnings above); summary.json says "
+                  "stalled: true.")
     return summary

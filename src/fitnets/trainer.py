@@ -15,6 +15,7 @@ import fnmatch
 import json
 import math
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fitnets import faults
+from fitnets import faults, stall
 from fitnets.checkpoint import Checkpoints
 from fitnets.config import OptimConfig, StageConfig
 from fitnets.data.memory import Arrays, Batch, Data
@@ -196,8 +197,11 @@ def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimize
     if cfg.name == "rmsprop_pylearn2":  # the authors' RMSProp (fitnets/optim.py)
         return RMSpropPylearn2(groups, lr=cfg.lr, decay=cfg.rmsprop_decay,
                                floor=cfg.rmsprop_floor, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.eps,
-                               momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.eps,
+                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise FitnetsError(f"unknown optimiser {cfg.name!r}; choose one of "
+                       f"{', '.join(_choices(OptimConfig, 'name'))}.")
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
@@ -207,7 +211,15 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
     if cfg.schedule == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(opt, cfg.gamma)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
+    raise FitnetsError(f"unknown lr schedule {cfg.schedule!r}; choose one of "
+                       f"{', '.join(_choices(OptimConfig, 'schedule'))}.")
+
+
+def _choices(cls, name: str) -> tuple[str, ...]:
+    """The Literal choices of a config field: one list per name, the config's."""
+    return typing.get_args(typing.get_type_hints(cls)[name])
 
 
 def max_norm_fn(module: nn.Module, limits: dict[str, float], prefix: str = "") -> Callable:
@@ -224,8 +236,8 @@ def max_norm_fn(module: nn.Module, limits: dict[str, float], prefix: str = "") -
 
     @torch.no_grad()
     def constrain() -> None:
-        for p, limit in targets:
-            p.copy_(torch.renorm(p, 2, 0, limit))
+        for p, limit in targets:  # in place: one kernel a parameter, no copy
+            p.renorm_(2, 0, limit)
 
     return constrain
 
@@ -330,6 +342,7 @@ class Trainer:
         sched = make_schedule(opt, cfg.optim, cfg.epochs)
         scaler = self.perf.scaler()
         es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
+        guard = stall.new_state()  # the stall guard (classifier stages)
         first = last = 0
         partial = None
         if resume is not None:
@@ -339,17 +352,22 @@ class Trainer:
             if resume.get("scaler"):
                 scaler.load_state_dict(resume["scaler"])
             es, last, partial = resume["early_stopping"], resume["epoch"], resume.get("partial")
+            guard = resume.get("stall", guard)
             first = cfg.epochs if resume.get("done") else last
 
         def loop_state(epoch: int, done: bool, part: dict | None = None) -> dict:
             return {"epoch": epoch, "done": done, "module": stage.module.state_dict(),
                     "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "early_stopping": es, "partial": part}
+                    "scaler": scaler.state_dict(), "early_stopping": es, "stall": guard,
+                    "partial": part}
 
         def save_inside(epoch: int, part: dict, generator: torch.Tensor) -> None:
             self.save(index, loop_state(epoch - 1, False, part), generator)
 
         use_es = cfg.patience > 0 and stage.monitor is not None
+        # the best validation epoch's weights end the stage, with or without early stopping:
+        # best_epoch, model.pt and the summary's test_acc then name one epoch
+        keep_best = cfg.restore_best and stage.monitor is not None
         records: list[dict] = []
         for epoch in range(first + 1, cfg.epochs + 1):
             last, t0 = epoch, time.perf_counter()
@@ -361,22 +379,48 @@ class Trainer:
             stage.module.eval()
             with self.perf.autocast():
                 metrics = stage.evaluate(self)
+            chance = metrics.pop("chance", None)
+            stalled = chance is not None and self._watch_stall(
+                stage, guard, epoch, metrics, train_parts.get("train_loss"), chance)
             record = {"stage": stage.name, "kind": stage.kind, **stage.info, "epoch": epoch,
                       "lr": lr, **stage.extra_log(epoch), **train_parts, **metrics,
+                      **({"stalled": True} if guard["epoch"] is not None else {}),
                       "time": round(time.perf_counter() - t0, 3)}
-            stop = _early_stopping(es, stage, metrics, epoch, use_es)
+            stop = _early_stopping(es, stage, metrics, epoch, use_es, keep_best)
             self.log.log(record)
             self.log.say(_epoch_line(record, cfg.epochs, self.throughput))
             records.append(record)
             self._check(stage, records)
-            self.save(index, loop_state(epoch, stop or epoch == cfg.epochs))
+            halt = stalled and cfg.on_stall == "stop"
+            self.save(index, loop_state(epoch, stop or halt or epoch == cfg.epochs))
             if stop:
                 self.log.say(f"[{stage.name}] early stop: no improvement of {stage.monitor} "
                              f"for {cfg.patience} epochs (best at epoch {es['best_epoch']}).")
                 break
-        if use_es and cfg.restore_best and es["best_state"] is not None:
+            if halt:
+                self.log.say(f"[{stage.name}] stopped: the stage stalled and on_stall=stop.")
+                break
+        restored = keep_best and es["best_state"] is not None
+        if restored:
             stage.module.load_state_dict(es["best_state"])
-        return {"best_epoch": es["best_epoch"], "epochs": last}
+        result = {"best_epoch": es["best_epoch"], "epochs": last,
+                  "weights_epoch": es["best_epoch"] if restored else last}
+        if guard["epoch"] is not None:
+            result.update(stalled=True, stalled_epoch=guard["epoch"])
+        return result
+
+    def _watch_stall(self, stage: Stage, guard: dict, epoch: int, metrics: dict,
+                     train_loss: float | None, chance: float) -> bool:
+        """The stall guard of a classifier stage (fitnets/stall.py); True when it has just
+        stalled, after saying so with the likely causes."""
+        acc = metrics.get("val_acc", metrics.get("test_acc"))
+        if not stall.update(guard, epoch, acc, train_loss, chance, stage.cfg.epochs):
+            return False
+        self.log.say("warning: " + stall.describe(guard, stage.name, chance))
+        self.log.say("warning: " + stall.advice(stage.name, stage.cfg.optim,
+                                                after_hints=any(
+            s["name"].startswith("hints") for s in self.history["stages"])))
+        return True
 
     def train_epoch(self, stage: Stage, net: nn.Module, opt: torch.optim.Optimizer, scaler,
                     epoch: int, partial: dict | None = None,
@@ -387,7 +431,10 @@ class Trainer:
         ``checkpoint_steps`` steps. Returns the epoch's mean loss parts as ``train_<part>``."""
         stage.module.train()
         start = partial["step"] if partial else 0
-        sums: dict[str, float] = dict(partial["sums"]) if partial else {}
+        # loss sums stay on the device: nothing inside a step waits for it (read once below,
+        # and at a checkpoint inside the epoch)
+        sums: dict[str, Any] = dict(partial["sums"]) if partial else {}
+        bad = None  # [first step with a non-finite loss (-1: none), its loss], on the device
         epoch_rng = self.generator.get_state()  # what a checkpoint inside the epoch resumes
         n, b = len(self.data.train), self.data.batch_size
         total_steps = -(-n // b)
@@ -405,19 +452,20 @@ class Trainer:
             else:  # streamed: the loader already read only this rank's part
                 batch, share = full, full.share
             loss, parts = self._step(stage, net, opt, scaler, batch, share, epoch, step)
+            bad = _note_finite(bad, loss, step)
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * share
+                sums[k] = sums.get(k, 0.0) + v.detach() * share
             steps += 1
             bar.update(full.size or len(full))
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
             if save_inside and self.checkpoint_steps and step % self.checkpoint_steps == 0 \
                     and step < total_steps:
-                save_inside({"step": step, "sums": dict(sums)}, epoch_rng)
+                _raise_if_bad(bad, stage, epoch)  # a checkpoint holds good weights only
+                save_inside({"step": step, "sums": _floats(sums)}, epoch_rng)
             t_ready = time.perf_counter()
         bar.close()
+        _raise_if_bad(bad, stage, epoch)
         self._note_speed(stage, (steps - start) * b, time.perf_counter() - t_start, waited)
-        sums = self.dist.sum(sums)  # the global batches' means, as in one process
+        sums = self.dist.sum(_floats(sums))  # the global batches' means, as in one process
         return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 
     def _step(self, stage: Stage, net: nn.Module, opt, scaler, batch: Batch, share: float,
@@ -425,11 +473,6 @@ class Trainer:
         """One optimiser step on ``batch``: loss, backward, update, max-norm."""
         with self.perf.autocast():
             loss, parts = stage.loss(net, batch, epoch)
-        if not torch.isfinite(loss):
-            raise FitnetsError(
-                f"the {stage.name} loss became {loss.item()} at epoch {epoch}, step {step}: "
-                "training diverged. The last good checkpoint is kept; lower the learning "
-                "rate (or check the inputs and the teacher) and start again.")
         opt.zero_grad(set_to_none=True)
         scaler.scale(self.dist.weigh(loss, share)).backward()  # pass-through unless fp16
         scaler.step(opt)
@@ -448,6 +491,7 @@ class Trainer:
         if message:
             self._warned.add(stage.label)
             self.log.say("warning: " + message)
+            stage.summary["warning"] = message  # kept in summary.json's stage entry
 
     def _note_speed(self, stage: Stage, images: int, seconds: float, waited: float) -> None:
         """Keep the epoch's images/s for its line; warn once per stage when the loader,
@@ -477,14 +521,20 @@ class Trainer:
         the ranks: every rank gets the whole split's values (the correct count exactly, the
         loss up to the order of float additions).
         """
-        loss, correct = 0.0, 0
+        loss, correct, counts = 0.0, 0, None
         for b in self.batches(arrays):
             logits = model(b.x).float()
             loss += F.cross_entropy(logits, b.y, reduction="sum").item()
             correct += (logits.argmax(1) == b.y).sum().item()
-        sums = self.dist.sum({"loss": loss, "correct": float(correct)})
+            found = torch.bincount(b.y.flatten(), minlength=logits.shape[1]).cpu()
+            counts = found if counts is None else counts + found[:len(counts)]
+        counts = [] if counts is None else counts.tolist()
+        per_class = {f"class{i}": float(c) for i, c in enumerate(counts)}
+        sums = self.dist.sum({"loss": loss, "correct": float(correct), **per_class})
         n = max(len(arrays), 1)
-        return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n}
+        top = max((sums[k] for k in per_class), default=0.0)
+        chance = max(1.0 / len(per_class), top / n) if per_class else 0.0
+        return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n, "chance": chance}
 
     @torch.no_grad()
     def mean(self, fn: Callable[[Batch], torch.Tensor], arrays: Arrays) -> float:
@@ -498,8 +548,39 @@ class Trainer:
         if self.data.val is not None:
             v = self.evaluate(model, self.data.val)
             out.update(val_loss=v["loss"], val_acc=v["acc"], val_error=1.0 - v["acc"])
-        out["test_acc"] = self.evaluate(model, self.data.test)["acc"]
+        t = self.evaluate(model, self.data.test)
+        out["test_acc"] = t["acc"]
+        # for the stall guard (popped before logging): the held-out split's chance level
+        out["chance"] = v["chance"] if self.data.val is not None else t["chance"]
         return out
+
+
+def _note_finite(bad: torch.Tensor | None, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """Record, on the device and without waiting for it, the first step whose loss is not
+    finite and that loss: ``bad`` is [step or -1, loss]."""
+    value = loss.detach().float()
+    if bad is None:
+        bad = torch.full((2,), -1.0, device=value.device)
+    first = (bad[0] < 0) & ~torch.isfinite(value)
+    return torch.stack([torch.where(first, float(step), bad[0]),
+                        torch.where(first, value, bad[1])])
+
+
+def _raise_if_bad(bad: torch.Tensor | None, stage: Stage, epoch: int) -> None:
+    """The divergence error, naming the first non-finite step, if there was one (one read of
+    the device flag: at an epoch's end and before a checkpoint inside it)."""
+    if bad is None:
+        return
+    step, value = bad.tolist()
+    if step >= 0:
+        raise FitnetsError(
+            f"the {stage.name} loss became {value} at epoch {epoch}, step {int(step)}: "
+            "training diverged. The last good checkpoint is kept; lower the learning "
+            "rate (or check the inputs and the teacher) and start again.")
+
+
+def _floats(sums: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in sums.items()}
 
 
 def check_checkpoint(state: Any, where: Path) -> None:
@@ -510,14 +591,16 @@ def check_checkpoint(state: Any, where: Path) -> None:
                            "new directory.")
 
 
-def _early_stopping(es: dict, stage: Stage, metrics: dict, epoch: int, use_es: bool) -> bool:
-    """Update the early-stopping state ``es`` with this epoch; True: stop now."""
+def _early_stopping(es: dict, stage: Stage, metrics: dict, epoch: int, use_es: bool,
+                    keep_best: bool) -> bool:
+    """Update the early-stopping state ``es`` with this epoch (``keep_best``: copy the
+    weights of a new best epoch); True: stop now."""
     if stage.monitor is None:
         return False
     value = metrics[stage.monitor]
     if value < es["best"]:
         es.update(best=value, best_epoch=epoch, bad=0)
-        if use_es and stage.cfg.restore_best:
+        if keep_best:
             es["best_state"] = copy.deepcopy(stage.module.state_dict())
     else:
         es["bad"] += 1

@@ -199,8 +199,11 @@ def hint_stage(cfg: Config, student: nn.Module, teacher: Teacher, pair: tuple[st
         tip = watch.advice("hints.stage", scfg.optim.lr, reduction, int(pred[0].numel()))
         if watch.constant_output(pred):
             zeros = (pred == 0).float().mean().item()
-            return (f"{name} the regressor's output is the same for every image ({zeros:.0%} "
-                    "zeros: its ReLU has died), so the hint loss cannot fall. " + tip)
+            why = (f"{zeros:.0%} zeros: its ReLU has died" if zeros > 0.99 else
+                   "the guided layer gives (nearly) the same map for every image: with a tiny "
+                   "initialisation a deep student's signal has vanished before it")
+            return (f"{name} the regressor's output is the same for every image ({why}), so "
+                    "the hint loss cannot fall. " + tip)
         losses = [r["train_loss"] for r in records if "train_loss" in r]
         if watch.loss_stalled(losses):
             return (f"{name} the hint loss has stopped moving ({losses[-watch.WINDOW]:.4g} -> "
