@@ -1,0 +1,73 @@
+"""The short recipes learn (issue 23): on the real data in FITNETS_DATA each ends clearly
+above chance, and the stall guard does not mark it (the CIFAR-10 teacher, FitNets 1 and 4).
+
+CIFAR-10 comes from FITNETS_DATA's cifar10-jpeg.zip (or cifar-10-batches-py); CIFAR-100 and
+SVHN short recipes run when their data is there too (no offline copy exists here, so CI
+skips them and says so). Each short recipe trains on its first 2,000 images (500 held out)
+for 2 epochs per stage of 47 steps; on 1,000 test images a 10-class model that learned
+nothing scores 10% +- 1 point (one standard deviation), so MARGIN below is over 4 of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fitnets.config import make_config
+from fitnets.run import run
+
+pytestmark = [pytest.mark.data, pytest.mark.slow, pytest.mark.learns]
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+MARGIN = 0.05  # test accuracy at least chance + 5 points
+
+
+def data_root(dataset: str) -> Path:
+    root = os.environ.get("FITNETS_DATA")
+    marks = {"cifar10": ("cifar10-jpeg.zip", "cifar-10-batches-py"),
+             "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz"),
+             "svhn": ("svhn",)}[dataset]
+    if not root or not any((Path(root) / m).exists() for m in marks):
+        pytest.skip(f"{dataset} is not in FITNETS_DATA (looked for {', '.join(marks)}); no "
+                    "offline copy of it exists here")
+    return Path(root)
+
+
+def train_short(recipe: str, command: str, out: Path, *extra: str) -> dict:
+    dataset = recipe.split("-")[0]
+    cfg = make_config(RECIPES / recipe, [f"data.root={data_root(dataset)}",
+                                         "data.download=false", "device=cpu", *extra])
+    return run(cfg, command, out, verbose=False)
+
+
+def assert_learned(summary: dict, classes: int) -> None:
+    assert summary["stalled"] is False, summary["stages"]
+    assert summary["test_acc"] >= 1 / classes + MARGIN, summary["test_acc"]
+
+
+@pytest.fixture(scope="module")
+def cifar10_teacher(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("short") / "teacher"
+    return out, train_short("cifar10-teacher-short.yaml", "train", out)
+
+
+def test_the_short_cifar10_teacher_learns(cifar10_teacher):
+    assert_learned(cifar10_teacher[1], 10)
+
+
+# FitNet 1 (the lightest) and 4 (the deepest, the paper's headline) in every CI run; FitNets
+# 2 and 3 passed too (2026-12-04, in the note of issue 23) but cost 2.5 and 6 more minutes
+# on these 2 cores, past what CI's time allows.
+@pytest.mark.parametrize("n", [1, 4])
+def test_each_short_cifar10_fitnet_learns_from_it(cifar10_teacher, tmp_path, n):
+    summary = train_short(f"cifar10-fitnet{n}-short.yaml", "distill", tmp_path / "student",
+                          f"teacher.weights={cifar10_teacher[0]}")
+    assert summary["epochs"] == {"hints:0": 2, "kd": 2}
+    assert_learned(summary, 10)
+
+
+@pytest.mark.parametrize("recipe,classes", [("cifar100-teacher-short.yaml", 100),
+                                            ("svhn-teacher-short.yaml", 10)])
+def test_the_other_short_teachers_learn_where_their_data_is(tmp_path, recipe, classes):
+    assert_learned(train_short(recipe, "train", tmp_path / "teacher"), classes)
