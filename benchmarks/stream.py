@@ -98,19 +98,20 @@ def time_epochs(trainer: Trainer, stage, repeats: int) -> list[float]:
 def cifar(args) -> dict:
     """In memory vs streamed, the same images, model pair and loop."""
     n = 128 * args.steps
-    out = {"images": n, "steps": {}}
+    out = {"images": n, "steps": {}, "device": args.device}
+    device = torch.device(args.device)
     for mode in ("memory", "stream"):
         cfg = make_config(None, [
-            "device=cpu", "data.name=cifar10", "data.val_size=0", f"data.train_limit={n}",
-            "data.test_limit=128", "data.preprocess=standardize", "data.augment_pad=4",
-            "data.augment_flip=true", f"data.mode={mode}", "data.workers=2",
+            f"device={args.device}", "data.name=cifar10", "data.val_size=0",
+            f"data.train_limit={n}", "data.test_limit=128", "data.preprocess=standardize",
+            "data.augment_pad=4", "data.augment_flip=true", f"data.mode={mode}", "data.workers=2",
             "perf.teacher_cache=off", "student.name=fitnet1", "teacher.name=cifar_teacher"])
-        perf = resolve_perf(cfg.perf, torch.device("cpu"))
-        prepared = prepare(cfg.data, torch.device("cpu"))
+        perf = resolve_perf(cfg.perf, device)
+        prepared = prepare(cfg.data, device)
         prepared.data.map_x(perf.layout)
         torch.manual_seed(0)
-        net = build_model("cifar_teacher").eval()
-        student = build_model("fitnet1")
+        net = build_model("cifar_teacher").eval().to(device)
+        student = build_model("fitnet1").to(device)
         perf.prepare(net)
         perf.prepare(student)
         teacher = Teacher(net, cfg, perf, getattr(prepared.data.train, "x", None), 512)
@@ -255,6 +256,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["cifar", "folder", "folder-one"])
     ap.add_argument("--steps", type=int, default=None, help="steps per timed epoch")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cifar: the training device")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     ap.add_argument("--batch", type=int, default=16, help="folder: batch size")

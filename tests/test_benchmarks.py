@@ -141,3 +141,26 @@ def test_soft_targets_of_a_trained_teacher(tmp_path):
     with pytest.raises(FitnetsError, match="not a finished run"):
         driver.stats(run, 3.0, "train")
     sys.modules.pop("common", None)
+
+
+@pytest.mark.slow
+def test_reproduce_cifar10_lists_runs_at_chance_as_failures(tmp_path):
+    """Random pictures cannot be learned: every run stalls at chance, and Table 1 lists
+    them as failures beside the paper's numbers instead of averaging them."""
+    pytest.importorskip("matplotlib")
+    write_tiny_cifar(tmp_path / "data", per_batch=6, n_test=6)
+    driver = load("reproduce_cifar10")
+    argv = ["--out", str(tmp_path / "t1"), "--students", "fitnet4", "kd4", "backprop4",
+            "--epochs-teacher", "1", "--epochs-student", "1", "--hint-epochs", "1",
+            "--device", "cpu", "--quiet", "--set", f"data.root={tmp_path / 'data'}",
+            "data.download=false", "data.val_size=6", "data.batch_size=12",
+            "data.preprocess=standardize"]
+    text = driver.main(argv).read_text()
+    for name in ("teacher", "fitnet4-s0", "kd4-s0", "backprop4-s0"):
+        assert (tmp_path / "t1" / name / "summary.json").is_file(), name
+    assert "## Table 1" in text and "| 91.61% | ~2.5M |" in text and "| 90.18% | ~9M |" in text
+    row = next(x for x in text.splitlines() if x.startswith("| FitNet 4 architecture, KD"))
+    assert "- (none learned) STALLED at chance, not averaged: seed 0" in row
+    kd = __import__("yaml").safe_load((tmp_path / "t1" / "kd4-s0" / "config.yaml").read_text())
+    assert kd["method"] == "kd" and kd["student"]["name"] == "fitnet4"
+    sys.modules.pop("common", None)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TINY = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=10",
+TINY = ["data.name=mnist", "data.download=false", "data.val_size=10",
         "data.batch_size=25", "train.optim.name=adam", "train.optim.lr=0.003",
         "hints.stage.optim.name=adam", "hints.stage.optim.lr=0.003"]
 # 50 training images: 2 steps per epoch; 2 hint epochs + 2 KD epochs -> 8 steps, 6 checkpoints
@@ -84,11 +84,12 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (every run of a trial)")
     a = ap.parse_args()
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="kill-resume-"))
     rng = random.Random(a.seed)
     tiny_mnist(work / "data", np.random.default_rng(a.seed))
-    base = [*TINY, f"data.root={work / 'data'}"]
+    base = [*TINY, f"device={a.device}", f"data.root={work / 'data'}"]
     assert cli(["train", *base, "train.epochs=1", f"out={work / 'teacher'}"]) == 0
     distill = ["distill", *base, f"teacher.weights={work / 'teacher'}", "method=fitnet",
                "hints.stage.epochs=2", "train.epochs=2", "data.augment_pad=2",

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The device check (issue 24): one script, at most ~6 minutes on one H200, one results file.
+#
+#   FITNETS_DATA=.data/cifar10-subset bash benchmarks/gpu_check.sh [RESULTS_FILE]
+#
+# Runs on a bare machine that has torch, numpy, PyYAML, tqdm, Pillow and safetensors (the
+# project is installed with --no-deps; --ignore-requires-python since such machines may
+# have another Python than the 3.11 the suite runs on). Each part has its own time limit and
+# a failing part does not stop the others; the results file says what each printed and how
+# it ended. Cut the CIFAR-10 subset the teacher part reads with
+#   python tools/cifar_subset.py --out .data/cifar10-subset   (carry .data with it)
+# DEVICE=cpu QUICK=1 runs the same parts briefly on a CPU (to try the script before a loan).
+set -u
+cd "$(dirname "$0")/.."
+DEVICE="${DEVICE:-cuda}"
+QUICK="${QUICK:-0}"
+dest="${OUT:-benchmarks/results}"
+mkdir -p "$dest"
+results="${1:-$dest/gpu-check.md}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+steps=40; repeats=3; epochs=3; trials=3
+if [ "$QUICK" = 1 ]; then steps=2; repeats=1; epochs=1; trials=1; fi
+
+say() { printf '%s\n' "$*" | tee -a "$results"; }
+part() {  # part TITLE SECONDS COMMAND...
+    local title="$1" limit="$2"; shift 2
+    local t0=$SECONDS rc
+    say "" "## $title" "" "\`$*\` (limit ${limit}s)" "" '```'
+    timeout "$limit" "$@" > "$work/part.log" 2>&1
+    rc=$?
+    tail -n 40 "$work/part.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -n 40 | tee -a "$results"
+    say '```' "" "exit $rc$([ $rc = 124 ] && echo ' (timed out)'), $((SECONDS - t0)) s"
+}
+
+: > "$results"
+say "# Device check ($(date -u +%Y-%m-%dT%H:%MZ), DEVICE=$DEVICE, QUICK=$QUICK)"
+part "machine" 60 python3 -c "import torch, platform; print(platform.platform(), 'python',
+platform.python_version(), 'torch', torch.__version__); print(torch.cuda.get_device_name(0)
+if torch.cuda.is_available() else 'no CUDA device')"
+part "install (no deps)" 120 python3 -m pip install -q --no-deps --no-build-isolation \
+    --ignore-requires-python -e .
+for pair in mnist cifar10-fitnet1; do
+    part "speed $pair, eager" 75 python3 benchmarks/speed.py --pair "$pair" --device "$DEVICE" \
+        --steps "$steps" --repeats "$repeats"
+    part "speed $pair, compiled (backprop and stage 2)" 100 python3 benchmarks/speed.py \
+        --pair "$pair" --device "$DEVICE" --steps "$steps" --repeats "$repeats" \
+        --only stage2,backprop --set perf.compile=true
+done
+part "stream cifar" 60 python3 benchmarks/stream.py cifar --steps "$((steps / 2 + 1))" \
+    --repeats "$repeats"
+part "CIFAR-10 teacher, $epochs epochs" 90 python3 -m fitnets train recipes/cifar10-teacher.yaml \
+    "train.epochs=$epochs" train.patience=0 "device=$DEVICE" "out=$work/teacher"
+part "kill and resume at random points ($trials trials)" 120 python3 tools/kill_resume.py \
+    --trials "$trials" --device "$DEVICE"
+part "CUDA-relevant tests" 90 python3 -m pytest -q -p no:cacheprovider \
+    tests/test_data_device.py tests/test_host_sync.py tests/test_speed_perf.py
+cp benchmarks/results/SPEED.md benchmarks/results/speed-*.json "$dest/" 2>/dev/null || true
+cp -r benchmarks/results/stream "$dest/" 2>/dev/null || true
+say "" "done in ${SECONDS} s"
