@@ -42,6 +42,15 @@ def run_once(recipe: str | None, command: str, out: Path, overrides: list[str],
     return out
 
 
+def teacher_run(given: Path | None, train) -> Path:
+    """``--teacher DIR`` when given (a finished run), else the run ``train()`` makes."""
+    if given is None:
+        return train()
+    if not (Path(given) / "summary.json").is_file():
+        raise SystemExit(f"--teacher {given}: not a finished run (no summary.json)")
+    return Path(given)
+
+
 def hardware() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:

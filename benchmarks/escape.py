@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once  # noqa: E402
+from common import add_run_options, provenance, run_once, teacher_run  # noqa: E402
 
 from fitnets import stall  # noqa: E402
 
@@ -68,12 +68,10 @@ def main(argv: list[str] | None = None) -> Path:
     data = [f"data.train_limit={args.train_limit}", f"data.val_size={args.val_size}",
             f"data.test_limit={args.test_limit}", f"data.batch_size={args.batch_size}",
             f"seed={args.seed}", *args.set]
-    if args.teacher is None:
-        teacher = run_once(str(RECIPES / args.teacher_recipe), "train", out / "teacher",
-                           [*data, f"train.epochs={args.teacher_epochs}", "train.patience=0"],
-                           args.resume, args.device, not args.quiet)
-    else:
-        teacher = args.teacher
+    teacher = teacher_run(args.teacher, lambda: run_once(
+        str(RECIPES / args.teacher_recipe), "train", out / "teacher",
+        [*data, f"train.epochs={args.teacher_epochs}", "train.patience=0"],
+        args.resume, args.device, not args.quiet))
     rows = []
     for name in args.variants:
         run_dir = run_once(str(RECIPES / args.student_recipe), "distill", out / name,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once  # noqa: E402
+from common import add_run_options, provenance, run_once, teacher_run  # noqa: E402
 
 from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
@@ -91,14 +91,10 @@ def main(argv: list[str] | None = None) -> Path:
     def epochs(key: str, value: int | None) -> list[str]:
         return [f"{key}={value}"] if value is not None else []
 
-    if args.teacher is not None:
-        if not (args.teacher / "summary.json").is_file():
-            raise SystemExit(f"--teacher {args.teacher}: not a finished run (no summary.json)")
-        teacher = args.teacher
-    else:
-        teacher = go("cifar10-teacher.yaml", "train", "teacher",
-                     [f"seed={args.seeds[0]}", *epochs("train.epochs", args.epochs_teacher),
-                      *args.teacher_set])
+    teacher = teacher_run(args.teacher, lambda: go(
+        "cifar10-teacher.yaml", "train", "teacher",
+        [f"seed={args.seeds[0]}", *epochs("train.epochs", args.epochs_teacher),
+         *args.teacher_set]))
     dirs = {"teacher": [teacher]}
     for seed in args.seeds:
         for key in args.students:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once  # noqa: E402
+from common import add_run_options, provenance, run_once, teacher_run  # noqa: E402
 
 from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
@@ -75,13 +75,9 @@ def main(argv: list[str] | None = None) -> Path:
     t_ep = [f"train.epochs={args.epochs_teacher}"] if args.epochs_teacher is not None else []
     s_ep = [f"train.epochs={args.epochs_student}"] if args.epochs_student is not None else []
     h_ep = [f"hints.stage.epochs={args.hint_epochs}"] if args.hint_epochs is not None else []
-    if args.teacher is not None:
-        if not (args.teacher / "summary.json").is_file():
-            raise SystemExit(f"--teacher {args.teacher}: not a finished run (no summary.json)")
-        teacher = args.teacher
-    else:
-        teacher = go(args.teacher_recipe, "train", "teacher",
-                     [f"seed={args.seeds[0]}", *t_ep, *args.teacher_set])
+    teacher = teacher_run(args.teacher, lambda: go(
+        args.teacher_recipe, "train", "teacher", [f"seed={args.seeds[0]}", *t_ep,
+                                                  *args.teacher_set]))
     dirs = {"teacher": [teacher]}
     for seed in args.seeds:
         for method in args.methods:
