@@ -22,14 +22,16 @@ trap 'rm -rf "$work"' EXIT
 steps=40; repeats=3; epochs=3; trials=3
 if [ "$QUICK" = 1 ]; then steps=2; repeats=1; epochs=1; trials=1; fi
 
-say() { printf '%s\n' "$*" | tee -a "$results"; }
+say() { printf '%s\n' "$@" | tee -a "$results"; }
 part() {  # part TITLE SECONDS COMMAND...
     local title="$1" limit="$2"; shift 2
     local t0=$SECONDS rc
     say "" "## $title" "" "\`$*\` (limit ${limit}s)" "" '```'
     timeout "$limit" "$@" > "$work/part.log" 2>&1
     rc=$?
-    tail -n 40 "$work/part.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -n 40 | tee -a "$results"
+    # the last 40 lines, without progress bars (carriage returns, "NN%|" meters)
+    tr '\r' '\n' < "$work/part.log" | grep -v -E '^\s*$|[0-9]+%\|' | tail -n 40 \
+        | tee -a "$results"
     say '```' "" "exit $rc$([ $rc = 124 ] && echo ' (timed out)'), $((SECONDS - t0)) s"
 }
 
