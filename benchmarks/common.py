@@ -42,6 +42,17 @@ def run_once(recipe: str | None, command: str, out: Path, overrides: list[str],
     return out
 
 
+def recipe_runner(args, out: Path, common: list[str], recipes: Path):
+    """``go(recipe, command, name, extra)``: run ``recipes/recipe`` into ``out/name`` with the
+    overrides ``common + extra`` and the driver's --resume, --device and --quiet."""
+
+    def go(recipe: str, command: str, name: str, extra: list[str]) -> Path:
+        return run_once(str(recipes / recipe), command, out / name, [*common, *extra],
+                        args.resume, args.device, not args.quiet)
+
+    return go
+
+
 def teacher_run(given: Path | None, train) -> Path:
     """``--teacher DIR`` when given (a finished run), else the run ``train()`` makes."""
     if given is None:

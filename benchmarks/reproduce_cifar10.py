@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once, teacher_run  # noqa: E402
+from common import add_run_options, provenance, recipe_runner, teacher_run  # noqa: E402
 
 from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
               *([f"data.val_size={args.val_size}"] if args.val_size is not None else []),
               *args.set]
 
-    def go(recipe: str, command: str, name: str, extra: list[str]) -> Path:
-        return run_once(str(RECIPES / recipe), command, out / name, [*common, *extra],
-                        args.resume, args.device, not args.quiet)
+    go = recipe_runner(args, out, common, RECIPES)
 
     def epochs(key: str, value: int | None) -> list[str]:
         return [f"{key}={value}"] if value is not None else []

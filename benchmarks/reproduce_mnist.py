@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once, teacher_run  # noqa: E402
+from common import add_run_options, provenance, recipe_runner, teacher_run  # noqa: E402
 
 from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> Path:
     t0 = time.perf_counter()
     common = [f"data.train_limit={args.train_limit}", *args.set]
 
-    def go(recipe: str, command: str, name: str, extra: list[str]) -> Path:
-        return run_once(str(RECIPES / recipe), command, out / name, [*common, *extra],
-                        args.resume, args.device, not args.quiet)
+    go = recipe_runner(args, out, common, RECIPES)
 
     t_ep = [f"train.epochs={args.epochs_teacher}"] if args.epochs_teacher is not None else []
     s_ep = [f"train.epochs={args.epochs_student}"] if args.epochs_student is not None else []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once  # noqa: E402
+from common import add_run_options, provenance, recipe_runner  # noqa: E402
 
 from fitnets.models import build_model, count_mults  # noqa: E402
 from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
     common = [f"data.train_limit={args.train_limit}", f"data.val_size={args.val_size}",
               *args.set]
 
-    def go(recipe: str, command: str, name: str, extra: list[str]) -> Path:
-        return run_once(str(RECIPES / recipe), command, out / name, [*common, *extra],
-                        args.resume, args.device, not args.quiet)
+    go = recipe_runner(args, out, common, RECIPES)
 
     if args.teacher is not None:
         teacher = args.teacher
