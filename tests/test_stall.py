@@ -15,11 +15,17 @@ from fitnets.run import run
 
 
 def test_chance_is_one_over_classes_or_the_majority_rate():
-    assert stall.chance_level(torch.arange(10).repeat(3)) == pytest.approx(0.1)
+    def counts(y, classes=0):  # what Trainer.evaluate sums over the batches (and ranks)
+        return torch.bincount(torch.tensor(y), minlength=classes).tolist()
+
+    assert stall.chance_level(counts(list(range(10)) * 3)) == pytest.approx(0.1)
     # 6 of 10 labels are class 2: always answering 2 scores 60%
-    assert stall.chance_level(torch.tensor([2] * 6 + [0, 1, 3, 4])) == pytest.approx(0.6)
+    assert stall.chance_level(counts([2] * 6 + [0, 1, 3, 4])) == pytest.approx(0.6)
     # classes absent from the labels still count: 1/100 < the majority's 1/2
-    assert stall.chance_level(torch.tensor([0, 1]), classes=100) == pytest.approx(0.5)
+    assert stall.chance_level(counts([0, 1], classes=100)) == pytest.approx(0.5)
+    # 3 classes, the third absent: always answering one of the two scores 1/2
+    assert stall.chance_level([5.0, 5.0, 0.0]) == pytest.approx(0.5)
+    assert stall.chance_level([]) == 0.0
 
 
 def _feed(accs, losses, epochs):

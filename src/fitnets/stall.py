@@ -9,21 +9,19 @@ run judges the same epochs as an uninterrupted one.
 
 from __future__ import annotations
 
-import torch
-
 WINDOW = 3  # epochs at chance before a stage counts as stalled (fewer if the stage is shorter)
 MARGIN = 0.02  # accuracy within 2 points of chance counts as chance
 LOSS_RTOL = 1e-3  # a train loss that never moved by more than this, relative, since epoch 1
 
 
-def chance_level(y: torch.Tensor, classes: int | None = None) -> float:
-    """The accuracy of always answering one class: 1/classes, or the majority class's rate
-    on these labels when that is higher (an unbalanced split)."""
-    y = y.detach().flatten().long().cpu()
-    if len(y) == 0:
+def chance_level(counts: list[float]) -> float:
+    """The accuracy of always answering one class, from the labels' per-class counts (every
+    class of the model, seen or not): 1/classes, or the majority class's rate when that is
+    higher (an unbalanced split)."""
+    total = sum(counts)
+    if not counts or total == 0:
         return 0.0
-    counts = torch.bincount(y, minlength=classes or 0)
-    return max(1.0 / len(counts), counts.max().item() / len(y))
+    return max(1.0 / len(counts), max(counts) / total)
 
 
 def new_state() -> dict:

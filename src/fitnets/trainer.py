@@ -532,8 +532,7 @@ class Trainer:
         per_class = {f"class{i}": float(c) for i, c in enumerate(counts)}
         sums = self.dist.sum({"loss": loss, "correct": float(correct), **per_class})
         n = max(len(arrays), 1)
-        top = max((sums[k] for k in per_class), default=0.0)
-        chance = max(1.0 / len(per_class), top / n) if per_class else 0.0
+        chance = stall.chance_level([sums[k] for k in per_class])
         return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n, "chance": chance}
 
     @torch.no_grad()
