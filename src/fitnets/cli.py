@@ -87,6 +87,35 @@ def _parser() -> argparse.ArgumentParser:
                     help="safetensors, state_dict, torch_export, torchscript and/or onnx "
                          "(default: all)")
 
+    se = sub.add_parser(
+        "search", help="which layers to hint: search pairs, regressors, tau and lambda "
+                       "(Optuna; pip install 'fitnets[search]')",
+        description="Runs trials of a distillation recipe on a short budget, each an ordinary "
+                    "run directory, sampled by Optuna's TPE and pruned on validation accuracy; "
+                    "writes a ranked table (results.md) and the best trial's recipe "
+                    "(best.yaml). Several processes, here (--parallel) or on other machines "
+                    "(the same --storage and --study), share one study.",
+        epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    se.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE",
+                    help="a distillation recipe and key=value overrides (kept in best.yaml)")
+    se.add_argument("--out", metavar="DIR", help="the search directory (default "
+                    "runs/search-<recipe>-<time>)")
+    se.add_argument("--trials", type=int, help="trials in the study (default: the recipe's "
+                    "search.trials, 20)")
+    se.add_argument("--parallel", type=int, default=1, metavar="P",
+                    help="worker processes on this machine (they split the CPU cores)")
+    se.add_argument("--storage", metavar="URL", help="Optuna storage (default "
+                    "sqlite:///DIR/study.db); the same URL elsewhere joins the study")
+    se.add_argument("--study", metavar="NAME", help="study name (default: the recipe's name)")
+    se.add_argument("--space", nargs="+", default=[], metavar="KEY=CHOICES",
+                    help="searched keys: kd.tau=2,3,4 (choices), kd.tau=1:8:log (a range), "
+                         "pair=conv4/conv2,conv3/conv2, or KEY= (not searched)")
+    se.add_argument("--budget", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="each trial's short budget, e.g. train.epochs=3 hints.stage.epochs=1 "
+                         "(not in best.yaml)")
+    se.add_argument("--resume", metavar="DIR", help="continue a killed search")
+    se.add_argument("--quiet", action="store_true", help="no progress display")
+
     c = sub.add_parser("config", help="print the resolved config, or every key (--doc)")
     c.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE")
     c.add_argument("--doc", action="store_true", help="every key, its default and meaning")
@@ -96,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report", metavar="DIR", help="where report.md and the PNGs go")
     r.add_argument("--title", help="the report's title")
     return p
+
+
+SEARCH_EPILOG = """\
+Example (MNIST, 8 trials of 1 hint + 2 KD epochs on 10k images, 2 processes):
+  fitnets search recipes/mnist-fitnet.yaml teacher.weights=RUN_DIR --trials 8 --parallel 2 \\
+      --budget data.train_limit=10000 hints.stage.epochs=1 train.epochs=2 --out runs/search
+  fitnets search --resume runs/search          # after a kill: finished trials are kept
+  fitnets report runs/search                   # ranked table, history and importance plots
+  fitnets distill runs/search/best.yaml        # the best trial at full length
+Another machine joins with the same recipe, overrides and --storage URL (e.g.
+postgresql://user@host/db; SQLite only where every process sees the same file)."""
 
 
 def _add_run_commands(sub) -> None:
@@ -307,13 +347,40 @@ def _demo(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from fitnets.report import report
 
+    searches = [r for r in args.runs if (Path(r) / "search.json").is_file()]
+    if searches:
+        from fitnets.search import report_search
+
+        if len(args.runs) > 1:
+            raise FitnetsError("give one search directory at a time to fitnets report (or "
+                               "run directories only).")
+        path = report_search(Path(searches[0]), Path(args.out))
+        print(path.read_text().split("## ")[0].rstrip())
+        print(f"wrote {path}")
+        return 0
     print(f"wrote {report(args.runs, args.out, args.title)}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from fitnets.search import search
+
+    recipe, overrides = _split(args.args)
+    out = args.resume or args.out
+    if out is None:
+        stem = Path(recipe).stem if recipe else "search"
+        out = Path("runs") / f"search-{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    search(recipe, overrides, out, trials=args.trials, parallel=args.parallel,
+           storage=args.storage, study=args.study, space=args.space, budget=args.budget,
+           resume=bool(args.resume), verbose=not args.quiet)
     return 0
 
 
 COMMANDS = {"train": _train_or_distill, "distill": _train_or_distill, "layers": _layers,
             "config": _config, "demo": _demo, "report": _report, "profile": _profile,
-            "export": _export}
+            "export": _export, "search": _search}
 
 if __name__ == "__main__":
     raise SystemExit(main())

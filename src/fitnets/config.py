@@ -226,6 +226,26 @@ class DistConfig:
 
 
 @dataclass
+class SearchConfig:
+    """``fitnets search``: the hint-pair search's defaults (its command-line flags override
+    them). Plain ``fitnets train`` / ``distill`` ignore this section."""
+
+    trials: int = 20
+    """Trials in the study (all processes and machines that join it together)."""
+    pairs: int = 4
+    """Candidate (guided, hint) pairs searched: the k possible pairs nearest the middle of both
+    networks, as `fitnets layers --teacher T --student S` ranks them (the default pair always
+    among them)."""
+    budget: dict[str, Any] = field(default_factory=dict)
+    """Each trial's short budget, key -> value over the recipe (e.g. {train.epochs: 3,
+    hints.stage.epochs: 1}); best.yaml leaves it out, for a full-length run."""
+    space: dict[str, Any] = field(default_factory=dict)
+    """Searched keys beyond or instead of the derived ones: key -> a list (choices),
+    {low, high, log} (a range), or null (not searched: the recipe's value). Keys are config
+    keys, or pair (choices GUIDED/HINT)."""
+
+
+@dataclass
 class Config:
     method: Literal["fitnet", "kd", "backprop", "joint"] = "fitnet"
     """distill: fitnet (hints then KD), kd, backprop (labels), joint (CE + beta*hint, 1 stage)."""
@@ -261,6 +281,8 @@ class Config:
     """Speed switches: precision, memory layout, compilation, the teacher cache."""
     dist: DistConfig = field(default_factory=DistConfig)
     """Multi-process training (torchrun); ignored in a single process."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    """`fitnets search` (hint pairs, regressors, KD settings): trials, budget, space."""
 
 
 # --------------------------------------------------------------------------- building
@@ -278,6 +300,8 @@ def _type_name(tp: Any) -> str:
         return f"a mapping of {_type_name(get_args(tp)[0])} to {_type_name(get_args(tp)[1])}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
+    if tp is Any:
+        return "any YAML value"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, str(tp)
     )
@@ -323,6 +347,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(value, _Typed):
         plain = _strip_optional(tp) if _is_optional(tp) else tp
         value = value.text if plain is str else value.value
+    if tp is Any:  # plain YAML data (the search section's space and budget)
+        return value
     bad = FitnetsError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.")
     if _is_optional(tp):
         return None if value is None else _coerce(value, _strip_optional(tp), key)
@@ -409,7 +435,7 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 def _is_free_mapping(key: str) -> bool:
     # mappings whose keys are user data (patterns), replaced rather than merged
-    return key in ("max_norm", "lr_scale")
+    return key in ("max_norm", "lr_scale", "budget", "space")
 
 
 # --------------------------------------------------------------------------- validation
@@ -462,6 +488,9 @@ def validate(cfg: Config) -> Config:
     _check(k.pretrained_lr_scale >= 0, "config key 'kd.pretrained_lr_scale' must be >= 0.")
     for i, pair in enumerate(cfg.hints.pairs):
         _check(len(pair) == 2, f"config key 'hints.pairs[{i}]' must be [guided, hint], got {pair}.")
+    s = cfg.search
+    _check(s.trials >= 1, f"config key 'search.trials' must be >= 1, got {s.trials}.")
+    _check(s.pairs >= 1, f"config key 'search.pairs' must be >= 1, got {s.pairs}.")
     p = cfg.perf
     _check(not (p.teacher_cache in ("memory", "disk") and d.augment_pad > 0),
            f"config key 'perf.teacher_cache={p.teacher_cache}' cannot be used with "
@@ -520,6 +549,23 @@ def _nest(path: list[str], value: Any) -> dict:
     out: Any = value
     for part in reversed(path):
         out = {part: out}
+    return out
+
+
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}``: each value read as YAML."""
+    out = {}
+    for text in texts:
+        path, value = _parse_override(text)
+        out[".".join(path)] = value.value if isinstance(value, _Typed) else value
+    return out
+
+
+def nest_dotted(values: dict[str, Any]) -> dict:
+    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}`` (settings for make_config)."""
+    out: dict = {}
+    for key, value in values.items():
+        out = _deep_merge(out, _nest(key.split("."), value))
     return out
 
 

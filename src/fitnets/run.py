@@ -140,12 +140,13 @@ def config_for_resume(run_dir: str | Path, overrides: list[str]) -> Config:
 
 
 def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
-        verbose: bool = True, python: Python | None = None) -> dict:
+        verbose: bool = True, python: Python | None = None, hooks: Hooks | None = None) -> dict:
     """Train (command="train") or distill; returns the summary (also in summary.json).
 
     ``python``: the user's own networks and datasets (fitnets.api), in place of the ones the
-    config names; the student is trained in place. Under torchrun (WORLD_SIZE > 1) every
-    process calls this; see fitnets.distributed.
+    config names; the student is trained in place. ``hooks``: a caller's view of each epoch
+    (fitnets.search). Under torchrun (WORLD_SIZE > 1) every process calls this; see
+    fitnets.distributed.
     """
     dist = distributed.setup(cfg.dist, resolve_device(cfg.device))
     try:
@@ -153,7 +154,7 @@ def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
         lock = RunDir(run_dir, resume) if dist.is_main else None  # rank 0 alone writes
         try:
             r = _set_up(cfg, command, run_dir, resume, verbose and dist.is_main, dist,
-                        python or Python())
+                        python or Python(), hooks or Hooks())
             try:
                 r.trainer.run(r.plans, r.state)
                 with r.trainer.perf.autocast():
@@ -189,6 +190,18 @@ class Python:
 
 
 @dataclass
+class Hooks:
+    """What a caller such as ``fitnets search`` adds to a run."""
+
+    # called with each epoch's record (as appended to metrics.jsonl) after the epoch's
+    # checkpoint, so an exception raised there (a pruned trial) loses nothing
+    on_epoch: Callable[[dict], None] | None = None
+    # never evaluate the test split (a search selects on validation only); needs a
+    # validation split, and the summary's test_acc is then null
+    held_out_only: bool = False
+
+
+@dataclass
 class _Run:
     cfg: Config
     command: str
@@ -202,7 +215,7 @@ class _Run:
 
 
 def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: bool,
-            dist: distributed.Dist, python: Python) -> _Run:
+            dist: distributed.Dist, python: Python, hooks: Hooks) -> _Run:
     """Everything before the first step: config file, checkpoint, data, models, stages."""
     # rank 0 reads the checkpoint and sends it: every rank continues from the same one
     state = dist.broadcast(Checkpoints(run_dir).load_latest() if resume and dist.is_main
@@ -222,6 +235,10 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     prepared = (prepare_python(python.data, cfg.data, dist.device, shard) if python.data
                 else prepare(cfg.data, dist.device, shard=shard))
     prepared.data.map_x(perf.layout)
+    if hooks.held_out_only and prepared.data.val is None:
+        raise FitnetsError("a search selects on a validation split, never the test set, but "
+                           "this data has none: set data.val_size=N (images held out of "
+                           "training), or pass a val= dataset.")
     if prepared.how:
         say(prepared.how)
     student, teacher = _models(cfg, command, prepared, dist, perf, say, python)
@@ -245,6 +262,7 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
                       verbose=verbose, tensorboard=cfg.tensorboard,
                       checkpoint_steps=cfg.checkpoint_steps, tracking=cfg.tracking,
                       config=to_dict(cfg))
+    trainer.on_epoch, trainer.use_test = hooks.on_epoch, not hooks.held_out_only
     return _Run(cfg, command, run_dir, prepared, trainer, plans, state, teacher, say)
 
 
@@ -292,7 +310,8 @@ def _finish(r: _Run) -> dict:
     """Final test (and validation) accuracy, model.pt and summary.json (rank 0 writes)."""
     cfg, command, trainer, prepared = r.cfg, r.command, r.trainer, r.prepared
     student = trainer.student.eval()
-    test = trainer.evaluate(student, prepared.data.test)
+    test = (trainer.evaluate(student, prepared.data.test) if trainer.use_test
+            else {"acc": None})
     val = (trainer.evaluate(student, prepared.data.val)
            if prepared.data.val is not None else None)
     model_cfg = cfg.model if command == "train" else cfg.student
@@ -313,7 +332,7 @@ def _finish(r: _Run) -> dict:
         "teacher": cfg.teacher.name if r.teacher is not None else None,
         "params": sum(p.numel() for p in student.parameters()),
         "test_acc": test["acc"],
-        "test_error": 1.0 - test["acc"],
+        "test_error": None if test["acc"] is None else 1.0 - test["acc"],
         "val_acc": None if val is None else val["acc"],
         "stages": history["stages"],
         "epochs": {s["name"]: s["epochs"] for s in history["stages"]},
@@ -327,7 +346,9 @@ def _finish(r: _Run) -> dict:
     skipped = getattr(prepared.data, "skipped", 0)
     if skipped:
         r.say(f"skipped {skipped} reads of unreadable images (data.skip_bad_images)")
-    r.say(f"done: test accuracy {100 * test['acc']:.2f}% ({summary['params']:,} parameters); "
+    score = (f"test accuracy {100 * test['acc']:.2f}%" if test["acc"] is not None
+             else f"validation accuracy {100 * val['acc']:.2f}% (test set not used)")
+    r.say(f"done: {score} ({summary['params']:,} parameters); "
           f"wrote {r.run_dir / 'summary.json'}")
     for s in history["stages"]:
         if s.get("stalled"):

@@ -263,6 +263,8 @@ class Trainer:
         self.checkpoint_steps = checkpoint_steps  # also checkpoint inside epochs (0: no)
         self.throughput: float | None = None  # the last epoch's training images/s
         self._warned: set[str] = set()
+        self.on_epoch: Callable[[dict], None] | None = None  # run.Hooks.on_epoch
+        self.use_test = True  # False: the test split is never evaluated (run.Hooks)
 
     @property
     def elapsed(self) -> float:
@@ -393,6 +395,8 @@ class Trainer:
             self._check(stage, records)
             halt = stalled and cfg.on_stall == "stop"
             self.save(index, loop_state(epoch, stop or halt or epoch == cfg.epochs))
+            if self.on_epoch is not None:  # after the checkpoint: nothing is lost if it raises
+                self.on_epoch(record)
             if stop:
                 self.log.say(f"[{stage.name}] early stop: no improvement of {stage.monitor} "
                              f"for {cfg.patience} epochs (best at epoch {es['best_epoch']}).")
@@ -547,8 +551,9 @@ class Trainer:
         if self.data.val is not None:
             v = self.evaluate(model, self.data.val)
             out.update(val_loss=v["loss"], val_acc=v["acc"], val_error=1.0 - v["acc"])
-        t = self.evaluate(model, self.data.test)
-        out["test_acc"] = t["acc"]
+        if self.use_test:
+            t = self.evaluate(model, self.data.test)
+            out["test_acc"] = t["acc"]
         # for the stall guard (popped before logging): the held-out split's chance level
         out["chance"] = v["chance"] if self.data.val is not None else t["chance"]
         return out

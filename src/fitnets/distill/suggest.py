@@ -115,14 +115,27 @@ def suggest_pairs(
     return rows
 
 
+def middle_distance(row: dict) -> tuple[float, int]:
+    """The ranking of pairs: how far the pair's two relative depths are from the middle of
+    their networks (summed), then the regressor's parameters (fewer first)."""
+    return (abs(row["guided_depth"] - 0.5) + abs(row["hint_depth"] - 0.5), row["params"] or 0)
+
+
 def _mark_default(rows: list[dict], defaults: tuple) -> None:
     chosen = [r for r in rows if (r["guided"], r["hint"]) == defaults]
     if not chosen:
         possible = [r for r in rows if r["possible"]] or rows
-        chosen = [min(possible, key=lambda r: (abs(r["guided_depth"] - 0.5)
-                                                + abs(r["hint_depth"] - 0.5),
-                                                r["params"] or 0))]
+        chosen = [min(possible, key=middle_distance)]
     chosen[0]["default"] = True
+
+
+def top_pairs(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The ``k`` possible rows of :func:`suggest_pairs` nearest the middle of both networks
+    (:func:`middle_distance`), the default pair always among them (first)."""
+    possible = sorted((r for r in rows if r["possible"]), key=middle_distance)
+    default = [r for r in possible if r["default"]]
+    rest = [r for r in possible if not r["default"]]
+    return (default + rest)[:max(k, 1)]
 
 
 def _shape(shape: tuple) -> str:

@@ -1,0 +1,259 @@
+"""fitnets search: the space from a model pair, pruning of stalled trials, resume after a
+kill, two processes on one SQLite study, best.yaml as a recipe, and the report.
+
+Real Optuna studies in real SQLite files, real worker processes, real runs on scikit-learn's
+8x8 digits (a digits_teacher trained once per module).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("sklearn")
+
+from fitnets.config import make_config  # noqa: E402
+from fitnets.distill.regressor import possible_kinds  # noqa: E402
+from fitnets.distill.suggest import middle_distance, suggest_pairs  # noqa: E402
+from fitnets.errors import FitnetsError  # noqa: E402
+from fitnets.models import build_model  # noqa: E402
+from fitnets.search import build_space, parse_dim, recipe_values  # noqa: E402
+
+RECIPE = {
+    "method": "fitnet", "device": "cpu", "seed": 0,
+    "data": {"name": "digits", "val_size": 300, "batch_size": 32, "preprocess": "scale"},
+    "model": {"name": "digits_teacher"}, "teacher": {"name": "digits_teacher"},
+    "student": {"name": "digits_student"},
+    "train": {"epochs": 40, "optim": {"name": "adam", "lr": 0.003}},
+    "hints": {"stage": {"epochs": 15, "optim": {"name": "adam", "lr": 0.01}}},
+    "kd": {"tau": 3.0, "lambda_init": 4.0, "lambda_start": 1, "lambda_saturate": 30,
+           "lambda_final": 0.0},
+}
+BUDGET = ["--budget", "train.epochs=3", "hints.stage.epochs=1"]
+
+
+def cli(args: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fitnets", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    """The digits recipe with a trained teacher's weights."""
+    root = tmp_path_factory.mktemp("search")
+    path = root / "digits-fitnet.yaml"
+    path.write_text(yaml.safe_dump(RECIPE))
+    r = cli(["train", str(path), "--out", str(root / "teacher"), "train.epochs=15", "--quiet"])
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((root / "teacher" / "summary.json").read_text())
+    assert summary["test_acc"] > 0.8  # a teacher worth distilling
+    recipe = dict(RECIPE, teacher={"name": "digits_teacher", "weights": str(root / "teacher")})
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def study_of(search_dir: Path):
+    spec = json.loads((search_dir / "search.json").read_text())
+    return optuna.load_study(study_name=spec["study"], storage=spec["storage"])
+
+
+# --------------------------------------------------------------------------- the space
+
+
+def test_space_is_derived_from_the_model_pair():
+    cfg = make_config(None, [], base=RECIPE)
+    space, rows = build_space(cfg, 3, {})
+    # the pairs: the 3 possible pairs nearest the middle, as fitnets layers ranks them
+    every = suggest_pairs(build_model("digits_student"), build_model("digits_teacher"),
+                          (1, 8, 8), "auto")
+    possible = sorted((r for r in every if r["possible"]), key=middle_distance)
+    default = next(r for r in every if r["default"])
+    assert space["pair"].choices[0] == f"{default['guided']}/{default['hint']}"
+    assert len(space["pair"].choices) == 3
+    expected = [default] + [r for r in possible if r is not default][:2]
+    assert space["pair"].choices == [f"{r['guided']}/{r['hint']}" for r in expected]
+    # every regressor kind offered fits every pair offered; fc (huge) is not offered
+    kinds = space["hints.regressor"].choices
+    assert kinds and "fc" not in kinds
+    for r in rows:
+        assert set(kinds) <= set(possible_kinds(r["guided_shape"], r["hint_shape"]))
+    # tau, lambda and the hint lr around the recipe's; the first trial is the recipe itself
+    assert space["kd.tau"].low <= 3.0 <= space["kd.tau"].high and space["kd.tau"].log
+    lr = space["hints.stage.optim.lr"]
+    assert lr.low == pytest.approx(0.001) and lr.high == pytest.approx(0.1)
+    first = recipe_values(cfg, space)
+    assert first == {"pair": space["pair"].choices[0], "hints.stage.optim.lr": 0.01,
+                     "kd.tau": 3.0, "kd.lambda_init": 4.0}
+
+
+def test_space_for_kd_has_no_pairs_and_can_be_narrowed_widened_and_cut():
+    cfg = make_config(None, ["method=kd"], base=RECIPE)
+    space, rows = build_space(cfg, 4, {"kd.tau": "2,3,4", "kd.lambda_init": "",
+                                       "train.optim.lr": "1e-4:1e-2:log"})
+    assert rows == [] and "pair" not in space and "hints.regressor" not in space
+    assert space["kd.tau"].choices == [2, 3, 4]
+    assert "kd.lambda_init" not in space
+    lr = space["train.optim.lr"]
+    assert (lr.low, lr.high, lr.log, lr.integer) == (1e-4, 1e-2, True, False)
+    ints = parse_dim("train.epochs", "2:6")
+    assert ints.integer and (ints.low, ints.high) == (2, 6)
+    pairs = parse_dim("pair", [["conv4", "conv2"], "conv3/conv2"])
+    assert pairs.choices == ["conv4/conv2", "conv3/conv2"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"kd.taus": "2,3"}, "unknown config key 'kd.taus'"),
+    ({"kd.tau": "8:1"}, "low < high"),
+    ({"kd.tau": "0:2:log"}, "log range needs low > 0"),
+    ({"kd.tau": "1:2:ln"}, "LOW:HIGH:log"),
+    ({"pair": "conv4"}, "GUIDED/HINT"),
+    ({"hints.regressor": "conv,bogus"}, "hints.regressor"),
+])
+def test_bad_space_entries_are_named(extra, message):
+    cfg = make_config(None, [], base=RECIPE)
+    with pytest.raises(FitnetsError, match=message):
+        build_space(cfg, 4, extra)
+
+
+def test_backprop_has_nothing_to_search(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(dict(RECIPE, method="backprop")))
+    r = cli(["search", str(path), "--out", str(tmp_path / "s"), "--trials", "2"])
+    assert r.returncode == 2 and "method=backprop has no teacher" in r.stderr
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def test_a_stalled_trial_is_pruned_at_once(recipe, tmp_path):
+    """lr 1e-8 and a constant lambda: the KD loss never moves, so the stall guard fires at
+    epoch 3 of 4 and the trial is pruned there, before its last epoch."""
+    out = tmp_path / "s"
+    r = cli(["search", str(recipe), "method=kd", "kd.lambda_start=10", "kd.lambda_saturate=20",
+             "--out", str(out), "--trials", "2", "--space", "train.optim.lr=1e-8",
+             "--budget", "train.epochs=4"])
+    assert r.returncode == 0, r.stderr
+    trials = study_of(out).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    for t in trials:
+        assert t.user_attrs["stalled"] is True
+        assert t.user_attrs["last_epoch"] == 3 and max(t.intermediate_values) == 3
+        records = [json.loads(x) for x in
+                   (Path(t.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        assert [x["epoch"] for x in records] == [1, 2, 3] and records[-1]["stalled"]
+        assert all("test_acc" not in x for x in records)  # the test split is never used
+    assert not (out / "best.yaml").exists()  # no complete trial: no best recipe
+    assert "stalled ep 3" in (out / "results.md").read_text()
+
+
+def test_search_end_to_end_with_best_yaml_and_report(recipe, tmp_path):
+    out = tmp_path / "s"
+    r = cli(["search", str(recipe), "--out", str(out), "--trials", "4", "--parallel", "2",
+             *BUDGET])
+    assert r.returncode == 0, r.stderr
+    study = study_of(out)
+    assert len(study.trials) == 4
+    assert all(t.state.is_finished() for t in study.trials)
+    assert study.trials[0].user_attrs.get("recipe") is True  # the recipe's own settings
+    assert study.trials[0].params["kd.tau"] == 3.0
+    workers = {t.user_attrs["worker"]["pid"] for t in study.trials}
+    assert len(workers) == 2  # two processes shared the study
+    for t in study.trials:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir.parent == out / "trials" and (run_dir / "config.yaml").is_file()
+        cfg = make_config(run_dir / "config.yaml")
+        assert cfg.train.epochs == 3 and cfg.hints.stage.epochs == 1  # the budget
+        assert cfg.kd.tau == t.params["kd.tau"]
+        assert cfg.hints.pairs == [t.params["pair"].split("/")]
+        if t.state.name == "COMPLETE":
+            summary = json.loads((run_dir / "summary.json").read_text())
+            assert summary["test_acc"] is None and t.value == summary["val_acc"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert done, "no trial completed"
+    best = max(done, key=lambda t: t.value)
+    # best.yaml: a recipe of the best trial, at full length (no budget, no out)
+    cfg = make_config(out / "best.yaml")
+    assert cfg.hints.pairs == [best.params["pair"].split("/")]
+    assert cfg.kd.tau == best.params["kd.tau"]
+    assert cfg.kd.lambda_init == best.params["kd.lambda_init"]
+    assert cfg.hints.stage.optim.lr == best.params["hints.stage.optim.lr"]
+    assert cfg.train.epochs == 40 and cfg.hints.stage.epochs == 15 and cfg.out is None
+    assert f"trial {best.number}" in (out / "best.yaml").read_text()
+    # the ranked table, where people look
+    table = (out / "results.md").read_text()
+    assert "| rank | trial | pair | regressor | hint lr | tau | lambda | validation |" in table
+    first_row = next(x for x in table.splitlines() if x.startswith("| 1 |"))
+    assert f"| {best.number}" in first_row and f"{100 * best.value:.2f}%" in first_row
+    rep = cli(["report", str(out), "--out", str(tmp_path / "rep")])
+    assert rep.returncode == 0, rep.stderr
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| rank | trial |" in text and "Optimisation history" in text
+    assert (tmp_path / "rep" / "history.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "importance.png").is_file() or "not drawn" in text
+
+
+def test_killed_search_resumes_finished_trials_kept_and_the_cut_trial_continued(recipe,
+                                                                                 tmp_path):
+    out = tmp_path / "s"
+    args = ["search", str(recipe), "--out", str(out), "--trials", "3", *BUDGET]
+    # each trial checkpoints 1 hint epoch + transition + 3 KD epochs + transition = 6 times:
+    # the 9th checkpoint is trial 1's first KD epoch
+    r = cli(args, env={"FITNETS_TEST_KILL_AT": "checkpoint:9"})
+    assert r.returncode == 2 and "--resume" in r.stderr
+    before = study_of(out).trials
+    assert [t.state.name for t in before][:2] == [before[0].state.name, "RUNNING"]
+    assert before[0].state.is_finished() and len(before) == 2
+    cut = Path(before[1].user_attrs["run_dir"])
+    assert any((cut / "checkpoints").iterdir())
+    r = cli(["search", "--resume", str(out)])
+    assert r.returncode == 0, r.stderr
+    after = study_of(out).trials
+    assert len(after) == 3 and all(t.state.is_finished() for t in after)
+    # the finished trial is untouched; the cut one continued from its own checkpoint
+    assert after[0].state == before[0].state and after[0].value == before[0].value
+    assert after[0].datetime_complete == before[0].datetime_complete
+    assert after[1].params == before[1].params and after[1].user_attrs["resumed"] == 1
+    log = (out / "logs" / "worker-0.log").read_text()
+    assert f"trial 1: continuing {cut}" in log and "resuming at stage kd, epoch 1" in log
+    records = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["stage"], x["epoch"]) for x in records] == [
+        ("hints", 1), ("kd", 1), ("kd", 2), ("kd", 3)][:len(records)]
+    # resume refuses a changed search
+    r = cli(["search", "--resume", str(out), "--trials", "5"])
+    assert r.returncode == 2 and "keeps the search's 3 trials" in r.stderr
+
+
+def test_two_processes_join_one_sqlite_study(recipe, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    storage = f"sqlite:///{a / 'study.db'}"
+    first = subprocess.Popen([sys.executable, "-m", "fitnets", "search", str(recipe), "--out",
+                              str(a), "--trials", "6", *BUDGET], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for _ in range(300):  # the study exists once search.json is written
+        if (a / "search.json").exists() or first.poll() is not None:
+            break
+        time.sleep(0.1)
+    second = cli(["search", str(recipe), "--out", str(b), "--storage", storage, "--trials", "6",
+                  *BUDGET])
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    assert "joined the existing study 'digits-fitnet'" in second.stdout
+    trials = study_of(a).trials
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+    dirs = {Path(t.user_attrs["run_dir"]).parent.parent for t in trials}
+    assert dirs == {a.resolve(), b.resolve()}  # both processes ran trials of the one study
+    assert len({t.number for t in trials}) == 6
+    # a process measuring something else is refused, naming the difference
+    r = cli(["search", str(recipe), "--out", str(tmp_path / "c"), "--storage", storage,
+             "--budget", "train.epochs=5", "hints.stage.epochs=1"])
+    assert r.returncode == 2 and "searches something else" in r.stderr
+    assert "budget" in r.stderr
