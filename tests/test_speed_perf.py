@@ -80,7 +80,7 @@ def test_channels_last_maxout_equals_contiguous_and_keeps_the_layout():
 COMPILE_BOUND_S = 150
 
 
-@pytest.mark.slow
+@pytest.mark.compile
 def test_compile_gives_the_same_outputs():
     (a, _), x, _ = _nets()
     with torch.no_grad():
@@ -121,17 +121,3 @@ def test_explicit_cache_with_translations_is_refused():
         make_config(None, ["perf.teacher_cache=memory", "data.augment_pad=4"])
     cfg = make_config(None, ["data.augment_pad=4"])  # auto turns itself off
     assert cfg.perf.teacher_cache == "auto"
-
-
-def test_compile_is_refused_for_hint_stages_with_the_reason(tiny_mnist, tmp_path):
-    from fitnets.errors import FitnetsError
-    from fitnets.run import run
-
-    base = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=40",
-            f"data.root={tiny_mnist}", "perf.compile=true"]
-    torch.manual_seed(0)
-    torch.save(build_model("mnist_teacher").state_dict(), tmp_path / "t.pt")
-    for method in ("fitnet", "joint"):
-        cfg = make_config(None, [*base, f"method={method}", f"teacher.weights={tmp_path / 't.pt'}"])
-        with pytest.raises(FitnetsError, match="cannot be used for hint stages.*forward hooks"):
-            run(cfg, "distill", tmp_path / method, verbose=False)

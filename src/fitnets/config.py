@@ -208,7 +208,8 @@ class PerfConfig:
     channels_last: Literal["auto", True, False] = "auto"
     """NHWC memory format for models and batches; auto: on (measured faster on CPU and GPU)."""
     compile: bool = False
-    """torch.compile the student and teacher forward passes (needs a C++ compiler on CPU)."""
+    """torch.compile each stage's training module (hint stages, KD, joint, backprop) and the
+    teacher; evaluation stays eager (needs a C++ compiler on CPU)."""
     teacher_cache: Literal["auto", "off", "memory", "disk"] = "auto"
     """Compute teacher outputs once per run; auto: when inputs are fixed (no translations)."""
 

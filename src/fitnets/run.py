@@ -26,6 +26,7 @@ from fitnets.checkpoint import Checkpoints, atomic_write, load_into, save_weight
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config, to_dict
 from fitnets.data.prepare import Prepared, dataset_classes, prepare, prepare_python
 from fitnets.distill import methods
+from fitnets.distill.taps import compile_taps
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.models import MaxoutOptions, build_model
@@ -244,14 +245,12 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     student, teacher = _models(cfg, command, prepared, dist, perf, say, python)
     plans = methods.plan(command, methods.Setup(cfg, student, teacher, prepared.data,
                                                 prepared.input_shape))
-    if perf.compile and any(p.taps for p in plans):
-        raise FitnetsError(
-            "perf.compile=true cannot be used for hint stages: they read inner layers through "
-            "forward hooks and stop the forward pass at the deepest one, which torch.compile "
-            "does not capture. Use perf.compile=false, or compile for method=kd or backprop.")
-    if perf.compile:  # the plans exist: nothing is compiled for a run that is refused
-        student.compile()
+    if perf.compile:
+        # each stage's training module is compiled by the Trainer; inner layers are read by
+        # compilable readers (distill/taps.py); the frozen teacher is compiled in place
+        compile_taps(student)
         if teacher is not None:
+            compile_taps(teacher.net)
             teacher.net.compile()
     if dist.enabled:
         say(distributed.describe(cfg, dist, plans))

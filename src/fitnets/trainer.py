@@ -85,7 +85,7 @@ class StagePlan:
     cfg: StageConfig
     build: Callable[[], Stage]
     done: Callable[[], None] = lambda: None  # the stage is over (trained, or before a resume)
-    taps: bool = False  # reads inner layers through forward hooks (hint stages, joint)
+    taps: bool = False  # reads inner layers (hint stages, joint)
 
 
 class RunLog:
@@ -340,6 +340,10 @@ class Trainer:
         cfg = stage.cfg
         self.perf.prepare(stage.module)
         net = self.dist.wrap(stage.module, [p for g in stage.param_groups for p in g["params"]])
+        if self.perf.compile:
+            # the training step's module (student, or student + regressors) compiled whole:
+            # a hint stage's layers above its guided layer, which nothing uses, are dropped
+            net = torch.compile(net)
         opt = make_optimizer(stage.param_groups, cfg.optim)
         sched = make_schedule(opt, cfg.optim, cfg.epochs)
         scaler = self.perf.scaler()

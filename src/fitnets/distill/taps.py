@@ -7,6 +7,13 @@ are never computed: stage 1 pays only for the network up to its hint/guided laye
 A layer whose output is a tuple, list, dict or a Hugging Face ``ModelOutput`` is tapped by
 an index or a key after its name: ``encoder.layer.3[0]`` (element 0),
 ``vit:last_hidden_state`` (key), chained as needed (``block[1]:hidden``).
+
+Under ``perf.compile`` (``compile_taps(model)``) a model's taps are instead read by a
+:class:`Reader`: hooks registered once, gated by a flag, that keep outputs without stopping
+the forward pass (an exception raised in a hook cannot be compiled). The compiled stage
+module then holds the whole forward, and the compiler drops the layers above the deepest
+tap, whose outputs nothing uses; Dynamo is told to guard on hooks, so a reader added after a
+model was first compiled recompiles it rather than being skipped.
 """
 
 from __future__ import annotations
@@ -116,8 +123,71 @@ def _hooks(model: nn.Module, names: list[str], store: dict, stop: bool):
             h.remove()
 
 
+class Reader:
+    """Forward hooks on the layers ``names`` of ``model``, registered once, that keep the
+    layers' outputs while ``on`` (a compiled caller traces them as plain code)."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        self.model, self.names, self.on = model, list(names), False
+        self.store: dict[str, torch.Tensor] = {}
+        self._handles = [get_layer(model, n).register_forward_hook(self._hook(n))
+                         for n in self.names]
+
+    def _hook(self, name: str):
+        selectors = parse_tap(name)[1]
+
+        def hook(_module, _inputs, output):
+            if self.on:
+                self.store[name] = select(output, selectors, name) if selectors else output
+
+        return hook
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """The model's output and the tapped layers' outputs for ``x``."""
+        self.on = True
+        try:
+            out = self.model(x)
+        finally:
+            self.on = False
+        missing = [n for n in self.names if n not in self.store]
+        if missing:
+            raise FitnetsError(
+                f"layer(s) {missing} of {type(self.model).__name__} were not reached by its "
+                "forward pass (they exist but are not called); choose layers that forward() "
+                "runs.")
+        return out, [_as_tensor(self.store.pop(n), n) for n in self.names]
+
+
+_READERS = "_fitnets_readers"  # a compiled model's readers, by their layer names
+
+
+def compile_taps(model: nn.Module) -> None:
+    """Read this model's taps with :class:`Reader`s from now on (perf.compile)."""
+    import torch._dynamo
+
+    torch._dynamo.config.skip_nnmodule_hook_guards = False  # a new reader recompiles
+    # a model is called in a few contexts (train / eval, autocast, reader on / off, the last
+    # partial batch): room for them, so that none silently falls back to eager
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+    model.__dict__.setdefault(_READERS, {})
+
+
+def _reader(model: nn.Module, names: list[str]) -> Reader | None:
+    readers = model.__dict__.get(_READERS)
+    if readers is None:
+        return None
+    key = tuple(names)
+    if key not in readers:
+        readers[key] = Reader(model, names)
+    return readers[key]
+
+
 def run_to(model: nn.Module, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
-    """Outputs of the layers ``names`` for input ``x``, computing nothing above them."""
+    """Outputs of the layers ``names`` for input ``x``, computing nothing above them (under
+    compile_taps: the whole forward, whose unused upper layers the compiler drops)."""
+    reader = _reader(model, names)
+    if reader is not None:
+        return reader(x)[1]
     store: dict[str, torch.Tensor] = {}
     with _hooks(model, names, store, stop=True):
         try:
@@ -135,6 +205,9 @@ def run_to(model: nn.Module, x: torch.Tensor, names: list[str]) -> list[torch.Te
 
 def run_with(model: nn.Module, x: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, list]:
     """The model's full output plus the outputs of the layers ``names``."""
+    reader = _reader(model, names)
+    if reader is not None:
+        return reader(x)
     store: dict[str, torch.Tensor] = {}
     with _hooks(model, names, store, stop=False):
         out = model(x)
