@@ -25,7 +25,7 @@ from fitnets.distill.regressor import possible_kinds  # noqa: E402
 from fitnets.distill.suggest import middle_distance, suggest_pairs  # noqa: E402
 from fitnets.errors import FitnetsError  # noqa: E402
 from fitnets.models import build_model  # noqa: E402
-from fitnets.search import build_space, parse_dim, recipe_values  # noqa: E402
+from fitnets.search import build_space, load_spec, parse_dim, recipe_values  # noqa: E402
 
 RECIPE = {
     "method": "fitnet", "device": "cpu", "seed": 0,
@@ -61,8 +61,8 @@ def recipe(tmp_path_factory) -> Path:
 
 
 def study_of(search_dir: Path):
-    spec = json.loads((search_dir / "search.json").read_text())
-    return optuna.load_study(study_name=spec["study"], storage=spec["storage"])
+    spec = load_spec(search_dir)
+    return optuna.load_study(study_name=spec.study, storage=spec.storage)
 
 
 # --------------------------------------------------------------------------- the space
@@ -192,6 +192,10 @@ def test_search_end_to_end_with_best_yaml_and_report(recipe, tmp_path):
     assert "| rank | trial | pair | regressor | hint lr | tau | lambda | validation |" in table
     first_row = next(x for x in table.splitlines() if x.startswith("| 1 |"))
     assert f"| {best.number}" in first_row and f"{100 * best.value:.2f}%" in first_row
+    moved = tmp_path / "moved"  # a search directory keeps working when moved
+    out.rename(moved)
+    assert json.loads((moved / "search.json").read_text())["storage"] == ""
+    out = moved
     rep = cli(["report", str(out), "--out", str(tmp_path / "rep")])
     assert rep.returncode == 0, rep.stderr
     text = (tmp_path / "rep" / "report.md").read_text()
@@ -257,3 +261,17 @@ def test_two_processes_join_one_sqlite_study(recipe, tmp_path):
              "--budget", "train.epochs=5", "hints.stage.epochs=1"])
     assert r.returncode == 2 and "searches something else" in r.stderr
     assert "budget" in r.stderr
+
+
+def test_the_recipes_search_section_narrows_the_space_and_the_command_line_wins():
+    recipe = dict(RECIPE, search={"pairs": 2, "space": {
+        "kd.tau": [2, 3], "pair": [["conv3", "conv2"], "conv4/conv2"],
+        "kd.lambda_init": None, "hints.stage.optim.lr": {"low": 0.001, "high": 0.1, "log": True}}})
+    cfg = make_config(None, [], base=recipe)
+    space, _ = build_space(cfg, cfg.search.pairs, {"kd.tau": "4,5"})
+    assert space["pair"].choices == ["conv3/conv2", "conv4/conv2"]
+    assert "kd.lambda_init" not in space
+    assert space["kd.tau"].choices == [4, 5]  # --space over the recipe's section
+    lr = space["hints.stage.optim.lr"]
+    assert (lr.low, lr.high, lr.log) == (0.001, 0.1, True)
+    assert recipe_values(cfg, space) == {"pair": "conv3/conv2", "hints.stage.optim.lr": 0.01}

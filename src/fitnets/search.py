@@ -285,9 +285,7 @@ def recipe_values(cfg: Config, space: dict[str, Dim]) -> dict[str, Any]:
     values = {}
     for key, dim in space.items():
         if key == "pair":
-            row = [c for c in dim.choices if cfg.hints.pairs
-                   and c == f"{cfg.hints.pairs[0][0]}/{cfg.hints.pairs[0][1]}"]
-            value = row[0] if row else dim.choices[0]  # choices[0]: the default pair
+            value = _recipe_pair(cfg)
         else:
             value = cfg
             for part in key.split("."):
@@ -295,6 +293,17 @@ def recipe_values(cfg: Config, space: dict[str, Dim]) -> dict[str, Any]:
         if value is not None and dim.contains(value):
             values[key] = value
     return values
+
+
+def _recipe_pair(cfg: Config) -> str | None:
+    """The pair the recipe trains: its first hints.pairs entry, else the models' default."""
+    if cfg.hints.pairs:
+        return f"{cfg.hints.pairs[0][0]}/{cfg.hints.pairs[0][1]}"
+    try:
+        row = next(r for r in ranked_pairs(cfg) if r["default"])
+    except (FitnetsError, StopIteration):
+        return None
+    return f"{row['guided']}/{row['hint']}"
 
 
 # --------------------------------------------------------------------------- the study
@@ -532,7 +541,10 @@ def load_spec(search_dir: Path) -> Spec:
     if not path.is_file():
         raise FitnetsError(f"'{search_dir}' is not a search directory (no {SPEC}); start one "
                            "with fitnets search RECIPE --out DIR.")
-    return Spec(**json.loads(path.read_text()))
+    spec = Spec(**json.loads(path.read_text()))
+    if not spec.storage:  # this directory's study.db, wherever the directory now is
+        spec.storage = default_storage(search_dir)
+    return spec
 
 
 def prepare(recipe: str | None, overrides: list[str], out: Path, *, trials: int | None,
@@ -579,7 +591,10 @@ def prepare(recipe: str | None, overrides: list[str], out: Path, *, trials: int 
         first = recipe_values(base, space)
         if first:  # the recipe's own settings, measured on the same budget
             study_obj.enqueue_trial(first, user_attrs={"recipe": True})
-    (out / SPEC).write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    # the default storage is written as "": the directory's own study.db, so that a search
+    # directory can be moved or copied and still be resumed and reported
+    (out / SPEC).write_text(json.dumps({**asdict(spec), "storage": storage or ""}, indent=2)
+                            + "\n")
     return spec, rows, joined
 
 
