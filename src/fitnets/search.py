@@ -599,7 +599,7 @@ def prepare(recipe: str | None, overrides: list[str], out: Path, *, trials: int 
 
 
 def describe_space(spec: Spec, rows: list[dict]) -> str:
-    lines = [f"study '{spec.study}' in {spec.storage}: {spec.trials} trials, TPE sampling, "
+    lines = [f"study '{spec.study}' in {_show(spec.storage)}: {spec.trials} trials, TPE sampling, "
              "median pruning on validation accuracy per KD epoch (a stalled trial at once)"]
     for key, dim in spec.dims().items():
         lines.append(f"  {key:24s} {dim.describe()}")
@@ -615,6 +615,13 @@ def describe_space(spec: Spec, rows: list[dict]) -> str:
         lines.append("  budget of each trial: " + ", ".join(f"{k}={v}"
                                                           for k, v in spec.budget.items()))
     return "\n".join(lines)
+
+
+def _show(url: str) -> str:
+    """A storage URL for people: a SQLite file relative to the working directory."""
+    if url.startswith("sqlite:///"):
+        return "sqlite:///" + os.path.relpath(url[len("sqlite:///"):])
+    return url
 
 
 def _workers(search_dir: Path, parallel: int) -> list[subprocess.Popen]:
@@ -825,8 +832,8 @@ def report_search(search_dir: Path, out: Path) -> Path:
     table = results_table(study, spec)
     best = write_best(search_dir, study, spec)
     parts = [f"# Search '{spec.study}'", "", f"{len(study.trials)} of {spec.trials} trials; "
-             f"storage {spec.storage}", "", "```", describe_space(spec, []), "```", "", table,
-             ""]
+             f"storage {_show(spec.storage)}", "", "```", describe_space(spec, []), "```", "",
+             table, ""]
     if best is not None:
         parts += [f"Best trial's recipe: `{best}` (train it: `fitnets distill {best}`).", ""]
     parts += _plots(study, out)
