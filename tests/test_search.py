@@ -238,15 +238,16 @@ def test_killed_search_resumes_finished_trials_kept_and_the_cut_trial_continued(
 def test_two_processes_join_one_sqlite_study(recipe, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     storage = f"sqlite:///{a / 'study.db'}"
+    short = ["--budget", "train.epochs=2", "hints.stage.epochs=1"]
     first = subprocess.Popen([sys.executable, "-m", "fitnets", "search", str(recipe), "--out",
-                              str(a), "--trials", "6", *BUDGET], stdout=subprocess.PIPE,
+                              str(a), "--trials", "6", *short], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     for _ in range(300):  # the study exists once search.json is written
         if (a / "search.json").exists() or first.poll() is not None:
             break
         time.sleep(0.1)
     second = cli(["search", str(recipe), "--out", str(b), "--storage", storage, "--trials", "6",
-                  *BUDGET])
+                  *short])
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 0, second.stderr
