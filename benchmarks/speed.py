@@ -1,6 +1,11 @@
 """Images/second of a stage-1, stage-2 and back-propagation step, measured three ways.
 
     python benchmarks/speed.py [--pair mnist|cifar10-fitnet1] [--device cpu|cuda] [--steps N]
+        [--batch B] [--set perf.compile=true]
+
+With ``--set perf.compile=true`` both the fitnets and the floor steps compile the same
+modules (the step's module whole, the teacher in place, inner layers read by compilable
+readers), so the ratio still measures the loop.
 
 fitnets: the project's own loop (``Trainer.train_epoch`` on a stage its methods build,
           batched device-side augmentation, losses, logging), default speed switches.
@@ -35,7 +40,7 @@ from fitnets.data.memory import Arrays, Data
 from fitnets.distill.losses import hint_loss, kd_loss
 from fitnets.distill.methods import Setup, backprop, kd
 from fitnets.distill.stages import HintModule, hint_stage
-from fitnets.distill.taps import run_to, run_with
+from fitnets.distill.taps import compile_taps, run_to, run_with
 from fitnets.distill.teacher import LOGITS, Teacher
 from fitnets.models import build_model
 from fitnets.perf import resolve_perf
@@ -75,6 +80,9 @@ def synthetic(pair: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- (1) fitnets
 
 
+BATCH = 128  # images per optimiser step (--batch)
+
+
 def fitnets_data(pair, xs, ys, device, perf, augment=True) -> Data:
     from fitnets.data.augment import augment_with_flips
 
@@ -84,7 +92,7 @@ def fitnets_data(pair, xs, ys, device, perf, augment=True) -> Data:
     if augment:
         def aug(v, g):
             return augment_with_flips(v, g, pad=pair["pad"], flip=pair["flip"])
-    return Data(arrays, None, arrays, 128, 512, aug)
+    return Data(arrays, None, arrays, BATCH, 512, aug)
 
 
 def make_stage(kind, cfg, teacher, student, data, pair):
@@ -102,6 +110,10 @@ def time_fitnets(kind, pair, xs, ys, device, perf, repeats, augment=True, cache=
                              "hints.stage.optim.lr=0.00001",
                              "perf.teacher_cache=" + ("memory" if cache else "'off'")])
     net, student = models(pair, device, perf)
+    if perf.compile:  # as run.py sets a compiled run up
+        compile_taps(student)
+        compile_taps(net)
+        net.compile()
     data = fitnets_data(pair, xs, ys, device, perf, augment)
     teacher = Teacher(net, cfg, perf, data.train.x, 512)
     build_s = 0.0
@@ -113,18 +125,22 @@ def time_fitnets(kind, pair, xs, ys, device, perf, repeats, augment=True, cache=
     stage = make_stage(kind, cfg, teacher, student, data, pair)
     perf.prepare(stage.module)
     opt = make_optimizer(stage.param_groups, stage.cfg.optim)
+    # the step's module, compiled whole as Trainer.fit does under perf.compile
+    net_ = torch.compile(stage.module) if perf.compile else stage.module
     with tempfile.TemporaryDirectory() as tmp:
-        warm = Data(Arrays(data.train.x[:256], data.train.y[:256]), None, data.test, 128, 512,
-                    data.augment)
+        # warm-up: full batches and the last partial one (each shape compiles once)
+        rows = 2 * BATCH + len(xs) % BATCH
+        warm = Data(Arrays(data.train.x[:rows], data.train.y[:rows]), None, data.test, BATCH,
+                    512, data.augment)
         scaler = perf.scaler()
         Trainer(Path(tmp), warm, student, perf=perf, verbose=False).train_epoch(
-            stage, stage.module, opt, scaler, 1)
+            stage, net_, opt, scaler, 1)
         trainer = Trainer(Path(tmp), data, student, perf=perf, verbose=False)
         times = []
         for _ in range(repeats):
             sync(device)
             t0 = time.perf_counter()
-            trainer.train_epoch(stage, stage.module, opt, scaler, 1)
+            trainer.train_epoch(stage, net_, opt, scaler, 1)
             sync(device)
             times.append(time.perf_counter() - t0)
     return len(xs) / statistics.median(times), times, build_s
@@ -151,6 +167,11 @@ def step_fn(kind, teacher, student, perf):
     else:
         module = student
     opt = torch.optim.RMSprop(module.parameters(), lr=1e-5)
+    if perf is not None and perf.compile:  # the same modules compiled as in fitnets' step
+        compile_taps(student)
+        compile_taps(teacher)
+        teacher.compile()
+        module = torch.compile(module)
 
     def step(x, y, full_teacher=False):
         with perf.autocast() if perf is not None else torch.autocast("cpu", enabled=False):
@@ -179,7 +200,7 @@ def time_floor(kind, pair, xs, ys, device, perf, repeats):
     step = step_fn(kind, teacher, student, perf)
     x = perf.layout(torch.from_numpy(xs).permute(0, 3, 1, 2).float().div(255).to(device))
     y = torch.from_numpy(ys).long().to(device)
-    batches = [(perf.layout(x[i:i + 128]), y[i:i + 128]) for i in range(0, len(y), 128)]
+    batches = [(perf.layout(x[i:i + BATCH]), y[i:i + BATCH]) for i in range(0, len(y), BATCH)]
     step(*batches[0])
     step(*batches[-1])
     times = []
@@ -228,7 +249,7 @@ def time_usual(kind, pair, xs, ys, device, repeats):
     teacher, student = models(pair, device)
     step = step_fn(kind, teacher, student, None)
     loader = torch.utils.data.DataLoader(PilDataset(xs, ys, pair["pad"], pair["flip"]),
-                                         batch_size=128, shuffle=True, num_workers=2,
+                                         batch_size=BATCH, shuffle=True, num_workers=2,
                                          persistent_workers=True,
                                          pin_memory=device.type == "cuda")
     for xb, yb in loader:  # warm-up: workers started, kernels chosen
@@ -270,7 +291,8 @@ def write_markdown() -> None:
         r = json.loads(path.read_text())
         lines += [f"## {r['pair']} on {r['device']}", "", f"Command: `{r['command']}`  ",
                   f"Hardware: {r['hardware']}  ", f"Switches: {r['perf']}; "
-                  f"{r['images']} images per epoch, batch 128, {r['repeats']} repeats", "",
+                  f"{r['images']} images per epoch, batch {r.get('batch', 128)}, "
+                  f"{r['repeats']} repeats", "",
                   "| step | fitnets | floor | usual | fitnets/floor | fitnets/usual "
                   "| slowest/fastest repeat (fitnets, floor, usual) |",
                   "|---|---:|---:|---:|---:|---:|---|"]
@@ -293,20 +315,24 @@ def main(argv=None) -> None:
     ap.add_argument("--pair", choices=sorted(PAIRS), default="mnist")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=None,
-                    help="optimiser steps (batches of 128) per timed epoch")
+                    help="optimiser steps (batches of --batch) per timed epoch")
+    ap.add_argument("--batch", type=int, default=128, help="images per optimiser step")
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs; the median is kept")
     ap.add_argument("--only", default="stage1,stage2,backprop,cache")
     ap.add_argument("--set", nargs="*", default=[], metavar="perf.KEY=VALUE",
                     help="speed switches other than the defaults, e.g. perf.precision=fp32")
     args = ap.parse_args(argv)
+    global BATCH
+    BATCH = args.batch
     device = torch.device(args.device)
     pair = PAIRS[args.pair]
-    n = 128 * args.steps if args.steps else pair["images"]
+    n = BATCH * args.steps if args.steps else pair["images"]
     xs, ys = synthetic(pair, n)
     perf = resolve_perf(make_config(None, args.set).perf, device)
     print(f"{args.pair} on {device}: {hardware(device)}; {perf.describe()}; {n} images",
           flush=True)
     result = {"pair": args.pair, "device": device.type, "images": n, "repeats": args.repeats,
+              "batch": BATCH,
               "hardware": hardware(device), "perf": perf.describe(),
               "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]), "steps": {}}
     only = args.only.split(",")
@@ -330,7 +356,8 @@ def main(argv=None) -> None:
         print(f"stage-2 epoch, no augmentation: recompute {rec:.1f} img/s, cached {cac:.1f} "
               f"img/s (x{cac / rec:.2f}); cache built in {build:.1f} s", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tag = "".join(f"-{o.split('.')[-1].replace('=', '_')}" for o in args.set)
+    tag = "".join(f"-{o.split('.')[-1].replace('=', '_')}" for o in args.set) + (
+        f"-batch{BATCH}" if BATCH != 128 else "")
     out = RESULTS / f"speed-{args.pair}-{device.type}{tag}.json"
     out.write_text(json.dumps(result, indent=2))
     write_markdown()
