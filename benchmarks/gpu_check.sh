@@ -45,9 +45,9 @@ part "install (no deps)" 120 python3 -m pip install -q --no-deps --no-build-isol
 for pair in mnist cifar10-fitnet1; do
     part "speed $pair, eager" 75 python3 benchmarks/speed.py --pair "$pair" --device "$DEVICE" \
         --steps "$steps" --repeats "$repeats"
-    part "speed $pair, compiled (backprop and stage 2)" 100 python3 benchmarks/speed.py \
+    part "speed $pair, compiled (every step type)" 130 python3 benchmarks/speed.py \
         --pair "$pair" --device "$DEVICE" --steps "$steps" --repeats "$repeats" \
-        --only stage2,backprop --set perf.compile=true
+        --only stage1,stage2,backprop --set perf.compile=true
 done
 part "stream cifar" 60 python3 benchmarks/stream.py cifar --steps "$((steps / 2 + 1))" \
     --repeats "$repeats"
