@@ -645,8 +645,7 @@ def _watch(spec: Spec, procs: list[subprocess.Popen], verbose: bool) -> None:
     """Print each trial as it ends, with a progress bar over the study's trials."""
     from tqdm import tqdm
 
-    optuna = _optuna()
-    study = optuna.load_study(study_name=spec.study, storage=_storage(spec.storage))
+    study = open_study(spec)
     seen: set[int] = set()
     bar = tqdm(total=spec.trials, desc="trials", unit="trial", disable=None if verbose else True)
 
@@ -811,8 +810,7 @@ def write_best(search_dir: Path, study, spec: Spec) -> Path | None:
 def write_results(search_dir: Path) -> str:
     """results.md (the ranked table) and best.yaml; returns the table."""
     spec = load_spec(search_dir)
-    optuna = _optuna()
-    study = optuna.load_study(study_name=spec.study, storage=_storage(spec.storage))
+    study = open_study(spec)
     table = results_table(study, spec)
     (Path(search_dir) / "results.md").write_text(
         f"# Search '{spec.study}' ({len(study.trials)} of {spec.trials} trials)\n\n"
@@ -825,8 +823,7 @@ def report_search(search_dir: Path, out: Path) -> Path:
     """``fitnets report SEARCH_DIR``: the ranked table, and Optuna's history and parameter-
     importance plots drawn with matplotlib, in ``out``/report.md."""
     spec = load_spec(search_dir)
-    optuna = _optuna()
-    study = optuna.load_study(study_name=spec.study, storage=_storage(spec.storage))
+    study = open_study(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = results_table(study, spec)

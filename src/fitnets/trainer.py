@@ -85,7 +85,6 @@ class StagePlan:
     cfg: StageConfig
     build: Callable[[], Stage]
     done: Callable[[], None] = lambda: None  # the stage is over (trained, or before a resume)
-    taps: bool = False  # reads inner layers (hint stages, joint)
 
 
 class RunLog:

@@ -123,6 +123,15 @@ def _hooks(model: nn.Module, names: list[str], store: dict, stop: bool):
             h.remove()
 
 
+def _check_reached(model: nn.Module, names: list[str], store: dict) -> None:
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise FitnetsError(
+            f"layer(s) {missing} of {type(model).__name__} were not reached by its forward pass "
+            "(they exist but are not called); choose layers that forward() runs."
+        )
+
+
 class Reader:
     """Forward hooks on the layers ``names`` of ``model``, registered once, that keep the
     layers' outputs while ``on`` (a compiled caller traces them as plain code)."""
@@ -149,12 +158,7 @@ class Reader:
             out = self.model(x)
         finally:
             self.on = False
-        missing = [n for n in self.names if n not in self.store]
-        if missing:
-            raise FitnetsError(
-                f"layer(s) {missing} of {type(self.model).__name__} were not reached by its "
-                "forward pass (they exist but are not called); choose layers that forward() "
-                "runs.")
+        _check_reached(self.model, self.names, self.store)
         return out, [_as_tensor(self.store.pop(n), n) for n in self.names]
 
 
@@ -194,12 +198,7 @@ def run_to(model: nn.Module, x: torch.Tensor, names: list[str]) -> list[torch.Te
             model(x)
         except _Stop:
             pass
-    missing = [n for n in names if n not in store]
-    if missing:
-        raise FitnetsError(
-            f"layer(s) {missing} of {type(model).__name__} were not reached by its forward pass "
-            "(they exist but are not called); choose layers that forward() runs."
-        )
+    _check_reached(model, names, store)
     return [_as_tensor(store[n], n) for n in names]
 
 

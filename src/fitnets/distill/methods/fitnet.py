@@ -19,6 +19,6 @@ def stages(s) -> list[StagePlan]:
     hints = [StagePlan(f"hints:{i}", s.cfg.hints.stage,
                        partial(hint_stage, s.cfg, s.student, s.teacher, pair, i, s.data,
                                s.input_shape),
-                       done=after(pair[0]), taps=True)
+                       done=after(pair[0]))
              for i, pair in enumerate(pairs)]
     return [*hints, kd.plan(s, pretrained)]

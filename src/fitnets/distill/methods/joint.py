@@ -49,8 +49,7 @@ class JointModule(nn.Module):
 
 def stages(s) -> list[StagePlan]:
     return [StagePlan("joint", s.cfg.train,
-                      lambda: joint_stage(s, hint_pairs(s.cfg, s.student, s.teacher.net)),
-                      taps=True)]
+                      lambda: joint_stage(s, hint_pairs(s.cfg, s.student, s.teacher.net)))]
 
 
 def joint_stage(s, pairs: list[tuple[str, str]]) -> Stage:
