@@ -24,6 +24,19 @@ def add_run_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
 
 
+def add_role_options(p) -> None:
+    """--teacher-set / --student-set: overrides for the teacher run or the student runs only."""
+    p.add_argument("--teacher-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for the teacher run only")
+    p.add_argument("--student-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for the student runs only")
+
+
+def epochs(key: str, value: int | None) -> list[str]:
+    """``[key=value]``, or nothing when an epochs option was not given (the recipe's)."""
+    return [f"{key}={value}"] if value is not None else []
+
+
 def run_once(recipe: str | None, command: str, out: Path, overrides: list[str],
              resume: bool, device: str, verbose: bool) -> Path:
     """Run ``recipe`` into ``out``; with ``resume`` a finished run (summary.json) is skipped

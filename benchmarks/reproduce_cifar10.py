@@ -30,7 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, recipe_runner, teacher_run  # noqa: E402
+from common import (  # noqa: E402
+    add_role_options,
+    add_run_options,
+    epochs,
+    provenance,
+    recipe_runner,
+    teacher_run,
+)
 
 from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
@@ -68,10 +75,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-size", type=int, help="validation images held out of training")
     p.add_argument("--test-limit", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--teacher", type=Path, help="reuse this finished teacher run directory")
-    p.add_argument("--teacher-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra overrides for the teacher run only")
-    p.add_argument("--student-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra overrides for the student runs only")
+    add_role_options(p)
     add_run_options(p)
     return p.parse_args(argv)
 
@@ -85,9 +89,6 @@ def main(argv: list[str] | None = None) -> Path:
               *args.set]
 
     go = recipe_runner(args, out, common, RECIPES)
-
-    def epochs(key: str, value: int | None) -> list[str]:
-        return [f"{key}={value}"] if value is not None else []
 
     teacher = teacher_run(args.teacher, lambda: go(
         "cifar10-teacher.yaml", "train", "teacher",

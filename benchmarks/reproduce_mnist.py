@@ -27,7 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, recipe_runner, teacher_run  # noqa: E402
+from common import (  # noqa: E402
+    add_role_options,
+    add_run_options,
+    epochs,
+    provenance,
+    recipe_runner,
+    teacher_run,
+)
 
 from fitnets.report import load_run, mean_std, report, split_stalled, stalled_note  # noqa: E402
 
@@ -54,10 +61,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="reuse this finished teacher run directory instead of training one")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                    help="student methods to run (default: all three)")
-    p.add_argument("--teacher-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra overrides for the teacher run only")
-    p.add_argument("--student-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra overrides for the student runs only")
+    add_role_options(p)
     add_run_options(p)
     return p.parse_args(argv)
 
@@ -70,9 +74,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     go = recipe_runner(args, out, common, RECIPES)
 
-    t_ep = [f"train.epochs={args.epochs_teacher}"] if args.epochs_teacher is not None else []
-    s_ep = [f"train.epochs={args.epochs_student}"] if args.epochs_student is not None else []
-    h_ep = [f"hints.stage.epochs={args.hint_epochs}"] if args.hint_epochs is not None else []
+    t_ep = epochs("train.epochs", args.epochs_teacher)
+    s_ep = epochs("train.epochs", args.epochs_student)
+    h_ep = epochs("hints.stage.epochs", args.hint_epochs)
     teacher = teacher_run(args.teacher, lambda: go(
         args.teacher_recipe, "train", "teacher", [f"seed={args.seeds[0]}", *t_ep,
                                                   *args.teacher_set]))
