@@ -278,3 +278,32 @@ def test_two_processes_on_the_streaming_path_match_one_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stream mode (data.mode); 1 loader workers" in done.stdout
     assert_close_runs(one, tmp_path / "two", WEIGHT_ATOL)
+
+
+def test_a_torchrun_worker_leaves_without_the_interpreters_finalisation(tmp_path):
+    # fitnets.distributed.leave: once this process started a process group, the program
+    # ends by os._exit with its code, after flushing what it printed; atexit handlers (and
+    # so the finalisation where gloo's threads abort the process) never run
+    script = ("import atexit, sys\n"
+              "from fitnets import distributed\n"
+              "atexit.register(lambda: print('finalised'))\n"
+              "print('trained', end='')\n"
+              "sys.stderr.write('warned')\n"
+              "distributed.leave(3)  # nothing started yet: returns\n"
+              "distributed._STARTED_GROUP = True\n"
+              "distributed.leave(5)\n"
+              "print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (5, "trained", "warned")
+
+
+def test_the_program_keeps_its_exit_codes(tmp_path):
+    # entry() is what `fitnets` and `python -m fitnets` run: usage errors 2, --help 0
+    run_ = [sys.executable, "-m", "fitnets"]
+    assert subprocess.run([*run_, "--help"], capture_output=True).returncode == 0
+    bad = subprocess.run([*run_, "no-such-command"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    missing = subprocess.run([*run_, "distill", "no-such-recipe"], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert missing.returncode == 2 and "fitnets: error:" in missing.stderr

@@ -1,3 +1,3 @@
-from fitnets.cli import main
+from fitnets.cli import entry
 
-raise SystemExit(main())
+entry()

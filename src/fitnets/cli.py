@@ -186,6 +186,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``fitnets`` program (console script and ``python -m fitnets``): ``main``, then an
+    exit that is safe for torchrun workers (see fitnets.distributed.leave)."""
+    from fitnets import distributed
+
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's usage errors and --help
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    except BaseException:  # a bug: its traceback, then exit 1 as Python would
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    distributed.leave(code)
+    raise SystemExit(code)
+
+
 def _train_or_distill(args: argparse.Namespace) -> int:
     from fitnets.config import make_config
     from fitnets.run import config_for_resume, default_run_dir, run
