@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from fitnets.config import OptimConfig, make_config
 from fitnets.errors import FitnetsError
@@ -118,3 +119,24 @@ def test_unknown_optimiser_and_schedule_names_are_refused_with_the_choices():
     assert isinstance(opt, torch.optim.RMSprop)
     with pytest.raises(FitnetsError, match="unknown lr schedule 'poly'; choose one of constant"):
         make_schedule(opt, OptimConfig(schedule="poly"), 3)
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_pylearn2_rmsprop_foreach_makes_the_same_steps_as_the_loop(wd):
+    # multi-tensor kernels: the same arithmetic as the per-parameter loop, so on the CPU
+    # (where foreach runs its per-tensor fallback) the weights agree to the last bit
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(64, 5)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [RMSpropPylearn2(n.parameters(), lr=0.01, weight_decay=wd, foreach=f)
+            for n, f in zip(nets, (False, True))]
+    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 5, (8,))
+    for _ in range(5):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(nets[0][0].weight, nn.Conv2d(3, 4, 3).weight)
+    assert opts[1].state_dict()["param_groups"][0]["foreach"] is True
