@@ -117,3 +117,39 @@ def test_max_norm_none_skips_that_kind() -> None:
     assert net[2].weight.item() == pytest.approx(1.0, abs=1e-6)
     apply_max_norm_(net, conv_max=0.9, fc_max=None)
     assert net[0].weight.item() == pytest.approx(0.9, abs=1e-6)
+
+
+def _reference_maxout(x: torch.Tensor, k: int) -> torch.Tensor:
+    """max(dim) over the pieces: what Maxout computed before its faster route."""
+    return x.reshape(x.shape[0], x.shape[1] // k, k, *x.shape[2:]).max(dim=2).values
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_maxout_values_and_gradients_are_max_dims_to_the_bit(k, layout, dtype) -> None:
+    # forward by torch.maximum, backward by max(dim)'s scatter: identical values, the
+    # gradient to the first piece at an exact tie (as max(dim)), and the same without grad
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(4, 3 * k, 5, 5, generator=g).to(dtype)
+    x[0, :k] = 0.25  # a tie over all pieces of group 0 of image 0
+    x[1, 1] = x[1, 0]  # a tie between pieces 0 and 1 only
+    x = x.contiguous(memory_format=layout)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = Maxout(k)(a), _reference_maxout(b, k)
+    up = torch.randn(out.shape, generator=g).to(dtype)
+    out.backward(up)
+    ref.backward(up)
+    assert torch.equal(out, ref) and torch.equal(a.grad, b.grad)
+    assert torch.equal(a.grad[0, :k], torch.cat([up[0, :1], torch.zeros_like(up[0, :k - 1])]))
+    if layout is torch.channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.equal(Maxout(k)(x), ref.detach())
+
+
+def test_maxout_propagates_nan_from_any_piece() -> None:
+    x = torch.tensor([1.0, float("nan"), float("nan"), 1.0, 2.0, 3.0]).reshape(1, 6, 1, 1)
+    for grad in (False, True):
+        out = Maxout(2)(x.clone().requires_grad_(grad)).flatten()
+        assert out[:2].isnan().all() and out[2] == 3.0

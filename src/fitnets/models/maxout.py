@@ -13,6 +13,52 @@ from torch import nn
 from fitnets.errors import FitnetsError
 
 
+def _max_last(grouped: torch.Tensor) -> torch.Tensor:
+    """The max over the last dim (the pieces) of ``grouped``, by the fastest exact route.
+
+    A reduction over a dim of 2-5 elements is slow on CPUs: ``max(dim)`` took 10.6 ms where
+    elementwise ``torch.maximum`` over the pieces took 1.6 ms ((128, 21, 21, 48, 2) bf16,
+    channels-last, 2-core AMD EPYC). So the forward is ``maximum`` over the pieces; when a
+    gradient is needed, ``_MaxPieces`` also keeps which piece won (the first at exact ties,
+    as ``max(dim)`` does) and its backward is ``max(dim)``'s own (a scatter through those
+    indices): the same values and gradients to the bit, 12.5 ms for forward and backward
+    where ``max(dim)`` took 15.4 ms. (``amax`` is not used for training: its backward
+    builds an equality mask and divides, measured 2x slower on CPU.) Under torch.compile
+    and tracing the plain ``max(dim)``, which the compilers handle themselves.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return grouped.max(dim=-1).values
+    if torch.is_grad_enabled() and grouped.requires_grad:
+        return _MaxPieces.apply(grouped)
+    out, *rest = grouped.unbind(-1)
+    for piece in rest:
+        out = torch.maximum(out, piece)
+    return out
+
+
+class _MaxPieces(torch.autograd.Function):
+    """max over the last dim: ``torch.maximum``'s forward, ``max(dim)``'s backward."""
+
+    @staticmethod
+    def forward(ctx, grouped: torch.Tensor) -> torch.Tensor:
+        pieces = grouped.unbind(-1)
+        out, idx = pieces[0], torch.zeros(pieces[0].shape, dtype=torch.long,
+                                          device=grouped.device)
+        for i, piece in enumerate(pieces[1:], 1):
+            won = piece > out  # strictly: the first piece keeps an exact tie
+            out = torch.maximum(out, piece)  # a NaN in any piece propagates, as in max(dim)
+            idx.masked_fill_(won, i)
+        ctx.save_for_backward(idx)
+        ctx.shape = grouped.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (idx,) = ctx.saved_tensors
+        return torch.ops.aten.value_selecting_reduction_backward(grad, -1, idx, ctx.shape,
+                                                                 False)
+
+
 class Maxout(nn.Module):
     """Max over groups of ``pieces`` consecutive channels of dim 1.
 
@@ -35,19 +81,15 @@ class Maxout(nn.Module):
         k = self.pieces
         if k == 1:
             return x
-        # max(dim) rather than amax: its backward scatters through the saved argmax, where
-        # amax's backward builds an equality mask and divides (measured 2x slower on CPU).
-        # At exact ties the gradient goes to one piece (the first max) instead of being
-        # shared evenly; forward values are identical.
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
                 memory_format=torch.channels_last):
             # channels-last: a group's pieces are adjacent in memory; keep the layout.
             n, _, h, w = x.shape
             grouped = x.permute(0, 2, 3, 1).reshape(n, h, w, channels // k, k)
-            return grouped.max(dim=-1).values.permute(0, 3, 1, 2)
+            return _max_last(grouped).permute(0, 3, 1, 2)
         # (N, C*k, ...) -> (N, C, k, ...): consecutive channels end up in the same group.
         grouped = x.reshape(x.shape[0], channels // k, k, *x.shape[2:])
-        return grouped.max(dim=2).values
+        return _max_last(grouped.movedim(2, -1))
 
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"
