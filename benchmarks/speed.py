@@ -9,12 +9,17 @@ readers), so the ratio still measures the loop.
 
 fitnets: the project's own loop (``Trainer.train_epoch`` on a stage its methods build,
           batched device-side augmentation, losses, logging), default speed switches.
-floor:    the same models, precision, layout and batch size on batches already in memory:
-          forward, backward and optimiser step only (teacher included where the step needs it).
+floor:    the same models, precision, layout, batch size and work without the loop's
+          bookkeeping: a shuffled batch taken from memory, the same batched augmentation
+          (fitnets.data.augment), forward, backward, optimiser step and the same max-norm
+          constraints (the paper recipes' limits, on both sides), teacher included where
+          the step needs it; no loss sums, finiteness flags, progress bar or logging.
 usual:    per-image PIL transforms (random crop with padding, flip, to-tensor, normalise) in
           a DataLoader with 2 worker processes, fp32, contiguous, teacher recomputed per step.
 
 Also: a stage-2 epoch without augmentation with the teacher cache vs recomputing the teacher.
+The fitnets and floor epochs (and the two cache variants) are timed in turn, one of each per
+repeat, so that a slow spell of a shared machine falls on both sides of a ratio.
 Data are synthetic uint8 images of the pair's shape. Writes
 benchmarks/results/speed-<pair>-<device>.json and rewrites benchmarks/results/SPEED.md.
 """
@@ -44,13 +49,17 @@ from fitnets.distill.taps import compile_taps, run_to, run_with
 from fitnets.distill.teacher import LOGITS, Teacher
 from fitnets.models import build_model
 from fitnets.perf import resolve_perf
-from fitnets.trainer import Trainer, make_optimizer
+from fitnets.trainer import Trainer, make_optimizer, max_norm_fn
 
-PAIRS = {
+PAIRS = {  # max_norm: the limits of recipes/mnist-fitnet.yaml and cifar10-fitnet1.yaml
     "mnist": dict(teacher="mnist_teacher", student="mnist_student", shape=(1, 28, 28),
-                  pad=2, flip=False, images=512),
+                  pad=2, flip=False, images=512,
+                  max_norm={"conv[12].*weight": 0.9, "conv[3-6].*weight": 1.9365,
+                            "classifier.weight": 1.9365, "regressor.*weight": 0.9}),
     "cifar10-fitnet1": dict(teacher="cifar_teacher", student="fitnet1", shape=(3, 32, 32),
-                            pad=4, flip=True, images=256),
+                            pad=4, flip=True, images=256,
+                            max_norm={"conv*weight": 0.9, "fc*weight": 1.9,
+                                      "classifier.weight": 1.9365, "regressor.*weight": 0.9}),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -105,9 +114,13 @@ def make_stage(kind, cfg, teacher, student, data, pair):
     return backprop.stages(setup)[0].build()
 
 
-def time_fitnets(kind, pair, xs, ys, device, perf, repeats, augment=True, cache=False):
+def fitnets_epoch(kind, pair, xs, ys, device, perf, augment=True, cache=False):
+    """One epoch of the project's loop, ready to time (warmed up), and the seconds the
+    teacher cache took to build."""
+    limits = json.dumps(pair["max_norm"])  # YAML reads JSON
     cfg = make_config(None, ["device=cpu", "train.optim.name=rmsprop", "train.optim.lr=0.00001",
-                             "hints.stage.optim.lr=0.00001",
+                             "hints.stage.optim.lr=0.00001", f"train.optim.max_norm={limits}",
+                             f"hints.stage.optim.max_norm={limits}",
                              "perf.teacher_cache=" + ("memory" if cache else "'off'")])
     net, student = models(pair, device, perf)
     if perf.compile:  # as run.py sets a compiled run up
@@ -127,30 +140,48 @@ def time_fitnets(kind, pair, xs, ys, device, perf, repeats, augment=True, cache=
     opt = make_optimizer(stage.param_groups, stage.cfg.optim)
     # the step's module, compiled whole as Trainer.fit does under perf.compile
     net_ = torch.compile(stage.module) if perf.compile else stage.module
-    with tempfile.TemporaryDirectory() as tmp:
-        # warm-up: full batches and the last partial one (each shape compiles once)
-        rows = 2 * BATCH + len(xs) % BATCH
-        warm = Data(Arrays(data.train.x[:rows], data.train.y[:rows]), None, data.test, BATCH,
-                    512, data.augment)
-        scaler = perf.scaler()
-        Trainer(Path(tmp), warm, student, perf=perf, verbose=False).train_epoch(
-            stage, net_, opt, scaler, 1)
-        trainer = Trainer(Path(tmp), data, student, perf=perf, verbose=False)
-        times = []
-        for _ in range(repeats):
+    tmp = tempfile.TemporaryDirectory()
+    # warm-up: full batches and the last partial one (each shape compiles once)
+    rows = 2 * BATCH + len(xs) % BATCH
+    warm = Data(Arrays(data.train.x[:rows], data.train.y[:rows]), None, data.test, BATCH,
+                512, data.augment)
+    scaler = perf.scaler()
+    Trainer(Path(tmp.name), warm, student, perf=perf, verbose=False).train_epoch(
+        stage, net_, opt, scaler, 1)
+    trainer = Trainer(Path(tmp.name), data, student, perf=perf, verbose=False)
+
+    def epoch():
+        trainer.train_epoch(stage, net_, opt, scaler, 1)
+
+    epoch.directory = tmp  # removed when the epoch function goes
+    return epoch, build_s
+
+
+def timed(epochs: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each epoch function, ``repeats`` times, interleaved (one of each in turn),
+    so that a slow spell of a shared machine falls on all of them and not on one."""
+    times = {name: [] for name in epochs}
+    for _ in range(repeats):
+        for name, epoch in epochs.items():
             sync(device)
             t0 = time.perf_counter()
-            trainer.train_epoch(stage, net_, opt, scaler, 1)
+            epoch()
             sync(device)
-            times.append(time.perf_counter() - t0)
-    return len(xs) / statistics.median(times), times, build_s
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def rate(n: int, times: list[float]) -> float:
+    """Images/second of the median epoch."""
+    return n / statistics.median(times)
 
 
 # --------------------------------------------------------------------------- (2) floor
 
 
-def step_fn(kind, teacher, student, perf):
-    """One training step on a ready batch: what every pipeline must at least compute."""
+def step_fn(kind, teacher, student, perf, max_norm=None):
+    """One training step on a ready batch: what every pipeline must at least compute
+    (``max_norm``: the pair's limits, applied after the step as the recipes do)."""
     hint = teacher.default_hint
     if kind == "stage1":
         from fitnets.distill.regressor import build_regressor, hint_nonlinearity
@@ -166,6 +197,8 @@ def step_fn(kind, teacher, student, perf):
             perf.prepare(module)
     else:
         module = student
+    constrain = max_norm_fn(module, max_norm or {},
+                            prefix="student." if kind == "stage1" else "")
     opt = torch.optim.RMSprop(module.parameters(), lr=1e-5)
     if perf is not None and perf.compile:  # the same modules compiled as in fitnets' step
         compile_taps(student)
@@ -191,27 +224,33 @@ def step_fn(kind, teacher, student, perf):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        constrain()
 
     return step
 
 
-def time_floor(kind, pair, xs, ys, device, perf, repeats):
+def floor_epoch(kind, pair, xs, ys, device, perf, augment=True):
+    """One epoch of the floor's steps (module docstring), ready to time (warmed up)."""
+    from fitnets.data.augment import augment_with_flips
+
     teacher, student = models(pair, device, perf)
-    step = step_fn(kind, teacher, student, perf)
+    step = step_fn(kind, teacher, student, perf, pair["max_norm"])
     x = perf.layout(torch.from_numpy(xs).permute(0, 3, 1, 2).float().div(255).to(device))
     y = torch.from_numpy(ys).long().to(device)
-    batches = [(perf.layout(x[i:i + BATCH]), y[i:i + BATCH]) for i in range(0, len(y), BATCH)]
-    step(*batches[0])
-    step(*batches[-1])
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        for xb, yb in batches:
-            step(xb, yb)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return len(xs) / statistics.median(times), times
+    g = torch.Generator(device).manual_seed(0)
+
+    def epoch(limit=None):
+        order = torch.randperm(len(y), device=device, generator=g)
+        for i in range(0, len(y), BATCH)[:limit]:
+            idx = order[i:i + BATCH]
+            xb = x[idx]
+            if augment:
+                xb, _ = augment_with_flips(xb, g, pad=pair["pad"], flip=pair["flip"])
+            step(perf.layout(xb), y[idx])
+
+    epoch(limit=2)  # warm-up
+    step(perf.layout(x[-(len(y) % BATCH or BATCH):]), y[-(len(y) % BATCH or BATCH):])
+    return epoch
 
 
 # --------------------------------------------------------------------------- (3) usual
@@ -277,16 +316,32 @@ def hardware(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    text = (f"CPU {cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads)")
+    text = (f"CPU {cpu}, {os.cpu_count()} cores visible, {_simd()}, torch "
+            f"{torch.__version__} ({torch.get_num_threads()} threads)")
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text
 
 
+def _simd() -> str:
+    """The CPU's widest vector units that matter for these kernels (bf16 or not)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "vector units unknown"
+    if "avx512_bf16" in flags:
+        return "AVX-512 with BF16"
+    return "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+
+
 def write_markdown() -> None:
     lines = ["# Speed: images/second (median of the repeats)", "",
-             "Written by `benchmarks/speed.py`; each row is one run of the command shown.", ""]
+             "Written by `benchmarks/speed.py`; each row is one run of the command shown.",
+             "fitnets: the project's loop. floor: the same models and work (shuffled batch, "
+             "the same batched augmentation, forward, backward, optimiser step, the recipes' "
+             "max-norm limits) without the loop's bookkeeping. usual: per-image PIL "
+             "transforms in a 2-worker DataLoader, fp32. fitnets and floor epochs are timed "
+             "in turn (one of each per repeat), so a ratio is measured in one run.", ""]
     for path in sorted(RESULTS.glob("speed-*.json")):
         r = json.loads(path.read_text())
         lines += [f"## {r['pair']} on {r['device']}", "", f"Command: `{r['command']}`  ",
@@ -339,18 +394,22 @@ def main(argv=None) -> None:
     for kind in ("stage1", "stage2", "backprop"):
         if kind not in only:
             continue
-        a, ta, _ = time_fitnets(kind, pair, xs, ys, device, perf, args.repeats)
-        b, tb = time_floor(kind, pair, xs, ys, device, perf, args.repeats)
+        mine, _ = fitnets_epoch(kind, pair, xs, ys, device, perf)
+        epochs = timed({"fitnets": mine,
+                        "floor": floor_epoch(kind, pair, xs, ys, device, perf)},
+                       args.repeats, device)
+        a, b = rate(n, epochs["fitnets"]), rate(n, epochs["floor"])
         c, tc = time_usual(kind, pair, xs, ys, device, args.repeats)
         result["steps"][kind] = {"fitnets": a, "floor": b, "usual": c, "fitnets/floor": a / b,
-                                 "fitnets/usual": a / c,
-                                 "epoch_s": {"fitnets": ta, "floor": tb, "usual": tc}}
+                                 "fitnets/usual": a / c, "epoch_s": {**epochs, "usual": tc}}
         print(f"{kind:9s} fitnets {a:8.1f} img/s  floor {b:8.1f}  usual {c:8.1f}  "
               f"fitnets/floor {a / b:.2f}  fitnets/usual {a / c:.2f}", flush=True)
     if "cache" in only:
-        rec, _, _ = time_fitnets("stage2", pair, xs, ys, device, perf, args.repeats, augment=False)
-        cac, _, build = time_fitnets("stage2", pair, xs, ys, device, perf, args.repeats,
-                                     augment=False, cache=True)
+        recompute, _ = fitnets_epoch("stage2", pair, xs, ys, device, perf, augment=False)
+        cached, build = fitnets_epoch("stage2", pair, xs, ys, device, perf, augment=False,
+                                      cache=True)
+        epochs = timed({"recompute": recompute, "cached": cached}, args.repeats, device)
+        rec, cac = rate(n, epochs["recompute"]), rate(n, epochs["cached"])
         result["teacher_cache"] = {"recompute": rec, "cached": cac, "speedup": cac / rec,
                                    "build_s": build}
         print(f"stage-2 epoch, no augmentation: recompute {rec:.1f} img/s, cached {cac:.1f} "
