@@ -31,8 +31,9 @@ def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int 
     n, _, h, w = x.shape
     gdev = generator.device
 
-    def draw(high: int) -> torch.Tensor:
-        return torch.randint(0, high, (n,), generator=generator, device=gdev).to(x.device)
+    def draw(high: int) -> torch.Tensor:  # non_blocking: no stream sync (see memory.py)
+        return torch.randint(0, high, (n,), generator=generator, device=gdev).to(
+            x.device, non_blocking=True)
 
     rows = torch.arange(h, device=x.device).expand(n, h)
     cols = torch.arange(w, device=x.device).expand(n, w)

@@ -196,7 +196,7 @@ class StreamData:
                 x, flipped = self.augment(full, g)
                 x = x[lo:lo + len(idx)]
                 flipped = None if flipped is None else flipped[lo:lo + len(idx)]
-            yield Batch(x, y.to(self.device), None, flipped,
+            yield Batch(x, y.to(self.device, non_blocking=True), None, flipped,
                         share=len(idx) / size if hi > lo else 0.0, size=size)
 
     def eval_batches(self, split, rows: tuple[int, int] | None = None,
@@ -209,4 +209,4 @@ class StreamData:
         for x, y, idx, bad in loader:
             self.skipped += bad
             if len(idx):
-                yield Batch(self._ready(x), y.to(self.device))
+                yield Batch(self._ready(x), y.to(self.device, non_blocking=True))

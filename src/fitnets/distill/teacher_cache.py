@@ -32,13 +32,20 @@ class TeacherCache:
         self.store, self.n, self.path = store, n, path
 
     def __call__(self, idx: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
-        rows = idx.to(self.store.device)
+        rows = _move(idx, self.store.device)
         if flipped is not None:
             if len(self.store) < 2 * self.n:
                 raise FitnetsError("the teacher cache has no mirrored view but the batch has "
                                    "flipped images; rebuild it with flips.")
-            rows = rows + self.n * flipped.to(rows.device).long()
+            rows = rows + self.n * _move(flipped, rows.device).long()
         return self.store[rows].to(idx.device, non_blocking=True)
+
+
+def _move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: without waiting for the GPU's stream, except from a GPU to the
+    host (a disk cache read for a GPU batch), where the rows must have arrived before the
+    host gathers with them; that copy stays a sync each step."""
+    return t.to(device, non_blocking=not (t.is_cuda and device.type == "cpu"))
 
 
 def cache_mode(mode: str, augment_pad: int) -> str | None:
