@@ -20,6 +20,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 import yaml
 
 from fitnets.errors import FitnetsError
+from fitnets.names import METHODS, REGRESSOR_KINDS
 
 
 @dataclass
@@ -158,8 +159,7 @@ class StageConfig:
 class HintConfig:
     pairs: list[list[str]] = field(default_factory=list)
     """(guided student layer, hint teacher layer) pairs trained in turn; [] = models' defaults."""
-    regressor: Literal["auto", "conv", "fc", "none", "token", "conv1x1", "strided",
-                       "transposed", "interp"] = "auto"
+    regressor: Literal[REGRESSOR_KINDS] = "auto"  # the one list: fitnets.names
     """conv: the paper's valid conv; fc; none; token: per-token linear for transformer token
     layers (N, T, D) and map <-> token pairs (auto picks it whenever a side is tokens);
     conv1x1/strided/transposed/interp: projections."""
@@ -248,7 +248,7 @@ class SearchConfig:
 
 @dataclass
 class Config:
-    method: Literal["fitnet", "kd", "backprop", "joint"] = "fitnet"
+    method: Literal[METHODS] = "fitnet"  # the one list: fitnets.names
     """distill: fitnet (hints then KD), kd, backprop (labels), joint (CE + beta*hint, 1 stage)."""
     seed: int = 0
     """Seed for initialisation, shuffling and augmentation."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from fitnets.distill.tokens import build_token_regressor, is_tokens
 from fitnets.errors import FitnetsError
+from fitnets.names import PROJECTION_KINDS, REGRESSOR_KINDS
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
 
@@ -168,8 +169,7 @@ def _check_conv(guided_shape: tuple, hint_shape: tuple) -> None:
 
 # --------------------------------------------------------------------------- projections
 
-PROJECTION_KINDS = ("conv1x1", "strided", "transposed", "interp")
-KINDS = ("auto", "conv", "fc", "none", "token", *PROJECTION_KINDS)
+KINDS = REGRESSOR_KINDS  # hints.regressor's choices (fitnets.names, the config's too)
 
 
 class ProjectionRegressor(nn.Sequential):

@@ -1,6 +1,7 @@
 """The methods, one module each: a method turns the config and the built networks into the
 list of stages a run trains, and says whether it needs a teacher. Nothing outside this
-package knows a method's name; add a method by adding a module and a line to ``METHODS``.
+package knows a method's name; add a method by adding a module and its name to
+``fitnets.names.METHODS``.
 
 A method module has ``LABEL`` (its row in the demo's table), ``NEEDS_TEACHER`` and
 ``stages(setup) -> list[StagePlan]``.
@@ -8,14 +9,15 @@ A method module has ``LABEL`` (its row in the demo's table), ``NEEDS_TEACHER`` a
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
 from torch import nn
 
+from fitnets import names
 from fitnets.config import Config
 from fitnets.data.memory import Data
-from fitnets.distill.methods import backprop, fitnet, joint, kd
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.trainer import StagePlan
@@ -32,8 +34,9 @@ class Setup:
     input_shape: tuple
 
 
-METHODS: dict[str, ModuleType] = {"fitnet": fitnet, "kd": kd, "backprop": backprop,
-                                  "joint": joint}
+# one module per name of fitnets.names.METHODS (the config's choices read the same tuple)
+METHODS: dict[str, ModuleType] = {
+    name: importlib.import_module(f"{__name__}.{name}") for name in names.METHODS}
 COMPARED = ("backprop", "kd", "fitnet")  # the demo's comparison, in its table's order
 
 
@@ -52,5 +55,5 @@ def plan(command: str, setup: Setup) -> list[StagePlan]:
     """The stages of the run: ``fitnets train`` is back-propagation on the labels (its
     stage is called "train"), ``fitnets distill`` the configured method's stages."""
     if command == "train":
-        return backprop.stages(setup, name="train")
+        return METHODS["backprop"].stages(setup, name="train")
     return get(setup.cfg.method).stages(setup)
