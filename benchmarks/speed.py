@@ -48,8 +48,9 @@ from fitnets.distill.stages import HintModule, hint_stage
 from fitnets.distill.taps import compile_taps, run_to, run_with
 from fitnets.distill.teacher import LOGITS, Teacher
 from fitnets.models import build_model
+from fitnets.optim import make_optimizer, max_norm_fn
 from fitnets.perf import resolve_perf
-from fitnets.trainer import Trainer, make_optimizer, max_norm_fn
+from fitnets.trainer import Trainer
 
 PAIRS = {  # max_norm: the limits of recipes/mnist-fitnet.yaml and cifar10-fitnet1.yaml
     "mnist": dict(teacher="mnist_teacher", student="mnist_student", shape=(1, 28, 28),

@@ -37,8 +37,9 @@ from fitnets.data.prepare import prepare
 from fitnets.distill.methods import Setup, backprop, kd
 from fitnets.distill.teacher import Teacher
 from fitnets.models import build_model
+from fitnets.optim import make_optimizer
 from fitnets.perf import resolve_perf
-from fitnets.trainer import Trainer, make_optimizer
+from fitnets.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402

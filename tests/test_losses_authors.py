@@ -12,7 +12,7 @@ from fitnets.distill.regressor import build_regressor
 from fitnets.distill.regressor_init import init_regressor_
 from fitnets.distill.stages import HintModule, hint_reduction
 from fitnets.models import build_model
-from fitnets.trainer import max_norm_fn
+from fitnets.optim import max_norm_fn
 
 
 def _softmax(v):

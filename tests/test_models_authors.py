@@ -119,7 +119,7 @@ def test_an_untied_bias_acts_at_its_own_position_only():
 
 
 def test_untied_biases_escape_max_norm_and_get_lr_scales():
-    from fitnets.trainer import max_norm_fn, scaled_groups
+    from fitnets.optim import max_norm_fn, scaled_groups
 
     net = build_model("cifar_teacher", maxout=MaxoutOptions(untied_biases=True))
     with torch.no_grad():

@@ -9,8 +9,7 @@ from torch import nn
 
 from fitnets.config import OptimConfig, make_config
 from fitnets.errors import FitnetsError
-from fitnets.optim import RMSpropPylearn2
-from fitnets.trainer import make_optimizer
+from fitnets.optim import RMSpropPylearn2, make_optimizer
 
 
 def _step(opt_cls, p0, grad, **kw):
@@ -109,7 +108,7 @@ def test_config_rejects_momentum_and_a_bad_floor():
 
 
 def test_unknown_optimiser_and_schedule_names_are_refused_with_the_choices():
-    from fitnets.trainer import make_schedule
+    from fitnets.optim import make_schedule
 
     p = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(FitnetsError, match="unknown optimiser 'lamb'; choose one of sgd, adam, "

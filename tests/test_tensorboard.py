@@ -9,7 +9,7 @@ import pytest
 
 from fitnets.config import make_config
 from fitnets.errors import FitnetsError
-from fitnets.trainer import RunLog
+from fitnets.runlog import RunLog
 
 
 def test_off_by_default_and_documented():

@@ -18,10 +18,16 @@ multiply ``lr``, as our parameter groups' ``lr`` do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import fnmatch
+import typing
+from collections.abc import Callable, Iterable
 
 import torch
+from torch import nn
 from torch.optim import Optimizer
+
+from fitnets.config import OptimConfig
+from fitnets.errors import FitnetsError
 
 
 class RMSpropPylearn2(Optimizer):
@@ -85,3 +91,89 @@ def _foreach_step(params, grads, avgs, lr, decay, floor, wd) -> None:
     denom = torch._foreach_sqrt(avgs)
     torch._foreach_clamp_min_(denom, floor)
     torch._foreach_addcdiv_(params, grads, denom, value=-lr)
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def scaled_groups(module: nn.Module, params: list[nn.Parameter] | None,
+                  lr_scale: dict[str, float], prefix: str = "") -> list[dict]:
+    """Parameter groups with an lr ``scale`` from the first matching name pattern.
+
+    Patterns match the names inside ``module`` with ``prefix`` stripped (so stage 1 and
+    stage 2 use the student's own names, e.g. ``conv1.*``).
+    """
+    keep = None if params is None else {id(p) for p in params}
+    groups: dict[float, list] = {}
+    for name, p in module.named_parameters():
+        if not p.requires_grad or (keep is not None and id(p) not in keep):
+            continue
+        short = name[len(prefix):] if name.startswith(prefix) else name
+        scale = next((s for pat, s in lr_scale.items() if fnmatch.fnmatchcase(short, pat)), 1.0)
+        groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "scale": s} for s, ps in groups.items()]
+
+
+def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The stage's optimiser. On GPUs every update is one or a few multi-tensor kernels:
+    torch's fused SGD and Adam (one kernel for all parameters), and foreach RMSprop and
+    pylearn2 RMSProp (torch has no fused RMSprop); on CPUs torch's own per-parameter
+    choice, which is the faster one there."""
+    groups = [{"params": list(g["params"]), "lr": cfg.lr * g.get("scale", 1.0)} for g in groups]
+    params = [p for g in groups for p in g["params"]]
+    gpu = bool(params) and all(p.is_cuda for p in params)
+    fused = {"fused": True} if gpu else {}
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay, **fused)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                **fused)
+    if cfg.name == "rmsprop_pylearn2":  # the authors' RMSProp (fitnets/optim.py)
+        return RMSpropPylearn2(groups, lr=cfg.lr, decay=cfg.rmsprop_decay,
+                               floor=cfg.rmsprop_floor, weight_decay=cfg.weight_decay,
+                               foreach=gpu or None)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.eps,
+                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                   foreach=gpu or None)
+    raise FitnetsError(f"unknown optimiser {cfg.name!r}; choose one of "
+                       f"{', '.join(_choices(OptimConfig, 'name'))}.")
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
+    if cfg.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, cfg.gamma)
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
+    raise FitnetsError(f"unknown lr schedule {cfg.schedule!r}; choose one of "
+                       f"{', '.join(_choices(OptimConfig, 'schedule'))}.")
+
+
+def _choices(cls, name: str) -> tuple[str, ...]:
+    """The Literal choices of a config field: one list per name, the config's."""
+    return typing.get_args(typing.get_type_hints(cls)[name])
+
+
+def max_norm_fn(module: nn.Module, limits: dict[str, float], prefix: str = "") -> Callable:
+    """The pylearn2 max-norm constraints: each output unit's incoming weights have L2 norm
+    at most the limit of the first pattern matching the parameter's name."""
+    targets = []
+    for name, p in module.named_parameters():
+        short = name[len(prefix):] if name.startswith(prefix) else name
+        if p.dim() < 2:
+            continue
+        limit = next((v for pat, v in limits.items() if fnmatch.fnmatchcase(short, pat)), None)
+        if limit is not None:
+            targets.append((p, limit))
+
+    @torch.no_grad()
+    def constrain() -> None:
+        for p, limit in targets:  # in place: one kernel a parameter, no copy
+            p.renorm_(2, 0, limit)
+
+    return constrain

@@ -31,7 +31,8 @@ from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.models import MaxoutOptions, build_model
 from fitnets.perf import resolve_perf
-from fitnets.trainer import StagePlan, Trainer, check_checkpoint
+from fitnets.stage import StagePlan
+from fitnets.trainer import Trainer, check_checkpoint
 
 # --------------------------------------------------------------------------- set-up
 

@@ -4,20 +4,19 @@ The Trainer alone owns what every stage needs the same way: the optimiser and sc
 autocast and memory layout, the DistributedDataParallel wrap of the stage's trainable
 module (once per stage), the sharding of each batch over the processes, evaluation,
 early stopping, the metrics log and the whole checkpoint schema (below), written and
-checked here and nowhere else. A ``Stage`` is data: a module, its parameter groups, a loss
-on (module output, batch, epoch) and an evaluation; the Trainer knows no method.
+checked here and nowhere else. A ``Stage`` (fitnets.stage) is data: a module, its
+parameter groups, a loss on (module output, batch, epoch) and an evaluation; the Trainer
+knows no method. The optimiser factories and max-norm are in fitnets.optim, the metrics
+log in fitnets.runlog.
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import json
 import math
 import time
-import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,13 @@ from tqdm.auto import tqdm
 
 from fitnets import faults, stall
 from fitnets.checkpoint import Checkpoints
-from fitnets.config import OptimConfig, StageConfig
 from fitnets.data.memory import Arrays, Batch, Data
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
-from fitnets.optim import RMSpropPylearn2
+from fitnets.optim import make_optimizer, make_schedule
 from fitnets.perf import FP32, Perf
-from fitnets.tracking import open_sink
-
-# (the module to call, the batch, epoch) -> (loss, parts to log). The module is the stage's
-# trainable module or its DDP wrapper. A loss asks the teacher first, then runs the module:
-# the teacher's temporaries are freed before the student's activations for backward are
-# built (measured: stage 1 ~25% slower on the CPU the other way round, benchmarks/speed.py).
-LossFn = Callable[[nn.Module, Batch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+from fitnets.runlog import RunLog
+from fitnets.stage import Stage, StagePlan
 
 # The checkpoint schema: one file per epoch and per stage transition.
 STAGE_INDEX = "stage_index"  # the stage to continue (== len(stages): all done)
@@ -50,205 +43,6 @@ RNG = "rng"  # {"torch": global CPU RNG, "generator": the shuffling/augmentation
 LOG_LINES = "log_lines"  # metrics.jsonl lines written so far (later ones are dropped)
 HISTORY = "history"  # JSON: finished stages' results and the elapsed time
 CHECKPOINT_KEYS = (STAGE_INDEX, LOOP, STUDENT, RNG, LOG_LINES, HISTORY)
-
-
-@dataclass
-class Stage:
-    """One stage of a run, as data: what to train, on which loss, judged how."""
-
-    name: str  # written into the metrics as "stage": hints | kd | backprop | train | joint
-    kind: str  # hints (a guided layer learns a hint) | classifier (the whole student)
-    module: nn.Module  # the trainable module (student, or student + regressors)
-    param_groups: list[dict]  # for the optimiser; each group may carry an lr "scale"
-    loss: LossFn  # (module or its DDP wrapper, batch, epoch) -> (loss, parts to log)
-    evaluate: Callable[[Trainer], dict[str, float]]  # validation/test metrics (trainer helps)
-    monitor: str | None  # metric to minimise for early stopping (None: no validation)
-    cfg: StageConfig
-    constrain: Callable[[], None] = lambda: None  # max-norm after each step
-    info: dict = field(default_factory=dict)  # extra per-epoch log fields (e.g. pair)
-    extra_log: Callable[[int], dict] = lambda epoch: {}  # e.g. lambda of this epoch
-    intro: list[str] = field(default_factory=list)  # printed when the stage starts
-    summary: dict = field(default_factory=dict)  # kept in summary.json's stage entry
-    check: Callable[[list[dict]], str | None] | None = None  # after each epoch: a warning?
-
-    @property
-    def label(self) -> str:
-        return self.name + (f":{self.info['pair']}" if "pair" in self.info else "")
-
-
-@dataclass
-class StagePlan:
-    """A stage not built yet: built when the run reaches it (building may compute a
-    teacher cache), skipped with ``done()`` alone when a resumed run is already past it."""
-
-    label: str  # hints:0, kd, ...
-    cfg: StageConfig
-    build: Callable[[], Stage]
-    done: Callable[[], None] = lambda: None  # the stage is over (trained, or before a resume)
-
-
-class RunLog:
-    """The metrics log (``metrics.jsonl``, the source of truth), the sinks fed the same
-    records (tensorboard, an experiment tracker; see fitnets/tracking.py), messages."""
-
-    def __init__(self, run_dir: Path, verbose: bool = True, tensorboard: bool = False,
-                 writes: bool = True, tracking: str = "none", config: dict | None = None):
-        self.run_dir = Path(run_dir)
-        self.metrics = self.run_dir / "metrics.jsonl"
-        self.verbose = verbose
-        self.writes = writes  # rank 0 alone writes
-        self.tensorboard = tensorboard_writer(self.run_dir) if tensorboard and writes else None
-        self._tracking, self._config = (tracking if writes else "none"), config or {}
-        self._sink = None  # opened at the first record, after a resume's truncation
-
-    def log(self, record: dict) -> None:
-        if not self.writes:
-            return
-        try:
-            with open(self.metrics, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-        except OSError as e:
-            raise FitnetsError(f"cannot append to '{self.metrics}': {e.strerror or e}. The last "
-                               "checkpoint is intact; free some space, then continue the run "
-                               "with --resume RUN_DIR.") from None
-        if self.tensorboard is not None:
-            self.tensorboard(record)
-        if self._tracking != "none":
-            if self._sink is None:
-                self._sink = open_sink(self._tracking, self.run_dir, self._config,
-                                       self.lines() - 1)
-            self._sink.log(record)
-
-    def close(self) -> None:
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
-
-    def lines(self) -> int:
-        if not self.metrics.exists():
-            return 0
-        with open(self.metrics) as f:
-            return sum(1 for _ in f)
-
-    def truncate(self, lines: int) -> None:
-        """Drop records written after the checkpoint we resume from."""
-        if not self.writes or not self.metrics.exists():
-            return
-        with open(self.metrics) as f:
-            kept = f.readlines()[:lines]
-        with open(self.metrics, "w") as f:
-            f.writelines(kept)
-
-    def say(self, text: str) -> None:
-        if self.verbose:
-            tqdm.write(text)
-
-
-def tensorboard_writer(run_dir: Path) -> Callable[[dict], None]:
-    """A metrics hook writing a record's numbers as scalars ``<stage>[:pair]/<key>`` at
-    step = epoch, to ``run_dir/tensorboard``."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise FitnetsError("tensorboard=true needs the tensorboard package: pip install "
-                           "'fitnets[tensorboard]' (or set tensorboard=false).") from None
-    writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-
-    def write(record: dict) -> None:
-        stage = record["stage"] + (f":{record['pair']}" if "pair" in record else "")
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
-                writer.add_scalar(f"{stage}/{key}", value, record["epoch"])
-        writer.flush()
-
-    return write
-
-
-# --------------------------------------------------------------------------- optimiser
-
-
-def scaled_groups(module: nn.Module, params: list[nn.Parameter] | None,
-                  lr_scale: dict[str, float], prefix: str = "") -> list[dict]:
-    """Parameter groups with an lr ``scale`` from the first matching name pattern.
-
-    Patterns match the names inside ``module`` with ``prefix`` stripped (so stage 1 and
-    stage 2 use the student's own names, e.g. ``conv1.*``).
-    """
-    keep = None if params is None else {id(p) for p in params}
-    groups: dict[float, list] = {}
-    for name, p in module.named_parameters():
-        if not p.requires_grad or (keep is not None and id(p) not in keep):
-            continue
-        short = name[len(prefix):] if name.startswith(prefix) else name
-        scale = next((s for pat, s in lr_scale.items() if fnmatch.fnmatchcase(short, pat)), 1.0)
-        groups.setdefault(scale, []).append(p)
-    return [{"params": ps, "scale": s} for s, ps in groups.items()]
-
-
-def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The stage's optimiser. On GPUs every update is one or a few multi-tensor kernels:
-    torch's fused SGD and Adam (one kernel for all parameters), and foreach RMSprop and
-    pylearn2 RMSProp (torch has no fused RMSprop); on CPUs torch's own per-parameter
-    choice, which is the faster one there."""
-    groups = [{"params": list(g["params"]), "lr": cfg.lr * g.get("scale", 1.0)} for g in groups]
-    params = [p for g in groups for p in g["params"]]
-    gpu = bool(params) and all(p.is_cuda for p in params)
-    fused = {"fused": True} if gpu else {}
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay, **fused)
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                                **fused)
-    if cfg.name == "rmsprop_pylearn2":  # the authors' RMSProp (fitnets/optim.py)
-        return RMSpropPylearn2(groups, lr=cfg.lr, decay=cfg.rmsprop_decay,
-                               floor=cfg.rmsprop_floor, weight_decay=cfg.weight_decay,
-                               foreach=gpu or None)
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.eps,
-                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                   foreach=gpu or None)
-    raise FitnetsError(f"unknown optimiser {cfg.name!r}; choose one of "
-                       f"{', '.join(_choices(OptimConfig, 'name'))}.")
-
-
-def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
-    if cfg.schedule == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(opt, cfg.gamma)
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
-    raise FitnetsError(f"unknown lr schedule {cfg.schedule!r}; choose one of "
-                       f"{', '.join(_choices(OptimConfig, 'schedule'))}.")
-
-
-def _choices(cls, name: str) -> tuple[str, ...]:
-    """The Literal choices of a config field: one list per name, the config's."""
-    return typing.get_args(typing.get_type_hints(cls)[name])
-
-
-def max_norm_fn(module: nn.Module, limits: dict[str, float], prefix: str = "") -> Callable:
-    """The pylearn2 max-norm constraints: each output unit's incoming weights have L2 norm
-    at most the limit of the first pattern matching the parameter's name."""
-    targets = []
-    for name, p in module.named_parameters():
-        short = name[len(prefix):] if name.startswith(prefix) else name
-        if p.dim() < 2:
-            continue
-        limit = next((v for pat, v in limits.items() if fnmatch.fnmatchcase(short, pat)), None)
-        if limit is not None:
-            targets.append((p, limit))
-
-    @torch.no_grad()
-    def constrain() -> None:
-        for p, limit in targets:  # in place: one kernel a parameter, no copy
-            p.renorm_(2, 0, limit)
-
-    return constrain
 
 
 # --------------------------------------------------------------------------- the trainer

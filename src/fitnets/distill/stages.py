@@ -27,7 +27,8 @@ from fitnets.distill.taps import get_layer, layer_shapes, run_to
 from fitnets.distill.teacher import Teacher
 from fitnets.distill.tokens import prefix_tokens
 from fitnets.errors import FitnetsError
-from fitnets.trainer import LossFn, Stage, max_norm_fn, scaled_groups
+from fitnets.optim import max_norm_fn, scaled_groups
+from fitnets.stage import LossFn, Stage
 
 HINTS, CLASSIFIER = "hints", "classifier"  # the kinds of stage (written into the metrics)
 

@@ -20,7 +20,7 @@ from fitnets.config import Config
 from fitnets.data.memory import Data
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
-from fitnets.trainer import StagePlan
+from fitnets.stage import StagePlan
 
 
 @dataclass

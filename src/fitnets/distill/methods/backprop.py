@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from fitnets.distill.stages import classifier_stage, label_loss, student_groups
-from fitnets.trainer import StagePlan
+from fitnets.stage import StagePlan
 
 LABEL = "student: backprop"
 NEEDS_TEACHER = False

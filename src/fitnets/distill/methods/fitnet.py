@@ -7,7 +7,7 @@ from functools import partial
 
 from fitnets.distill.methods import kd
 from fitnets.distill.stages import hint_pairs, hint_stage, pretrained_tracker
-from fitnets.trainer import StagePlan
+from fitnets.stage import StagePlan
 
 LABEL = "student: hints + KD (FitNet)"
 NEEDS_TEACHER = True

@@ -22,7 +22,8 @@ from fitnets.distill.stages import (
     regressor_for,
 )
 from fitnets.distill.taps import run_with
-from fitnets.trainer import Stage, StagePlan, scaled_groups
+from fitnets.optim import scaled_groups
+from fitnets.stage import Stage, StagePlan
 
 LABEL = "student: joint CE + hints"
 NEEDS_TEACHER = True

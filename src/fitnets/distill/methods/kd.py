@@ -8,7 +8,7 @@ import torch
 from fitnets.distill.losses import kd_loss, teacher_weight
 from fitnets.distill.stages import classifier_stage, student_groups
 from fitnets.distill.teacher import LOGITS
-from fitnets.trainer import Stage, StagePlan
+from fitnets.stage import Stage, StagePlan
 
 LABEL = "student: KD"
 NEEDS_TEACHER = True
