@@ -37,9 +37,22 @@ class _Stop(Exception):
 _SELECTOR = re.compile(r"\[(-?\d+)\]|:([A-Za-z_][A-Za-z0-9_]*)")
 
 
+_PARSED: dict[str, tuple[str, list[int | str]]] = {}
+
+
 def parse_tap(spec: str) -> tuple[str, list[int | str]]:
-    """``"encoder.layer.3[0]:x"`` -> ("encoder.layer.3", [0, "x"])."""
-    cut = min((i for i in (spec.find("["), spec.find(":")) if i >= 0), default=len(spec))
+    """``"encoder.layer.3[0]:x"`` -> ("encoder.layer.3", [0, "x"]).
+
+    Parsed once per spec: a compiled forward (perf.compile) then reads a dict instead of
+    running a regex, which torch.compile cannot trace (a graph break on every call)."""
+    if spec not in _PARSED:
+        _PARSED[spec] = _parse(spec)
+    return _PARSED[spec]
+
+
+def _parse(spec: str) -> tuple[str, list[int | str]]:
+    found = [i for i in (spec.find("["), spec.find(":")) if i >= 0]
+    cut = min(found) if found else len(spec)
     name, rest = spec[:cut], spec[cut:]
     selectors: list[int | str] = []
     pos = 0
