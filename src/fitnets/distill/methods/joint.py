@@ -8,6 +8,8 @@ dropped when the stage ends.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +26,9 @@ from fitnets.distill.stages import (
 from fitnets.distill.taps import run_with
 from fitnets.optim import scaled_groups
 from fitnets.stage import Stage, StagePlan
+
+if TYPE_CHECKING:
+    from fitnets.distill.methods import Setup
 
 LABEL = "student: joint CE + hints"
 NEEDS_TEACHER = True
@@ -48,12 +53,12 @@ class JointModule(nn.Module):
         return logits, [r(v) for r, v in zip(self.regressors, taps)]
 
 
-def stages(s) -> list[StagePlan]:
+def stages(s: Setup) -> list[StagePlan]:
     return [StagePlan("joint", s.cfg.train,
                       lambda: joint_stage(s, hint_pairs(s.cfg, s.student, s.teacher.net)))]
 
 
-def joint_stage(s, pairs: list[tuple[str, str]]) -> Stage:
+def joint_stage(s: Setup, pairs: list[tuple[str, str]]) -> Stage:
     built = [regressor_for(s.cfg, s.student, s.teacher.net, pair, i, s.input_shape)
              for i, pair in enumerate(pairs)]
     module = JointModule(s.student, [r for r, _ in built], [g for g, _ in pairs])

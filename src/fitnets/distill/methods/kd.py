@@ -3,6 +3,8 @@ teacher's weight lambda annealed per epoch (the paper's stage 2)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from fitnets.distill.losses import kd_loss, teacher_weight
@@ -10,21 +12,24 @@ from fitnets.distill.stages import classifier_stage, student_groups
 from fitnets.distill.teacher import LOGITS
 from fitnets.stage import Stage, StagePlan
 
+if TYPE_CHECKING:
+    from fitnets.distill.methods import Setup
+
 LABEL = "student: KD"
 NEEDS_TEACHER = True
 
 
-def stages(s) -> list[StagePlan]:
+def stages(s: Setup) -> list[StagePlan]:
     return [plan(s)]
 
 
-def plan(s, pretrained: list[torch.nn.Parameter] = ()) -> StagePlan:
+def plan(s: Setup, pretrained: list[torch.nn.Parameter] = ()) -> StagePlan:
     """The KD stage; ``pretrained``: the layers hint stages trained before it (their lr is
     scaled by kd.pretrained_lr_scale), filled in by the time the stage is built."""
     return StagePlan("kd", s.cfg.train, lambda: kd_stage(s, pretrained))
 
 
-def kd_stage(s, pretrained=()) -> Stage:
+def kd_stage(s: Setup, pretrained=()) -> Stage:
     k = s.cfg.kd
     groups = student_groups(s.student, s.cfg.train, pretrained, k.pretrained_lr_scale)
     s.teacher.prepare([LOGITS])
