@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import write_tiny_mnist
-
     from fitnets.config import make_config
     from fitnets.run import run
 
