@@ -176,4 +176,5 @@ def max_norm_fn(module: nn.Module, limits: dict[str, float], prefix: str = "") -
         for p, limit in targets:  # in place: one kernel a parameter, no copy
             p.renorm_(2, 0, limit)
 
+    constrain.targets = len(targets)  # the Trainer compiles it (perf.compile) when > 0
     return constrain
