@@ -199,11 +199,12 @@ def leave(code: int) -> None:
     interpreter is finalising must take the GIL, is made to exit by Python, and the forced
     unwind through the work's destructor calls std::terminate: the rank dies of SIGABRT
     ("terminate called without an active exception") after a run that finished, and
-    torchrun reports the job failed. Seen in about 1 torchrun job in 10 to 30 on 2 CPU
-    cores; the gdb backtrace is in ProcessGroupGloo::runLoop -> ~AsyncBarrierWork ->
-    TensorImpl::decref_pyobject -> take_gil -> pthread_exit. torch's own fix (an atexit
-    destroy, pytorch#179291) was abandoned, and destroying does not stop threads of a group
-    that something still holds. Everything the run writes is closed and flushed by then.
+    torchrun reports the job failed. Seen in 4 of 171 two-process jobs on 2 CPU cores
+    (benchmarks/results/ddp-exit.md); the gdb backtrace is in ProcessGroupGloo::runLoop ->
+    ~AsyncBarrierWork -> TensorImpl::decref_pyobject -> take_gil -> pthread_exit. torch's
+    own fix (an atexit destroy, pytorch#179291) was abandoned, and destroying does not stop
+    the threads of a group that something still holds. Everything the run writes is
+    closed and flushed by then.
     """
     if not _STARTED_GROUP:
         return

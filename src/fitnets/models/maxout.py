@@ -12,6 +12,9 @@ from torch import nn
 
 from fitnets.errors import FitnetsError
 
+# torch.compiler.is_compiling is torch >= 2.3; torch._dynamo's is the older spelling
+_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+
 
 def _max_last(grouped: torch.Tensor) -> torch.Tensor:
     """The max over the last dim (the pieces) of ``grouped``, by the fastest exact route.
@@ -26,7 +29,7 @@ def _max_last(grouped: torch.Tensor) -> torch.Tensor:
     builds an equality mask and divides, measured 2x slower on CPU.) Under torch.compile
     and tracing the plain ``max(dim)``, which the compilers handle themselves.
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if _compiling() or torch.jit.is_tracing():
         return grouped.max(dim=-1).values
     if torch.is_grad_enabled() and grouped.requires_grad:
         return _MaxPieces.apply(grouped)
