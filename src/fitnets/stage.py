@@ -8,22 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from fitnets.config import StageConfig
-from fitnets.data.memory import Batch
-
-if TYPE_CHECKING:
-    from fitnets.trainer import Trainer
+from fitnets.data.memory import Arrays, Batch
 
 # (the module to call, the batch, epoch) -> (loss, parts to log). The module is the stage's
 # trainable module or its DDP wrapper. A loss asks the teacher first, then runs the module:
 # the teacher's temporaries are freed before the student's activations for backward are
 # built (measured: stage 1 ~25% slower on the CPU the other way round, benchmarks/speed.py).
 LossFn = Callable[[nn.Module, Batch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+class Evaluator(Protocol):
+    """What a stage's evaluation may ask of the Trainer (which is one), named here so that
+    this module does not import the trainer (which imports this module)."""
+
+    def mean(self, fn: Callable[[Batch], torch.Tensor], arrays: Arrays) -> float: ...
+
+    def classifier_metrics(self, model: nn.Module) -> dict[str, float]: ...
 
 
 @dataclass
@@ -35,7 +41,7 @@ class Stage:
     module: nn.Module  # the trainable module (student, or student + regressors)
     param_groups: list[dict]  # for the optimiser; each group may carry an lr "scale"
     loss: LossFn  # (module or its DDP wrapper, batch, epoch) -> (loss, parts to log)
-    evaluate: Callable[[Trainer], dict[str, float]]  # validation/test metrics (trainer helps)
+    evaluate: Callable[[Evaluator], dict[str, float]]  # validation/test metrics
     monitor: str | None  # metric to minimise for early stopping (None: no validation)
     cfg: StageConfig
     constrain: Callable[[], None] = lambda: None  # max-norm after each step
