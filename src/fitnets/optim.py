@@ -116,13 +116,12 @@ def scaled_groups(module: nn.Module, params: list[nn.Parameter] | None,
 
 def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     """The stage's optimiser. On GPUs every update is one or a few multi-tensor kernels:
-    torch's fused SGD and Adam (one kernel for all parameters), and foreach RMSprop and
-    pylearn2 RMSProp (torch has no fused RMSprop); on CPUs torch's own per-parameter
-    choice, which is the faster one there."""
+    torch's fused SGD and Adam (one kernel for all parameters, asked for here), and foreach
+    RMSprop and pylearn2 RMSProp (torch has no fused RMSprop; both choose foreach on GPUs
+    themselves); on CPUs torch's own per-parameter choice, which is the faster one there."""
     groups = [{"params": list(g["params"]), "lr": cfg.lr * g.get("scale", 1.0)} for g in groups]
     params = [p for g in groups for p in g["params"]]
-    gpu = bool(params) and all(p.is_cuda for p in params)
-    fused = {"fused": True} if gpu else {}
+    fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay, **fused)
@@ -131,12 +130,10 @@ def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimize
                                 **fused)
     if cfg.name == "rmsprop_pylearn2":  # the authors' RMSProp (fitnets/optim.py)
         return RMSpropPylearn2(groups, lr=cfg.lr, decay=cfg.rmsprop_decay,
-                               floor=cfg.rmsprop_floor, weight_decay=cfg.weight_decay,
-                               foreach=gpu or None)
+                               floor=cfg.rmsprop_floor, weight_decay=cfg.weight_decay)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.eps,
-                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                   foreach=gpu or None)
+                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise FitnetsError(f"unknown optimiser {cfg.name!r}; choose one of "
                        f"{', '.join(_choices(OptimConfig, 'name'))}.")
 
