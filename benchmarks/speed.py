@@ -42,9 +42,9 @@ import torch.nn.functional as F
 
 from fitnets.config import make_config
 from fitnets.data.memory import Arrays, Data
-from fitnets.distill.losses import hint_loss, kd_loss
+from fitnets.distill.hint import HintModule, HintStage, hint_loss
+from fitnets.distill.losses import kd_loss
 from fitnets.distill.methods import Setup, backprop, kd
-from fitnets.distill.stages import HintModule, hint_stage
 from fitnets.distill.taps import compile_taps, run_to, run_with
 from fitnets.distill.teacher import LOGITS, Teacher
 from fitnets.models import build_model
@@ -109,9 +109,9 @@ def make_stage(kind, cfg, teacher, student, data, pair):
     setup = Setup(cfg, student, teacher, data, pair["shape"])
     if kind == "stage1":
         pair_ = (student.default_guided, teacher.net.default_hint)
-        return hint_stage(cfg, student, teacher, pair_, 0, data, pair["shape"])
+        return HintStage(cfg, student, teacher, pair_, 0, data, pair["shape"])
     if kind == "stage2":
-        return kd.kd_stage(setup)
+        return kd.KDStage(setup)
     return backprop.stages(setup)[0].build()
 
 
@@ -140,7 +140,9 @@ def fitnets_epoch(kind, pair, xs, ys, device, perf, augment=True, cache=False):
     perf.prepare(stage.module)
     opt = make_optimizer(stage.param_groups, stage.cfg.optim)
     # the step's module, compiled whole as Trainer.fit does under perf.compile
-    net_ = torch.compile(stage.module) if perf.compile else stage.module
+    if perf.compile:
+        stage.net = torch.compile(stage.module)
+    stage.start_epoch(1)
     tmp = tempfile.TemporaryDirectory()
     # warm-up: full batches and the last partial one (each shape compiles once)
     rows = 2 * BATCH + len(xs) % BATCH
@@ -148,11 +150,11 @@ def fitnets_epoch(kind, pair, xs, ys, device, perf, augment=True, cache=False):
                 512, data.augment)
     scaler = perf.scaler()
     Trainer(Path(tmp.name), warm, student, perf=perf, verbose=False).train_epoch(
-        stage, net_, opt, scaler, 1)
+        stage, opt, scaler, 1)
     trainer = Trainer(Path(tmp.name), data, student, perf=perf, verbose=False)
 
     def epoch():
-        trainer.train_epoch(stage, net_, opt, scaler, 1)
+        trainer.train_epoch(stage, opt, scaler, 1)
 
     epoch.directory = tmp  # removed when the epoch function goes
     return epoch, build_s

@@ -87,11 +87,11 @@ def time_epochs(trainer: Trainer, stage, repeats: int) -> list[float]:
     opt = make_optimizer(stage.param_groups, stage.cfg.optim)
     scaler = trainer.perf.scaler()
     trainer.perf.prepare(stage.module)
-    trainer.train_epoch(stage, stage.module, opt, scaler, 1)  # warm-up (and worker start)
+    trainer.train_epoch(stage, opt, scaler, 1)  # warm-up (and worker start)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        trainer.train_epoch(stage, stage.module, opt, scaler, 1)
+        trainer.train_epoch(stage, opt, scaler, 1)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -116,7 +116,7 @@ def cifar(args) -> dict:
         perf.prepare(net)
         perf.prepare(student)
         teacher = Teacher(net, cfg, perf, getattr(prepared.data.train, "x", None), 512)
-        stage = kd.kd_stage(Setup(cfg, student, teacher, prepared.data, (3, 32, 32)))
+        stage = kd.KDStage(Setup(cfg, student, teacher, prepared.data, (3, 32, 32)))
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(Path(tmp), prepared.data, student, perf=perf, verbose=False)
             times = time_epochs(trainer, stage, args.repeats)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from fitnets.distill.losses import hint_loss, kd_loss, soft_cross_entropy, teacher_weight
+from fitnets.distill.hint import hint_loss
+from fitnets.distill.losses import kd_loss, soft_cross_entropy, teacher_weight
 
 
 def _softmax(v):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from fitnets.config import make_config
-from fitnets.distill.losses import hint_loss, kd_loss
+from fitnets.distill.hint import HintModule, hint_loss, hint_reduction
+from fitnets.distill.losses import kd_loss
 from fitnets.distill.regressor import build_regressor
 from fitnets.distill.regressor_init import init_regressor_
-from fitnets.distill.stages import HintModule, hint_reduction
 from fitnets.models import build_model
 from fitnets.optim import max_norm_fn
 

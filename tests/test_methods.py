@@ -8,7 +8,8 @@ import pytest
 
 from fitnets.config import Config, make_config
 from fitnets.distill import methods
-from fitnets.distill.stages import CLASSIFIER, HINTS
+from fitnets.distill.hint import HINTS
+from fitnets.distill.stages import CLASSIFIER
 from fitnets.errors import FitnetsError
 
 

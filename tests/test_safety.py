@@ -286,9 +286,10 @@ def test_a_non_finite_loss_names_stage_epoch_step_and_keeps_the_last_checkpoint(
     real_fit = Trainer.fit
 
     def fit_with_nan_at_epoch_2(self, stage, index=0, resume=None):
-        loss = stage.loss
-        stage.loss = lambda net, b, e: ((loss(net, b, e)[0] * float("nan"), {})
-                                        if e == 2 else loss(net, b, e))
+        loss, start = stage.loss, stage.start_epoch
+        stage.start_epoch = lambda e: (setattr(stage, "now", e), start(e))[1]
+        stage.loss = lambda b: ((loss(b)[0] * float("nan"), {})
+                                if stage.now == 2 else loss(b))
         return real_fit(self, stage, index, resume)
 
     monkeypatch.setattr(Trainer, "fit", fit_with_nan_at_epoch_2)

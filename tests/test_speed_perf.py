@@ -9,7 +9,8 @@ import torch
 
 from fitnets import FitnetsError
 from fitnets.config import PerfConfig, make_config
-from fitnets.distill.losses import hint_loss, kd_loss
+from fitnets.distill.hint import hint_loss
+from fitnets.distill.losses import kd_loss
 from fitnets.distill.taps import run_to
 from fitnets.models import build_model
 from fitnets.models.maxout import Maxout

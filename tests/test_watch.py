@@ -7,7 +7,7 @@ import torch
 
 from fitnets.config import make_config
 from fitnets.distill import watch
-from fitnets.distill.stages import hint_reduction
+from fitnets.distill.hint import hint_reduction
 
 
 def test_loss_stalled_by_hand():
@@ -46,11 +46,11 @@ def test_a_dead_regressor_is_reported_once_with_what_to_try(tmp_path, capsys, mo
     (its batch norm shifted far below zero, as the measured divergence left it)."""
     from PIL import Image
 
-    import fitnets.distill.stages as stages
+    import fitnets.distill.hint as hint
     from fitnets.models import build_model
     from fitnets.run import run
 
-    real_init = stages.init_regressor_
+    real_init = hint.init_regressor_
 
     def dead(regressor, how):
         regressor = real_init(regressor, how)
@@ -59,7 +59,7 @@ def test_a_dead_regressor_is_reported_once_with_what_to_try(tmp_path, capsys, mo
         torch.nn.init.constant_(bn.bias, -1e3)
         return regressor
 
-    monkeypatch.setattr(stages, "init_regressor_", dead)
+    monkeypatch.setattr(hint, "init_regressor_", dead)
     root = tmp_path / "imgs"
     g = torch.Generator().manual_seed(0)
     for split, n in (("train", 16), ("test", 4)):

@@ -20,7 +20,7 @@ from fitnets.cli import main
 from fitnets.config import HintConfig, make_config
 from fitnets.data.memory import Arrays, Batch, Data
 from fitnets.distill.methods import Setup
-from fitnets.distill.methods.joint import joint_stage
+from fitnets.distill.methods.joint import JointStage
 from fitnets.distill.regressor import KINDS
 from fitnets.distill.taps import run_to
 from fitnets.distill.teacher import Teacher
@@ -106,13 +106,14 @@ def test_joint_loss_is_ce_plus_beta_times_hint_from_the_parts(tmp_path):
     cfg = make_config(None, ["method=joint", "hints.beta=7", "train.epochs=1"])
     data = _tiny_data()
     setup = Setup(cfg, student, Teacher(teacher, cfg, FP32, data.train.x, 32), data, (1, 28, 28))
-    stage = joint_stage(setup, [("conv4", "conv2")])
+    stage = JointStage(setup, [("conv4", "conv2")])
     desc = stage.summary
     assert desc["reduction"] == "mean" and desc["pairs"][0]["regressor"] == "conv"
     regressor = stage.module.regressors[0]
     stage.module.eval()  # no dropout: the same forward twice
     x, y = data.train.x[:8], data.train.y[:8]
-    total, parts = stage.loss(stage.module, Batch(x, y), 1)
+    stage.start_epoch(1)
+    total, parts = stage.loss(Batch(x, y))
     with torch.no_grad():
         ce = F.cross_entropy(student(x), y)
         (v,) = run_to(student, x, ["conv4"])

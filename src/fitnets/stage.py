@@ -1,13 +1,18 @@
-"""What a run trains, as data: a ``Stage`` (a module, its parameter groups, a loss, an
-evaluation) and a ``StagePlan`` (a stage built when the run reaches it). Methods build them
-(fitnets.distill.methods, fitnets.distill.stages); the Trainer (fitnets.trainer) runs them
-and knows no method.
+"""What a run trains: a ``Stage`` (a small class: its modules, parameter groups, one
+``loss(batch)``, an evaluation) and a ``StagePlan`` (a stage built when the run reaches it).
+
+Methods build stages (fitnets.distill.methods; the hint stage is fitnets.distill.hint, the
+classifier stages fitnets.distill.stages); the Trainer (fitnets.trainer) runs them and knows
+no method. ``loss(batch)`` is the whole step's forward: it reads no config, logs nothing and
+turns nothing into a Python number, so the Trainer can compile it or capture it as a CUDA
+graph (``perf.compile``, ``perf.cuda_graphs``); the optimiser step, max-norm, sums and
+logging are the Trainer's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -15,12 +20,9 @@ from torch import nn
 
 from fitnets.config import StageConfig
 from fitnets.data.memory import Arrays, Batch
+from fitnets.optim import max_norm_fn
 
-# (the module to call, the batch, epoch) -> (loss, parts to log). The module is the stage's
-# trainable module or its DDP wrapper. A loss asks the teacher first, then runs the module:
-# the teacher's temporaries are freed before the student's activations for backward are
-# built (measured: stage 1 ~25% slower on the CPU the other way round, benchmarks/speed.py).
-LossFn = Callable[[nn.Module, Batch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+Parts = dict[str, torch.Tensor]  # a step's loss parts to log (detached, on the device)
 
 
 class Evaluator(Protocol):
@@ -32,24 +34,53 @@ class Evaluator(Protocol):
     def classifier_metrics(self, model: nn.Module) -> dict[str, float]: ...
 
 
-@dataclass
 class Stage:
-    """One stage of a run, as data: what to train, on which loss, judged how."""
+    """One stage of a run. A subclass sets ``name``/``kind`` and defines ``loss`` and
+    ``evaluate``; everything else is data the Trainer reads.
 
-    name: str  # written into the metrics as "stage": hints | kd | backprop | train | joint
-    kind: str  # hints (a guided layer learns a hint) | classifier (the whole student)
-    module: nn.Module  # the trainable module (student, or student + regressors)
-    param_groups: list[dict]  # for the optimiser; each group may carry an lr "scale"
-    loss: LossFn  # (module or its DDP wrapper, batch, epoch) -> (loss, parts to log)
-    evaluate: Callable[[Evaluator], dict[str, float]]  # validation/test metrics
-    monitor: str | None  # metric to minimise for early stopping (None: no validation)
-    cfg: StageConfig
-    constrain: Callable[[], None] = lambda: None  # max-norm after each step
-    info: dict = field(default_factory=dict)  # extra per-epoch log fields (e.g. pair)
-    extra_log: Callable[[int], dict] = lambda epoch: {}  # e.g. lambda of this epoch
-    intro: list[str] = field(default_factory=list)  # printed when the stage starts
-    summary: dict = field(default_factory=dict)  # kept in summary.json's stage entry
-    check: Callable[[list[dict]], str | None] | None = None  # after each epoch: a warning?
+    ``module`` is what is trained (the student, or the student with regressors): the
+    optimiser, DDP and the checkpoints see it. ``net`` is what ``loss`` calls for the
+    forward pass: ``module`` itself, or the DDP wrapper the Trainer puts around it (set by
+    the Trainer before training). A loss asks the teacher first, then runs ``net``: the
+    teacher's temporaries are freed before the student's activations for backward are built
+    (measured: stage 1 ~25% slower on the CPU the other way round, benchmarks/speed.py).
+    """
+
+    name = "stage"  # written into the metrics as "stage": hints | kd | backprop | train | joint
+    kind = "classifier"  # hints (a guided layer learns a hint) | classifier (the whole student)
+
+    def __init__(self, module: nn.Module, param_groups: list[dict], cfg: StageConfig, *,
+                 monitor: str | None, max_norm_prefix: str = "", info: dict | None = None,
+                 intro: list[str] | None = None, summary: dict | None = None):
+        self.module = module
+        self.net: nn.Module = module
+        self.param_groups = param_groups  # for the optimiser; a group may carry an lr "scale"
+        self.cfg = cfg
+        self.monitor = monitor  # metric to minimise for early stopping (None: no validation)
+        # max-norm after each step (the Trainer may replace it by its compiled form)
+        self.constrain: Callable[[], None] = max_norm_fn(module, cfg.optim.max_norm,
+                                                         prefix=max_norm_prefix)
+        self.info = info or {}  # extra per-epoch log fields (e.g. the hint pair)
+        self.intro = intro or []  # printed when the stage starts
+        self.summary = summary or {}  # kept in summary.json's stage entry
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
+        """The loss of one training batch and its parts to log."""
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int) -> dict:
+        """Called before each training epoch (1-based); returns the epoch's own log fields
+        (e.g. KD's lambda). A stage whose loss changes with the epoch changes it here, in a
+        device tensor, so that a compiled loss sees the same graph every epoch."""
+        return {}
+
+    def evaluate(self, evaluator: Evaluator) -> dict[str, float]:
+        """Validation/test metrics (the module is in eval mode, under autocast)."""
+        raise NotImplementedError
+
+    def check(self, records: list[dict]) -> str | None:
+        """After each epoch, with the stage's records so far: a warning to print, or None."""
+        return None
 
     @property
     def label(self) -> str:
@@ -59,9 +90,8 @@ class Stage:
 @dataclass
 class StagePlan:
     """A stage not built yet: built when the run reaches it (building may compute a
-    teacher cache), skipped with ``done()`` alone when a resumed run is already past it."""
+    teacher cache); a resumed run past it never builds it."""
 
     label: str  # hints:0, kd, ...
     cfg: StageConfig
     build: Callable[[], Stage]
-    done: Callable[[], None] = lambda: None  # the stage is over (trained, or before a resume)

@@ -4,10 +4,10 @@ The Trainer alone owns what every stage needs the same way: the optimiser and sc
 autocast and memory layout, the DistributedDataParallel wrap of the stage's trainable
 module (once per stage), the sharding of each batch over the processes, evaluation,
 early stopping, the metrics log and the whole checkpoint schema (below), written and
-checked here and nowhere else. A ``Stage`` (fitnets.stage) is data: a module, its
-parameter groups, a loss on (module output, batch, epoch) and an evaluation; the Trainer
-knows no method. The optimiser factories and max-norm are in fitnets.optim, the metrics
-log in fitnets.runlog.
+checked here and nowhere else. A ``Stage`` (fitnets.stage) is a small class: a module,
+its parameter groups, one ``loss(batch)`` and an evaluation; the Trainer knows no method.
+The optimiser factories and max-norm are in fitnets.optim, the metrics log in
+fitnets.runlog.
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ class Trainer:
         (see ``restore``); returns the history (one entry per stage)."""
         first, loop = self.restore(state, plans)
         for index, plan in enumerate(plans):
-            if index < first:
-                plan.done()
+            if index < first:  # a resumed run past this stage: its work is in the student
                 continue
             here = state is not None and index == first
             if here:  # the RNG as it was when the checkpoint was written
@@ -93,7 +92,6 @@ class Trainer:
             if here and loop is not None:  # building the stage drew from the RNG
                 torch.set_rng_state(state[RNG]["torch"])
             result = self.fit(stage, index, loop if here else None)
-            plan.done()
             self.history["stages"].append({"name": stage.label, **result, **stage.summary})
             self.save(index + 1, None)  # the stage transition: the next stage starts fresh
         return self.history
@@ -142,11 +140,12 @@ class Trainer:
         """
         cfg = stage.cfg
         self.perf.prepare(stage.module)
-        net = self.dist.wrap(stage.module, [p for g in stage.param_groups for p in g["params"]])
+        stage.net = self.dist.wrap(stage.module,
+                                   [p for g in stage.param_groups for p in g["params"]])
         if self.perf.compile:
             # the training step's module (student, or student + regressors) compiled whole:
             # a hint stage's layers above its guided layer, which nothing uses, are dropped
-            net = torch.compile(net)
+            stage.net = torch.compile(stage.net)
             if getattr(stage.constrain, "targets", 0):
                 # max-norm over all constrained weights as one compiled function: fused
                 # kernels instead of one renorm launch per parameter (the same values)
@@ -184,7 +183,8 @@ class Trainer:
         records: list[dict] = []
         for epoch in range(first + 1, cfg.epochs + 1):
             last, t0 = epoch, time.perf_counter()
-            train_parts = self.train_epoch(stage, net, opt, scaler, epoch, partial,
+            fields = stage.start_epoch(epoch)
+            train_parts = self.train_epoch(stage, opt, scaler, epoch, partial,
                                            lambda part, g, e=epoch: save_inside(e, part, g))
             partial = None
             lr = opt.param_groups[0]["lr"]
@@ -196,7 +196,7 @@ class Trainer:
             stalled = chance is not None and self._watch_stall(
                 stage, guard, epoch, metrics, train_parts.get("train_loss"), chance)
             record = {"stage": stage.name, "kind": stage.kind, **stage.info, "epoch": epoch,
-                      "lr": lr, **stage.extra_log(epoch), **train_parts, **metrics,
+                      "lr": lr, **fields, **train_parts, **metrics,
                       **({"stalled": True} if guard["epoch"] is not None else {}),
                       "time": round(time.perf_counter() - t0, 3)}
             stop = _early_stopping(es, stage, metrics, epoch, use_es, keep_best)
@@ -237,10 +237,10 @@ class Trainer:
             s["name"].startswith("hints") for s in self.history["stages"])))
         return True
 
-    def train_epoch(self, stage: Stage, net: nn.Module, opt: torch.optim.Optimizer, scaler,
-                    epoch: int, partial: dict | None = None,
+    def train_epoch(self, stage: Stage, opt: torch.optim.Optimizer, scaler, epoch: int,
+                    partial: dict | None = None,
                     save_inside: Callable[[dict, torch.Tensor], None] | None = None) -> dict:
-        """One pass over the training set; ``net`` is ``stage.module`` or its DDP wrapper.
+        """One pass over the training set (``stage.start_epoch(epoch)`` already called).
         ``partial``: the step and loss sums of a checkpoint inside this epoch (continue after
         it); ``save_inside(partial, generator_state)`` writes such a checkpoint every
         ``checkpoint_steps`` steps. Returns the epoch's mean loss parts as ``train_<part>``."""
@@ -266,7 +266,7 @@ class Trainer:
                 batch = Batch(self.perf.layout(x), y, idx, flipped)
             else:  # streamed: the loader already read only this rank's part
                 batch, share = full, full.share
-            loss, parts = self._step(stage, net, opt, scaler, batch, share, epoch, step)
+            loss, parts = self._step(stage, opt, scaler, batch, share)
             bad = _note_finite(bad, loss, step)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.detach() * share
@@ -283,11 +283,11 @@ class Trainer:
         sums = self.dist.sum(_floats(sums))  # the global batches' means, as in one process
         return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 
-    def _step(self, stage: Stage, net: nn.Module, opt, scaler, batch: Batch, share: float,
-              epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+    def _step(self, stage: Stage, opt, scaler, batch: Batch, share: float,
+              ) -> tuple[torch.Tensor, dict]:
         """One optimiser step on ``batch``: loss, backward, update, max-norm."""
         with self.perf.autocast():
-            loss, parts = stage.loss(net, batch, epoch)
+            loss, parts = stage.loss(batch)
         opt.zero_grad(set_to_none=True)
         scaler.scale(self.dist.weigh(loss, share)).backward()  # pass-through unless fp16
         scaler.step(opt)

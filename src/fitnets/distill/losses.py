@@ -1,4 +1,5 @@
-"""The paper's losses and lambda schedule, as pure functions.
+"""The KD loss and the lambda schedule, as pure functions (the hint loss is beside its stage,
+in distill/hint.py).
 
 Shapes: logits (N, K), labels (N,), feature maps (N, ...). Losses are computed in fp32
 whatever the autocast dtype, because soft targets at tau=3 and squared hint errors lose
@@ -46,29 +47,6 @@ def kd_loss(
                               1.0 if student_tau == "one" else None)
     weight = lam * (tau * tau if tau_squared else 1.0)
     return hard + weight * soft, hard, soft
-
-
-def hint_loss(prediction: torch.Tensor, hint: torch.Tensor,
-              reduction: str = "paper") -> torch.Tensor:
-    """L_HT = 1/2 ||u_h - r(v_g)||^2.
-
-    paper: squares summed over every feature of an example, halved, then averaged over the
-    batch (the authors' reduction). mean: the per-element mean (what MSELoss gives).
-    """
-    diff = prediction.float() - hint.float()
-    if reduction == "paper":
-        return 0.5 * diff.pow(2).flatten(1).sum(dim=1).mean()
-    if reduction == "mean":
-        return diff.pow(2).mean()
-    if reduction == "authors":
-        # The authors' HintCost (adri-romsor/FitNets costs/HintCost.py lines 77-80):
-        # 0.5 * (hint - out)**2, T.sum(axis=1), T.mean(): on pylearn2's ('c', 0, 1, 'b')
-        # maps axis 1 is the rows, so rows are summed and channels, columns and the batch
-        # averaged. NCHW: sum over dim 2. On (N, F) outputs (fc regressor) it is the paper's.
-        sq = 0.5 * diff.pow(2)
-        return sq.sum(dim=2 if sq.dim() == 4 else 1).mean()
-    raise ValueError(f"hint loss reduction must be 'paper', 'mean' or 'authors', "
-                     f"got {reduction!r}")
 
 
 def teacher_weight(epoch: int, *, init: float, start: int, saturate: int, final: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fitnets.distill.stages import classifier_stage, label_loss, student_groups
+from fitnets.distill.stages import LabelStage
 from fitnets.stage import StagePlan
 
 if TYPE_CHECKING:
@@ -16,9 +16,5 @@ NEEDS_TEACHER = False
 
 
 def stages(s: Setup, name: str = "backprop") -> list[StagePlan]:
-    def build():
-        groups = student_groups(s.student, s.cfg.train)
-        return classifier_stage(name, s.student, s.student, label_loss, s.cfg.train, s.data,
-                                groups)
-
-    return [StagePlan(name, s.cfg.train, build)]
+    return [StagePlan(name, s.cfg.train,
+                      lambda: LabelStage(name, s.student, s.cfg.train, s.data))]

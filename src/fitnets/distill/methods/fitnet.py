@@ -1,13 +1,14 @@
 """fitnet: the paper's method. One hint stage per (guided, hint) pair, each starting from the
-previous one's student (stage 1), then KD on the whole student (stage 2)."""
+previous one's student (stage 1), then KD on the whole student (stage 2), whose lr for the
+layers the hints trained is scaled by kd.pretrained_lr_scale."""
 
 from __future__ import annotations
 
 from functools import partial
 from typing import TYPE_CHECKING
 
+from fitnets.distill.hint import HintStage, hint_pairs
 from fitnets.distill.methods import kd
-from fitnets.distill.stages import hint_pairs, hint_stage, pretrained_tracker
 from fitnets.stage import StagePlan
 
 if TYPE_CHECKING:
@@ -19,10 +20,8 @@ NEEDS_TEACHER = True
 
 def stages(s: Setup) -> list[StagePlan]:
     pairs = hint_pairs(s.cfg, s.student, s.teacher.net)
-    pretrained, after = pretrained_tracker(s.student, s.data)
     hints = [StagePlan(f"hints:{i}", s.cfg.hints.stage,
-                       partial(hint_stage, s.cfg, s.student, s.teacher, pair, i, s.data,
-                               s.input_shape),
-                       done=after(pair[0]))
+                       partial(HintStage, s.cfg, s.student, s.teacher, pair, i, s.data,
+                               s.input_shape))
              for i, pair in enumerate(pairs)]
-    return [*hints, kd.plan(s, pretrained)]
+    return [*hints, kd.plan(s, guided=[g for g, _ in pairs])]

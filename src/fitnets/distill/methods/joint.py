@@ -14,20 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fitnets.distill.losses import hint_loss
-from fitnets.distill.stages import (
-    classifier_stage,
+from fitnets.distill.hint import (
     describe_pair,
+    hint_loss,
     hint_pairs,
     hint_reduction,
     hint_target,
     regressor_for,
 )
+from fitnets.distill.stages import ClassifierStage
 from fitnets.distill.taps import run_with
 from fitnets.optim import scaled_groups
-from fitnets.stage import Stage, StagePlan
+from fitnets.stage import Parts, StagePlan
 
 if TYPE_CHECKING:
+    from fitnets.data.memory import Batch
     from fitnets.distill.methods import Setup
 
 LABEL = "student: joint CE + hints"
@@ -55,30 +56,37 @@ class JointModule(nn.Module):
 
 def stages(s: Setup) -> list[StagePlan]:
     return [StagePlan("joint", s.cfg.train,
-                      lambda: joint_stage(s, hint_pairs(s.cfg, s.student, s.teacher.net)))]
+                      lambda: JointStage(s, hint_pairs(s.cfg, s.student, s.teacher.net)))]
 
 
-def joint_stage(s: Setup, pairs: list[tuple[str, str]]) -> Stage:
-    built = [regressor_for(s.cfg, s.student, s.teacher.net, pair, i, s.input_shape)
-             for i, pair in enumerate(pairs)]
-    module = JointModule(s.student, [r for r, _ in built], [g for g, _ in pairs])
-    hints = [h for _, h in pairs]
-    views = [hint_target(r) for r, _ in built]
-    s.teacher.prepare(hints)
-    beta, reduction = s.cfg.hints.beta, hint_reduction(s.cfg, joint=True)
+class JointStage(ClassifierStage):
+    """CE + beta * the hint losses of all pairs, one stage."""
 
-    def loss(net: nn.Module, batch, epoch: int):
-        targets = s.teacher.features(hints, batch)
-        logits, preds = net(batch.x)
+    def __init__(self, s: Setup, pairs: list[tuple[str, str]]):
+        built = [regressor_for(s.cfg, s.student, s.teacher.net, pair, i, s.input_shape)
+                 for i, pair in enumerate(pairs)]
+        module = JointModule(s.student, [r for r, _ in built], [g for g, _ in pairs])
+        self.hints = [h for _, h in pairs]
+        self.views = [hint_target(r) for r, _ in built]
+        s.teacher.prepare(self.hints)
+        self.teacher = s.teacher
+        self.beta, self.reduction = s.cfg.hints.beta, hint_reduction(s.cfg, joint=True)
+        descs = [d for _, d in built]
+        groups = scaled_groups(module, None, s.cfg.train.optim.lr_scale, prefix="student.")
+        super().__init__(
+            "joint", module, s.student, s.cfg.train, s.data, groups, prefix="student.",
+            intro=[describe_pair("joint", d) for d in descs],
+            summary={"joint": True, "beta": self.beta, "reduction": self.reduction,
+                     "pairs": descs})
+
+    def start_epoch(self, epoch: int) -> dict:
+        return {"beta": self.beta}
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
+        targets = self.teacher.features(self.hints, batch)
+        logits, preds = self.net(batch.x)
         ce = F.cross_entropy(logits.float(), batch.y)
-        hint = sum(hint_loss(p, view(t), reduction) for p, t, view in zip(preds, targets, views))
-        total = ce + beta * hint
+        hint = sum(hint_loss(p, view(t), self.reduction)
+                   for p, t, view in zip(preds, targets, self.views))
+        total = ce + self.beta * hint
         return total, {"loss": total.detach(), "ce": ce.detach(), "hint": hint.detach()}
-
-    descs = [d for _, d in built]
-    groups = scaled_groups(module, None, s.cfg.train.optim.lr_scale, prefix="student.")
-    return classifier_stage(
-        "joint", module, s.student, loss, s.cfg.train, s.data, groups, prefix="student.",
-        extra_log=lambda epoch: {"beta": beta},
-        intro=[describe_pair("joint", d) for d in descs],
-        summary={"joint": True, "beta": beta, "reduction": reduction, "pairs": descs})

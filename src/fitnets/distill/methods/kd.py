@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fitnets.distill.hint import guided_params
 from fitnets.distill.losses import kd_loss, teacher_weight
-from fitnets.distill.stages import classifier_stage, student_groups
+from fitnets.distill.stages import ClassifierStage, student_groups
 from fitnets.distill.teacher import LOGITS
-from fitnets.stage import Stage, StagePlan
+from fitnets.stage import Parts, StagePlan
 
 if TYPE_CHECKING:
+    from fitnets.data.memory import Batch
     from fitnets.distill.methods import Setup
 
 LABEL = "student: KD"
@@ -23,27 +25,35 @@ def stages(s: Setup) -> list[StagePlan]:
     return [plan(s)]
 
 
-def plan(s: Setup, pretrained: list[torch.nn.Parameter] = ()) -> StagePlan:
-    """The KD stage; ``pretrained``: the layers hint stages trained before it (their lr is
-    scaled by kd.pretrained_lr_scale), filled in by the time the stage is built."""
-    return StagePlan("kd", s.cfg.train, lambda: kd_stage(s, pretrained))
+def plan(s: Setup, guided: list[str] = ()) -> StagePlan:
+    """The KD stage; ``guided``: the student layers hint stages trained before it (the
+    layers up to and in them get their lr scaled by kd.pretrained_lr_scale)."""
+    return StagePlan("kd", s.cfg.train, lambda: KDStage(s, guided))
 
 
-def kd_stage(s: Setup, pretrained=()) -> Stage:
-    k = s.cfg.kd
-    groups = student_groups(s.student, s.cfg.train, pretrained, k.pretrained_lr_scale)
-    s.teacher.prepare([LOGITS])
+class KDStage(ClassifierStage):
+    """L_KD = H(y, P_S) + lambda * H(P_T^tau, P_S^tau), lambda set per epoch."""
 
-    def lam(epoch: int) -> float:
-        return teacher_weight(epoch, init=k.lambda_init, start=k.lambda_start,
-                              saturate=k.lambda_saturate, final=k.lambda_final)
+    def __init__(self, s: Setup, guided: list[str] = ()):
+        k = self.k = s.cfg.kd
+        pretrained = [p for g in guided for p in guided_params(s.student, g, s.data.probe())]
+        groups = student_groups(s.student, s.cfg.train, pretrained, k.pretrained_lr_scale)
+        s.teacher.prepare([LOGITS])
+        self.teacher = s.teacher
+        # lambda lives on the device: a new value each epoch is a new number, not a new graph
+        self.lam = torch.zeros((), device=next(s.student.parameters()).device)
+        super().__init__("kd", s.student, s.student, s.cfg.train, s.data, groups)
 
-    def loss(net: torch.nn.Module, batch, epoch: int):
-        t_logits = s.teacher.logits(batch)
-        total, hard, soft = kd_loss(net(batch.x), t_logits, batch.y, lam=lam(epoch),
-                                    tau=k.tau, tau_squared=k.tau_squared,
-                                    student_tau=k.student_tau)
+    def start_epoch(self, epoch: int) -> dict:
+        k = self.k
+        lam = teacher_weight(epoch, init=k.lambda_init, start=k.lambda_start,
+                             saturate=k.lambda_saturate, final=k.lambda_final)
+        self.lam.fill_(lam)
+        return {"lambda": lam}
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
+        t_logits = self.teacher.logits(batch)
+        total, hard, soft = kd_loss(self.net(batch.x), t_logits, batch.y, lam=self.lam,
+                                    tau=self.k.tau, tau_squared=self.k.tau_squared,
+                                    student_tau=self.k.student_tau)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
-
-    return classifier_stage("kd", s.student, s.student, loss, s.cfg.train, s.data, groups,
-                            extra_log=lambda epoch: {"lambda": lam(epoch)})
