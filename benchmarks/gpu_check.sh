@@ -45,18 +45,22 @@ part "install (no deps)" 120 python3 -m pip install -q --no-deps --no-build-isol
 for pair in mnist cifar10-fitnet1; do
     part "speed $pair, eager" 75 python3 benchmarks/speed.py --pair "$pair" --device "$DEVICE" \
         --steps "$steps" --repeats "$repeats"
-    part "speed $pair, compiled (every step type)" 130 python3 benchmarks/speed.py \
-        --pair "$pair" --device "$DEVICE" --steps "$steps" --repeats "$repeats" \
-        --only stage1,stage2,backprop --set perf.compile=true
+    part "speed $pair, compiled with CUDA graphs (every step type)" 130 python3 \
+        benchmarks/speed.py --pair "$pair" --device "$DEVICE" --steps "$steps" \
+        --repeats "$repeats" --only stage1,stage2,backprop --set perf.compile=true
 done
+part "speed mnist, compiled without graphs" 110 python3 benchmarks/speed.py --pair mnist \
+    --device "$DEVICE" --steps "$steps" --repeats "$repeats" --only stage1,stage2,backprop \
+    --set perf.compile=true perf.cuda_graphs=false
 part "stream cifar" 60 python3 benchmarks/stream.py cifar --steps "$((steps / 2 + 1))" \
     --repeats "$repeats"
 part "CIFAR-10 teacher, $epochs epochs" 90 python3 -m fitnets train recipes/cifar10-teacher.yaml \
     "train.epochs=$epochs" train.patience=0 "device=$DEVICE" "out=$work/teacher"
 part "kill and resume at random points ($trials trials)" 120 python3 tools/kill_resume.py \
     --trials "$trials" --device "$DEVICE"
-part "CUDA-relevant tests" 90 python3 -m pytest -q -p no:cacheprovider \
-    tests/test_data_device.py tests/test_host_sync.py tests/test_speed_perf.py
+part "CUDA-relevant tests" 150 python3 -m pytest -q -p no:cacheprovider \
+    tests/test_data_device.py tests/test_host_sync.py tests/test_speed_perf.py \
+    tests/test_cuda_graphs.py
 cp benchmarks/results/SPEED.md benchmarks/results/speed-*.json "$dest/" 2>/dev/null || true
 cp -r benchmarks/results/stream "$dest/" 2>/dev/null || true
 say "" "done in ${SECONDS} s"

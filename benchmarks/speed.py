@@ -5,7 +5,9 @@
 
 With ``--set perf.compile=true`` both the fitnets and the floor steps compile the same
 modules (the step's module whole, the teacher in place, inner layers read by compilable
-readers), so the ratio still measures the loop.
+readers, the max-norm constraint), so the ratio still measures the loop; on a GPU that also
+replays the step's forward and backward as CUDA graphs (perf.cuda_graphs=auto), and
+``--set perf.compile=true perf.cuda_graphs=false`` gives compiled without graphs.
 
 fitnets: the project's own loop (``Trainer.train_epoch`` on a stage its methods build,
           batched device-side augmentation, losses, logging), default speed switches.
@@ -137,13 +139,11 @@ def fitnets_epoch(kind, pair, xs, ys, device, perf, augment=True, cache=False):
         sync(device)
         build_s = time.perf_counter() - t0
     stage = make_stage(kind, cfg, teacher, student, data, pair)
-    perf.prepare(stage.module)
-    opt = make_optimizer(stage.param_groups, stage.cfg.optim)
-    # the step's module, compiled whole as Trainer.fit does under perf.compile
-    if perf.compile:
-        stage.net = torch.compile(stage.module)
-    stage.start_epoch(1)
     tmp = tempfile.TemporaryDirectory()
+    # layout, and the step's module compiled (and graphed) as Trainer.fit does
+    Trainer(Path(tmp.name), data, student, perf=perf, verbose=False).attach(stage)
+    opt = make_optimizer(stage.param_groups, stage.cfg.optim)
+    stage.start_epoch(1)
     # warm-up: full batches and the last partial one (each shape compiles once)
     rows = 2 * BATCH + len(xs) % BATCH
     warm = Data(Arrays(data.train.x[:rows], data.train.y[:rows]), None, data.test, BATCH,
@@ -203,13 +203,18 @@ def step_fn(kind, teacher, student, perf, max_norm=None):
     constrain = max_norm_fn(module, max_norm or {},
                             prefix="student." if kind == "stage1" else "")
     opt = torch.optim.RMSprop(module.parameters(), lr=1e-5)
+    graphs = perf is not None and perf.cuda_graphs
     if perf is not None and perf.compile:  # the same modules compiled as in fitnets' step
         compile_taps(student)
         compile_taps(teacher)
         teacher.compile()
-        module = torch.compile(module)
+        module = torch.compile(module, mode="reduce-overhead" if graphs else None)
+        if constrain.targets:
+            constrain = torch.compile(constrain)
 
     def step(x, y, full_teacher=False):
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with perf.autocast() if perf is not None else torch.autocast("cpu", enabled=False):
             if kind == "stage1":
                 with torch.no_grad():

@@ -210,6 +210,10 @@ class PerfConfig:
     compile: bool = False
     """torch.compile each stage's training module (hint stages, KD, joint, backprop) and the
     teacher; evaluation stays eager (needs a C++ compiler on CPU)."""
+    cuda_graphs: Literal["auto", True, False] = "auto"
+    """Replay each compiled training step's forward and backward as CUDA graphs (compile's
+    reduce-overhead mode); auto: on with perf.compile on one CUDA device; true also turns
+    compile on. An epoch's last, smaller batch runs eagerly. CUDA only, one process."""
     teacher_cache: Literal["auto", "off", "memory", "disk"] = "auto"
     """Compute teacher outputs once per run; auto: when inputs are fixed (no translations)."""
 

@@ -37,6 +37,7 @@ class Perf:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
+    cuda_graphs: bool = False  # compiled with mode="reduce-overhead" (Trainer.fit)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -66,14 +67,16 @@ class Perf:
         return (f"precision {self.precision}"
                 f"{' autocast' if self.precision != 'fp32' else ''}, "
                 f"{'channels_last' if self.channels_last else 'contiguous'} layout, "
-                f"compile {'on' if self.compile else 'off'}")
+                f"compile {'on' if self.compile else 'off'}"
+                f"{' with CUDA graphs' if self.cuda_graphs else ''}")
 
 
 FP32 = Perf(torch.device("cpu"))
 
 
-def resolve_perf(cfg: PerfConfig, device: torch.device) -> Perf:
-    """The switches for ``device``: explicit values are kept, ``auto`` picks per device."""
+def resolve_perf(cfg: PerfConfig, device: torch.device, processes: int = 1) -> Perf:
+    """The switches for ``device`` (``processes``: the run's, under torchrun): explicit
+    values are kept, ``auto`` picks per device."""
     cuda = device.type == "cuda"
     precision = cfg.precision
     if precision == "fp16" and not cuda:
@@ -94,4 +97,16 @@ def resolve_perf(cfg: PerfConfig, device: torch.device) -> Perf:
     channels_last = cfg.channels_last
     if channels_last == "auto":
         channels_last = device.type in ("cpu", "cuda")
-    return Perf(device, precision, bool(channels_last), cfg.compile)
+    graphs = cfg.cuda_graphs
+    if graphs is True and not cuda:
+        raise FitnetsError(
+            f"perf.cuda_graphs=true needs a CUDA device, but this run is on {device.type}. "
+            "Use perf.cuda_graphs=auto (on only where it applies) or false.")
+    if graphs is True and processes > 1:
+        raise FitnetsError(
+            f"perf.cuda_graphs=true: this run has {processes} processes, and a captured step "
+            "cannot hold DDP's gradient all-reduce. Use perf.cuda_graphs=auto or false "
+            "(perf.compile=true still compiles each process's step).")
+    if graphs == "auto":
+        graphs = cuda and cfg.compile and processes == 1
+    return Perf(device, precision, bool(channels_last), cfg.compile or graphs, bool(graphs))

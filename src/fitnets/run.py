@@ -230,7 +230,7 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     distributed.check_batch(cfg, dist)
     cfg = distributed.scale_lr(cfg, dist)
-    perf = resolve_perf(cfg.perf, dist.device)
+    perf = resolve_perf(cfg.perf, dist.device, dist.world)
     seed_everything(cfg.seed)
     say = print if verbose else (lambda *a, **k: None)
     shard = (dist.rank, dist.world)

@@ -54,6 +54,9 @@ class Stage:
                  intro: list[str] | None = None, summary: dict | None = None):
         self.module = module
         self.net: nn.Module = module
+        # under perf.cuda_graphs: (the net whose step is replayed as CUDA graphs, the same
+        # net eager), for the Trainer to pick per batch (an epoch's last batch is smaller)
+        self.graphed: tuple[nn.Module, nn.Module] | None = None
         self.param_groups = param_groups  # for the optimiser; a group may carry an lr "scale"
         self.cfg = cfg
         self.monitor = monitor  # metric to minimise for early stopping (None: no validation)

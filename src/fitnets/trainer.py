@@ -139,17 +139,7 @@ class Trainer:
         taken at an epoch's end or, with ``partial``, inside the epoch after ``epoch``.
         """
         cfg = stage.cfg
-        self.perf.prepare(stage.module)
-        stage.net = self.dist.wrap(stage.module,
-                                   [p for g in stage.param_groups for p in g["params"]])
-        if self.perf.compile:
-            # the training step's module (student, or student + regressors) compiled whole:
-            # a hint stage's layers above its guided layer, which nothing uses, are dropped
-            stage.net = torch.compile(stage.net)
-            if getattr(stage.constrain, "targets", 0):
-                # max-norm over all constrained weights as one compiled function: fused
-                # kernels instead of one renorm launch per parameter (the same values)
-                stage.constrain = torch.compile(stage.constrain)
+        self.attach(stage)
         opt = make_optimizer(stage.param_groups, cfg.optim)
         sched = make_schedule(opt, cfg.optim, cfg.epochs)
         scaler = self.perf.scaler()
@@ -224,6 +214,30 @@ class Trainer:
             result.update(stalled=True, stalled_epoch=guard["epoch"])
         return result
 
+    def attach(self, stage: Stage) -> None:
+        """Put the stage's module in the run's memory layout and set ``stage.net``, what its
+        loss runs: the module, inside DDP's wrapper under torchrun, compiled under
+        perf.compile, its forward and backward replayed as CUDA graphs under
+        perf.cuda_graphs (then ``stage.graphed`` keeps the eager net too)."""
+        self.perf.prepare(stage.module)
+        stage.net = self.dist.wrap(stage.module,
+                                   [p for g in stage.param_groups for p in g["params"]])
+        if not self.perf.compile:
+            return
+        eager = stage.net
+        # the training step's module (student, or student + regressors) compiled whole: a
+        # hint stage's layers above its guided layer, which nothing uses, are dropped. With
+        # CUDA graphs (reduce-overhead), its outputs live in buffers the next replay
+        # overwrites: the loss reads them within the step, and keeps only its own values.
+        stage.net = torch.compile(eager, mode="reduce-overhead" if self.perf.cuda_graphs
+                                  else None)
+        if self.perf.cuda_graphs:
+            stage.graphed = (stage.net, eager)
+        if getattr(stage.constrain, "targets", 0):
+            # max-norm over all constrained weights as one compiled function: fused kernels
+            # instead of one renorm launch per parameter (the same values)
+            stage.constrain = torch.compile(stage.constrain)
+
     def _watch_stall(self, stage: Stage, guard: dict, epoch: int, metrics: dict,
                      train_loss: float | None, chance: float) -> bool:
         """The stall guard of a classifier stage (fitnets/stall.py); True when it has just
@@ -266,6 +280,11 @@ class Trainer:
                 batch = Batch(self.perf.layout(x), y, idx, flipped)
             else:  # streamed: the loader already read only this rank's part
                 batch, share = full, full.share
+            if stage.graphed is not None:  # a graph replays one shape: the full batch's
+                whole = (full.size or len(full)) == self.data.batch_size
+                stage.net = stage.graphed[0 if whole else 1]
+                if whole:  # a new step: the previous replay's outputs may be overwritten
+                    torch.compiler.cudagraph_mark_step_begin()
             loss, parts = self._step(stage, opt, scaler, batch, share)
             bad = _note_finite(bad, loss, step)
             for k, v in parts.items():
@@ -278,6 +297,8 @@ class Trainer:
                 save_inside({"step": step, "sums": _floats(sums)}, epoch_rng)
             t_ready = time.perf_counter()
         bar.close()
+        if stage.graphed is not None:
+            stage.net = stage.graphed[0]
         _raise_if_bad(bad, stage, epoch)
         self._note_speed(stage, (steps - start) * b, time.perf_counter() - t_start, waited)
         sums = self.dist.sum(_floats(sums))  # the global batches' means, as in one process

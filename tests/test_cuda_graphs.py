@@ -1,0 +1,133 @@
+"""perf.cuda_graphs (issue 24, item 4): where CUDA graphs are used, refused, and how the
+Trainer feeds them (a graph replays one shape: an epoch's last, smaller batch runs eagerly).
+
+The CPU tests check the choices and the Trainer's routing of batches; the CUDA test (run by
+benchmarks/gpu_check.sh) checks that a graphed run trains as the eager one does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from fitnets.config import PerfConfig, make_config
+from fitnets.data.memory import Arrays, Data
+from fitnets.distill.stages import LabelStage
+from fitnets.errors import FitnetsError
+from fitnets.perf import Perf, resolve_perf
+from fitnets.run import run
+from fitnets.trainer import Trainer
+
+CUDA = torch.device("cuda")  # a device object only: resolve_perf with fp32 asks no GPU
+
+
+def test_cuda_graphs_are_used_with_compile_on_one_gpu_and_refused_where_they_cannot_run():
+    cpu = torch.device("cpu")
+    fp32 = {"precision": "fp32", "channels_last": False}
+    assert resolve_perf(PerfConfig(**fp32, compile=True), cpu).cuda_graphs is False
+    on = resolve_perf(PerfConfig(**fp32, compile=True), CUDA)
+    assert on.cuda_graphs and on.compile and "with CUDA graphs" in on.describe()
+    assert not resolve_perf(PerfConfig(**fp32), CUDA).cuda_graphs  # auto: only when compiled
+    assert not resolve_perf(PerfConfig(**fp32, compile=True), CUDA, processes=2).cuda_graphs
+    forced = resolve_perf(PerfConfig(**fp32, cuda_graphs=True), CUDA)
+    assert forced.cuda_graphs and forced.compile  # true turns compile on
+    assert not resolve_perf(PerfConfig(**fp32, compile=True, cuda_graphs=False),
+                            CUDA).cuda_graphs
+    with pytest.raises(FitnetsError, match=r"cuda_graphs=true needs a CUDA device.*auto.*false"):
+        resolve_perf(PerfConfig(**fp32, cuda_graphs=True), cpu)
+    with pytest.raises(FitnetsError, match=r"2 processes.*all-reduce.*auto or false"):
+        resolve_perf(PerfConfig(**fp32, cuda_graphs=True), CUDA, processes=2)
+    # the config key reads YAML's spellings
+    assert make_config(None, ["perf.cuda_graphs=true"]).perf.cuda_graphs is True
+    with pytest.raises(FitnetsError, match="perf.cuda_graphs"):
+        make_config(None, ["perf.cuda_graphs=always"])
+
+
+class Counted(nn.Module):
+    """``net`` with the batch sizes it was called on."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.sizes = net, []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return self.net(x)
+
+
+def test_full_batches_go_to_the_graphed_step_and_the_last_smaller_one_runs_eagerly(
+        tmp_path, monkeypatch):
+    modes, marks = [], []
+
+    def fake_compile(model, mode=None, **kw):  # records the mode; the CPU has no graphs
+        modes.append(mode)
+        return Counted(model)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin",
+                        lambda: marks.append(1))
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(100, 1, 4, 4, generator=g), torch.randint(0, 3, (100,), generator=g)
+    data = Data(Arrays(x, y), None, Arrays(x[:10], y[:10]), 32, 64)
+    cfg = make_config(None, ["train.optim.name=sgd", "train.optim.lr=0.1"])
+    stage = LabelStage("train", student, cfg.train, data)
+    trainer = Trainer(tmp_path, data, student, verbose=False,
+                      perf=Perf(torch.device("cpu"), compile=True, cuda_graphs=True))
+    trainer.attach(stage)
+    assert modes == ["reduce-overhead"]
+    graphed, eager = stage.graphed
+    assert stage.net is graphed and eager is student  # one process: no DDP wrapper
+    monkeypatch.setattr(stage, "graphed", (graphed, Counted(eager)))
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    trainer.train_epoch(stage, opt, trainer.perf.scaler(), 1)
+    eager_sizes = stage.graphed[1].sizes
+    assert graphed.sizes == [32, 32, 32] and eager_sizes == [4]  # 100 = 3 x 32 + 4
+    assert len(marks) == 3  # a new step marked before each replay
+    assert stage.net is graphed  # the next epoch starts on the graphed step
+
+
+def test_without_graphs_the_compiled_step_takes_every_batch(tmp_path, monkeypatch):
+    modes = []
+    monkeypatch.setattr(torch, "compile",
+                        lambda model, mode=None, **kw: (modes.append(mode), Counted(model))[1])
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
+    data = Data(Arrays(x, y), None, Arrays(x, y), 16, 64)
+    stage = LabelStage("train", student, make_config(None, []).train, data)
+    trainer = Trainer(tmp_path, data, student, verbose=False,
+                      perf=Perf(torch.device("cpu"), compile=True))
+    trainer.attach(stage)
+    assert modes == [None] and stage.graphed is None
+    trainer.train_epoch(stage, torch.optim.SGD(student.parameters(), lr=0.1),
+                        trainer.perf.scaler(), 1)
+    assert stage.net.sizes == [16, 16, 8]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by "
+                    "benchmarks/gpu_check.sh on a GPU)")
+@pytest.mark.parametrize("method", ["fitnet", "kd", "backprop"])
+def test_a_graphed_run_trains_as_the_eager_one(tiny_mnist, tmp_path, method):
+    base = ["device=cuda", "data.name=mnist", "data.download=false", "data.val_size=20",
+            "data.batch_size=20", "data.train_limit=150", "perf.precision=fp32",
+            "train.optim.name=adam", "hints.stage.optim.name=adam", "hints.stage.epochs=1",
+            "train.epochs=2", f"data.root={tiny_mnist}"]
+    teacher = tmp_path / "teacher"
+    run(make_config(None, [*base, "model.name=mnist_teacher"]), "train", teacher,
+        verbose=False)
+    records = {}
+    for graphs in ("false", "true"):
+        out = tmp_path / f"graphs-{graphs}"
+        run(make_config(None, [*base, f"method={method}", f"teacher.weights={teacher}",
+                               "perf.compile=true", f"perf.cuda_graphs={graphs}"]),
+            "distill", out, verbose=False)
+        records[graphs] = [json.loads(x) for x in (out / "metrics.jsonl").read_text()
+                           .splitlines()]
+    for a, b in zip(records["false"], records["true"], strict=True):
+        for key in ("train_loss", "val_hint_loss", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), (a["stage"], key)
