@@ -85,6 +85,7 @@ def test_a_step_reads_nothing_from_the_device(tiny_mnist, tmp_path, count_syncs,
     ("fitnet", ["data.augment_pad=2"]),
     ("joint", ["data.augment_pad=2"]),
     ("kd", ["data.augment_pad=0", "data.augment_flip=true", "perf.teacher_cache=memory"]),
+    ("kd", ["data.augment_pad=0", "data.augment_flip=true", "perf.teacher_cache=disk"]),
     ("backprop", ["data.augment_pad=2", "data.augment_flip=true"]),
 ])
 def test_no_step_synchronises_the_cuda_stream(tiny_mnist, tmp_path, monkeypatch, method,

@@ -22,7 +22,8 @@ def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int 
     generator for CPU tensors, a CUDA one for CUDA tensors to avoid a transfer), so the
     result is reproducible under a seed. ``pad=0, flip=False`` returns ``x`` unchanged.
     Also returns the (N,) bool mask of the flipped images (None without flips), which the
-    teacher cache uses to pick the mirrored view.
+    teacher cache uses to pick the mirrored view, on the generator's device: a disk cache
+    on the host then reads its rows without waiting for the GPU.
     """
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
@@ -31,23 +32,25 @@ def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int 
     n, _, h, w = x.shape
     gdev = generator.device
 
-    def draw(high: int) -> torch.Tensor:  # non_blocking: no stream sync (see memory.py)
-        return torch.randint(0, high, (n,), generator=generator, device=gdev).to(
-            x.device, non_blocking=True)
+    def draw(high: int) -> torch.Tensor:
+        return torch.randint(0, high, (n,), generator=generator, device=gdev)
+
+    def moved(t: torch.Tensor) -> torch.Tensor:  # non_blocking: no stream sync (memory.py)
+        return t.to(x.device, non_blocking=True)
 
     rows = torch.arange(h, device=x.device).expand(n, h)
     cols = torch.arange(w, device=x.device).expand(n, w)
     if pad:
         xp = F.pad(x, (pad, pad, pad, pad))  # zeros come in from the border
-        rows = rows + draw(2 * pad + 1)[:, None]
-        cols = cols + draw(2 * pad + 1)[:, None]
+        rows = rows + moved(draw(2 * pad + 1))[:, None]
+        cols = cols + moved(draw(2 * pad + 1))[:, None]
     else:
         xp = x
     flipped = None
     if flip:
         # Flipping the crop == reading its columns right to left.
         flipped = draw(2).bool()
-        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+        cols = torch.where(moved(flipped)[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device)[:, None, None, None]
     idx_c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return xp[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]], flipped

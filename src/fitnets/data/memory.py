@@ -34,7 +34,9 @@ class Arrays:
 @dataclass
 class Batch:
     """What one step trains on. ``idx``: the rows of the training split (None for
-    evaluation batches); ``flipped``: which images augmentation mirrored (None: no flips)."""
+    evaluation batches); ``flipped``: which images augmentation mirrored (None: no flips).
+    Both stay where the run's generator drew them (the host), so that a teacher cache on
+    the host reads its rows without waiting for the GPU."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -64,8 +66,8 @@ class Data:
         for k, idx in enumerate(order(len(self.train), self.batch_size, generator)):
             # non_blocking: a blocking copy to a GPU waits for the stream to drain (a host
             # sync every step); from pageable memory the copy is staged before it returns
-            idx = idx.to(x.device, non_blocking=True)
-            batch = Batch(x[idx], self.train.y[idx], idx)
+            rows = idx.to(x.device, non_blocking=True)
+            batch = Batch(x[rows], self.train.y[rows], idx)
             if self.augment is not None:
                 batch.x, batch.flipped = self.augment(batch.x, generator)
             if k >= start:

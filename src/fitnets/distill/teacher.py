@@ -78,7 +78,7 @@ class Teacher:
 
     def _get(self, whats: list[str], batch: Batch) -> list[torch.Tensor]:
         if batch.idx is not None and all(w in self._caches for w in whats):
-            return [self._caches[w](batch.idx, batch.flipped) for w in whats]
+            return [self._caches[w](batch.idx, batch.flipped, batch.x.device) for w in whats]
         with torch.inference_mode():  # soft targets are built outside it (losses.py)
             if whats == [LOGITS]:
                 return [self.net(batch.x)]
