@@ -8,6 +8,7 @@ import torch
 from fitnets import FitnetsError
 from fitnets.data.augment import augment_with_flips
 from fitnets.distill.taps import run_to
+from fitnets.distill.teacher import cached
 from fitnets.distill.teacher_cache import build_teacher_cache, cache_mode
 from fitnets.models import build_model
 from fitnets.perf import FP32, Perf
@@ -42,7 +43,7 @@ def test_fp32_cache_equals_recomputed_outputs_with_flips(what):
     with torch.no_grad():
         recomputed = fn(xb)
     # the same numbers up to the kernels seeing other batch sizes (exact in practice)
-    torch.testing.assert_close(cache(idx, flipped), recomputed, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(cached(cache, idx, flipped), recomputed, rtol=1e-6, atol=1e-7)
 
 
 def test_bf16_cache_equals_recomputation_under_the_same_autocast():
@@ -55,7 +56,7 @@ def test_bf16_cache_equals_recomputation_under_the_same_autocast():
     with torch.no_grad(), perf.autocast():
         recomputed = teacher(perf.layout(x[idx]))
     # bf16 storage: within a bf16 rounding step of the recomputed outputs
-    torch.testing.assert_close(cache(idx, None).float(), recomputed.float(), rtol=1e-2,
+    torch.testing.assert_close(cached(cache, idx, None).float(), recomputed.float(), rtol=1e-2,
                                atol=1e-2)
 
 
@@ -67,7 +68,7 @@ def test_disk_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     assert "computing it once" in msgs1[0] and "reusing" in msgs2[0]
     assert first.path == second.path and first.path.parent == tmp_path / "teacher"
     idx = torch.arange(20)
-    assert torch.equal(first(idx, None), second(idx, None))
+    assert torch.equal(cached(first, idx, None), cached(second, idx, None))
     other, msgs3 = _build(teacher, x + 0.5, FP32, mode="disk")  # other data: another key
     assert other.path != first.path and "computing" in msgs3[0]
 

@@ -78,7 +78,8 @@ class Teacher:
 
     def _get(self, whats: list[str], batch: Batch) -> list[torch.Tensor]:
         if batch.idx is not None and all(w in self._caches for w in whats):
-            return [self._caches[w](batch.idx, batch.flipped, batch.x.device) for w in whats]
+            return [cached(self._caches[w], batch.idx, batch.flipped, batch.x.device)
+                    for w in whats]
         with torch.inference_mode():  # soft targets are built outside it (losses.py)
             if whats == [LOGITS]:
                 return [self.net(batch.x)]
@@ -88,3 +89,24 @@ class Teacher:
         if what == LOGITS:
             return self.net
         return lambda x: run_to(self.net, x, [what])[0]
+
+
+def cached(cache: TeacherCache, idx: torch.Tensor, flipped: torch.Tensor | None,
+           device: torch.device | None = None) -> torch.Tensor:
+    """The cached outputs of training rows ``idx`` (mirrored where ``flipped``), on
+    ``device`` (default: ``idx``'s)."""
+    rows = _move(idx, cache.store.device)
+    if flipped is not None:
+        if len(cache.store) < 2 * cache.n:
+            raise FitnetsError("the teacher cache has no mirrored view but the batch has "
+                               "flipped images; rebuild it with flips.")
+        rows = rows + cache.n * _move(flipped, rows.device).long()
+    return cache.store[rows].to(device or idx.device, non_blocking=True)
+
+
+def _move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: without waiting for the GPU's stream, except from a GPU to the
+    host, where the rows must have arrived before the host gathers with them. The loop's
+    rows and flips are drawn on the host (data/memory.py), so a disk cache read for a GPU
+    batch makes no such copy."""
+    return t.to(device, non_blocking=not (t.is_cuda and device.type == "cpu"))

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,31 +26,14 @@ from fitnets.perf import Perf
 MEMORY_LIMIT = 2 * 1024**3  # auto: bigger caches go to disk
 
 
+@dataclass
 class TeacherCache:
-    """Rows ``[0, N)`` hold the plain view, rows ``[N, 2N)`` the mirrored one (if any)."""
+    """Rows ``[0, N)`` hold the plain view, rows ``[N, 2N)`` the mirrored one (if any); read
+    per batch by ``fitnets.distill.teacher.cached``."""
 
-    def __init__(self, store: torch.Tensor, n: int, path: Path | None = None):
-        self.store, self.n, self.path = store, n, path
-
-    def __call__(self, idx: torch.Tensor, flipped: torch.Tensor | None,
-                 device: torch.device | None = None) -> torch.Tensor:
-        """The cached outputs of training rows ``idx`` (mirrored where ``flipped``), on
-        ``device`` (default: ``idx``'s)."""
-        rows = _move(idx, self.store.device)
-        if flipped is not None:
-            if len(self.store) < 2 * self.n:
-                raise FitnetsError("the teacher cache has no mirrored view but the batch has "
-                                   "flipped images; rebuild it with flips.")
-            rows = rows + self.n * _move(flipped, rows.device).long()
-        return self.store[rows].to(device or idx.device, non_blocking=True)
-
-
-def _move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``: without waiting for the GPU's stream, except from a GPU to the
-    host, where the rows must have arrived before the host gathers with them. The loop's
-    rows and flips are drawn on the host (data/memory.py), so a disk cache read for a GPU
-    batch makes no such copy."""
-    return t.to(device, non_blocking=not (t.is_cuda and device.type == "cpu"))
+    store: torch.Tensor
+    n: int
+    path: Path | None = None
 
 
 def cache_mode(mode: str, augment_pad: int) -> str | None:
