@@ -365,6 +365,7 @@ def write_markdown() -> None:
                          f"| {v['fitnets/floor']:.2f} | {v['fitnets/usual']:.2f} | {spread} |")
         c = r.get("teacher_cache")
         if c is None:
+            lines.append("")  # a blank line before the next section's heading
             continue
         lines += ["", f"Stage-2 epoch without augmentation: {c['recompute']:.1f} img/s "
                   f"recomputing the teacher, {c['cached']:.1f} img/s with the teacher cache "
