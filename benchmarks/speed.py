@@ -4,8 +4,8 @@
         [--batch B] [--set perf.compile=true]
 
 With ``--set perf.compile=true`` both the fitnets and the floor steps compile the same
-modules (the step's module whole, the teacher in place, inner layers read by compilable
-readers, the max-norm constraint), so the ratio still measures the loop; on a GPU that also
+work (the step's loss whole: teacher, student and loss; inner layers read by compilable
+readers; the max-norm constraint), so the ratio still measures the loop; on a GPU that also
 replays the step's forward and backward as CUDA graphs (perf.cuda_graphs=auto), and
 ``--set perf.compile=true perf.cuda_graphs=false`` gives compiled without graphs.
 
@@ -140,7 +140,7 @@ def fitnets_epoch(kind, pair, xs, ys, device, perf, augment=True, cache=False):
         build_s = time.perf_counter() - t0
     stage = make_stage(kind, cfg, teacher, student, data, pair)
     tmp = tempfile.TemporaryDirectory()
-    # layout, and the step's module compiled (and graphed) as Trainer.fit does
+    # layout, and the step compiled (and graphed) as Trainer.fit does
     Trainer(Path(tmp.name), data, student, perf=perf, verbose=False).attach(stage)
     opt = make_optimizer(stage.param_groups, stage.cfg.optim)
     stage.start_epoch(1)
@@ -204,11 +204,27 @@ def step_fn(kind, teacher, student, perf, max_norm=None):
                             prefix="student." if kind == "stage1" else "")
     opt = torch.optim.RMSprop(module.parameters(), lr=1e-5)
     graphs = perf is not None and perf.cuda_graphs
-    if perf is not None and perf.compile:  # the same modules compiled as in fitnets' step
+
+    def loss_of(x, y, full_teacher=False):
+        if kind == "stage1":
+            with torch.no_grad():
+                if full_teacher:
+                    _, (target,) = run_with(teacher, x, [hint])
+                else:
+                    (target,) = run_to(teacher, x, [hint])
+            return hint_loss(module(x), target)
+        if kind == "stage2":
+            with torch.no_grad():
+                t = teacher(x)
+            return kd_loss(module(x), t, y, lam=4.0, tau=3.0)[0]
+        return F.cross_entropy(module(x).float(), y)
+
+    compiled = loss_of
+    if perf is not None and perf.compile:  # compiled as fitnets' step is (Trainer.attach)
         compile_taps(student)
         compile_taps(teacher)
         teacher.compile()
-        module = torch.compile(module, mode="reduce-overhead" if graphs else None)
+        compiled = torch.compile(loss_of, mode="reduce-overhead" if graphs else None)
         if constrain.targets:
             constrain = torch.compile(constrain)
 
@@ -216,19 +232,7 @@ def step_fn(kind, teacher, student, perf, max_norm=None):
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with perf.autocast() if perf is not None else torch.autocast("cpu", enabled=False):
-            if kind == "stage1":
-                with torch.no_grad():
-                    if full_teacher:
-                        _, (target,) = run_with(teacher, x, [hint])
-                    else:
-                        (target,) = run_to(teacher, x, [hint])
-                loss = hint_loss(module(x), target)
-            elif kind == "stage2":
-                with torch.no_grad():
-                    t = teacher(x)
-                loss = kd_loss(module(x), t, y, lam=4.0, tau=3.0)[0]
-            else:
-                loss = F.cross_entropy(module(x).float(), y)
+            loss = (loss_of if full_teacher else compiled)(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -2,7 +2,8 @@
 Trainer feeds them (a graph replays one shape: an epoch's last, smaller batch runs eagerly).
 
 The CPU tests check the choices and the Trainer's routing of batches; the CUDA test (run by
-benchmarks/gpu_check.sh) checks that a graphed run trains as the eager one does.
+benchmarks/gpu_check.sh) checks that a graphed run trains as the ungraphed compiled one does.
+(tests/test_compile_stages.py checks compiled against eager on the CPU.)
 """
 
 from __future__ import annotations
@@ -46,66 +47,65 @@ def test_cuda_graphs_are_used_with_compile_on_one_gpu_and_refused_where_they_can
         make_config(None, ["perf.cuda_graphs=always"])
 
 
-class Counted(nn.Module):
-    """``net`` with the batch sizes it was called on."""
+class Counted:
+    """``fn`` with the batch sizes it was called on."""
 
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net, self.sizes = net, []
+    def __init__(self, fn):
+        self.fn, self.sizes = fn, []
 
-    def forward(self, x):
-        self.sizes.append(len(x))
-        return self.net(x)
+    def __call__(self, batch):
+        self.sizes.append(len(batch))
+        return self.fn(batch)
 
 
-def test_full_batches_go_to_the_graphed_step_and_the_last_smaller_one_runs_eagerly(
+def _stage(n: int, batch: int):
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 1, 4, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+    data = Data(Arrays(x, y), None, Arrays(x[:10], y[:10]), batch, 64)
+    cfg = make_config(None, ["train.optim.name=sgd", "train.optim.lr=0.1"])
+    return student, data, LabelStage("train", student, cfg.train, data)
+
+
+def test_full_batches_go_to_the_graphed_loss_and_the_last_smaller_one_runs_eagerly(
         tmp_path, monkeypatch):
     modes, marks = [], []
 
-    def fake_compile(model, mode=None, **kw):  # records the mode; the CPU has no graphs
+    def fake_compile(fn, mode=None, **kw):  # records the mode; the CPU has no graphs
         modes.append(mode)
-        return Counted(model)
+        return Counted(fn)
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin",
                         lambda: marks.append(1))
-    torch.manual_seed(0)
-    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(100, 1, 4, 4, generator=g), torch.randint(0, 3, (100,), generator=g)
-    data = Data(Arrays(x, y), None, Arrays(x[:10], y[:10]), 32, 64)
-    cfg = make_config(None, ["train.optim.name=sgd", "train.optim.lr=0.1"])
-    stage = LabelStage("train", student, cfg.train, data)
+    student, data, stage = _stage(100, 32)
     trainer = Trainer(tmp_path, data, student, verbose=False,
                       perf=Perf(torch.device("cpu"), compile=True, cuda_graphs=True))
     trainer.attach(stage)
-    assert modes == ["reduce-overhead"]
-    graphed, eager = stage.graphed
-    assert stage.net is graphed and eager is student  # one process: no DDP wrapper
-    monkeypatch.setattr(stage, "graphed", (graphed, Counted(eager)))
+    # the whole loss is compiled (teacher, forward, loss), in reduce-overhead mode
+    assert modes == ["reduce-overhead"] and stage.graphs
+    assert stage.compiled_loss.fn == stage.loss and stage.net is student  # one process
+    eager = Counted(stage.loss)
+    monkeypatch.setattr(stage, "loss", eager)
     opt = torch.optim.SGD(student.parameters(), lr=0.1)
     trainer.train_epoch(stage, opt, trainer.perf.scaler(), 1)
-    eager_sizes = stage.graphed[1].sizes
-    assert graphed.sizes == [32, 32, 32] and eager_sizes == [4]  # 100 = 3 x 32 + 4
+    assert stage.compiled_loss.sizes == [32, 32, 32] and eager.sizes == [4]  # 3 x 32 + 4
     assert len(marks) == 3  # a new step marked before each replay
-    assert stage.net is graphed  # the next epoch starts on the graphed step
 
 
-def test_without_graphs_the_compiled_step_takes_every_batch(tmp_path, monkeypatch):
+def test_without_graphs_the_compiled_loss_takes_every_batch(tmp_path, monkeypatch):
     modes = []
     monkeypatch.setattr(torch, "compile",
-                        lambda model, mode=None, **kw: (modes.append(mode), Counted(model))[1])
-    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    x, y = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
-    data = Data(Arrays(x, y), None, Arrays(x, y), 16, 64)
-    stage = LabelStage("train", student, make_config(None, []).train, data)
+                        lambda fn, mode=None, **kw: (modes.append(mode), Counted(fn))[1])
+    student, data, stage = _stage(40, 16)
     trainer = Trainer(tmp_path, data, student, verbose=False,
                       perf=Perf(torch.device("cpu"), compile=True))
     trainer.attach(stage)
-    assert modes == [None] and stage.graphed is None
+    assert modes == [None] and not stage.graphs
     trainer.train_epoch(stage, torch.optim.SGD(student.parameters(), lr=0.1),
                         trainer.perf.scaler(), 1)
-    assert stage.net.sizes == [16, 16, 8]
+    assert stage.compiled_loss.sizes == [16, 16, 8]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by "

@@ -208,10 +208,11 @@ class PerfConfig:
     channels_last: Literal["auto", True, False] = "auto"
     """NHWC memory format for models and batches; auto: on (measured faster on CPU and GPU)."""
     compile: bool = False
-    """torch.compile each stage's training module (hint stages, KD, joint, backprop) and the
-    teacher; evaluation stays eager (needs a C++ compiler on CPU)."""
+    """torch.compile each stage's step (in one process its loss whole: teacher, student and
+    loss; under torchrun the DDP-wrapped module) and the teacher; evaluation stays eager
+    (needs a C++ compiler on CPU)."""
     cuda_graphs: Literal["auto", True, False] = "auto"
-    """Replay each compiled training step's forward and backward as CUDA graphs (compile's
+    """Replay each compiled training step's loss and backward as CUDA graphs (compile's
     reduce-overhead mode); auto: on with perf.compile on one CUDA device; true also turns
     compile on. An epoch's last, smaller batch runs eagerly. CUDA only, one process."""
     teacher_cache: Literal["auto", "off", "memory", "disk"] = "auto"

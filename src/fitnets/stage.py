@@ -54,9 +54,11 @@ class Stage:
                  intro: list[str] | None = None, summary: dict | None = None):
         self.module = module
         self.net: nn.Module = module
-        # under perf.cuda_graphs: (the net whose step is replayed as CUDA graphs, the same
-        # net eager), for the Trainer to pick per batch (an epoch's last batch is smaller)
-        self.graphed: tuple[nn.Module, nn.Module] | None = None
+        # set by the Trainer under perf.compile in one process: ``loss`` compiled whole
+        # (teacher, forward and loss in one graph), and whether it is replayed as CUDA
+        # graphs, which replay one shape (an epoch's last, smaller batch then runs ``loss``)
+        self.compiled_loss: Callable[[Batch], tuple[torch.Tensor, Parts]] | None = None
+        self.graphs = False
         self.param_groups = param_groups  # for the optimiser; a group may carry an lr "scale"
         self.cfg = cfg
         self.monitor = monitor  # metric to minimise for early stopping (None: no validation)

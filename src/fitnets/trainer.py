@@ -215,24 +215,26 @@ class Trainer:
         return result
 
     def attach(self, stage: Stage) -> None:
-        """Put the stage's module in the run's memory layout and set ``stage.net``, what its
-        loss runs: the module, inside DDP's wrapper under torchrun, compiled under
-        perf.compile, its forward and backward replayed as CUDA graphs under
-        perf.cuda_graphs (then ``stage.graphed`` keeps the eager net too)."""
+        """Put the stage's module in the run's memory layout, set ``stage.net`` (what its
+        loss runs: the module, or DDP's wrapper under torchrun) and, under perf.compile,
+        compile the step: in one process ``stage.loss`` whole (``stage.compiled_loss``,
+        replayed as CUDA graphs under perf.cuda_graphs); under torchrun the DDP-wrapped
+        module, as torch documents for DDP (its gradient hooks stay outside the graph)."""
         self.perf.prepare(stage.module)
         stage.net = self.dist.wrap(stage.module,
                                    [p for g in stage.param_groups for p in g["params"]])
         if not self.perf.compile:
             return
-        eager = stage.net
-        # the training step's module (student, or student + regressors) compiled whole: a
-        # hint stage's layers above its guided layer, which nothing uses, are dropped. With
-        # CUDA graphs (reduce-overhead), its outputs live in buffers the next replay
-        # overwrites: the loss reads them within the step, and keeps only its own values.
-        stage.net = torch.compile(eager, mode="reduce-overhead" if self.perf.cuda_graphs
-                                  else None)
-        if self.perf.cuda_graphs:
-            stage.graphed = (stage.net, eager)
+        # the teacher's forward, the student's (a hint stage's layers above its guided layer,
+        # which nothing uses, are dropped) and the loss in one graph. With CUDA graphs
+        # (reduce-overhead) the outputs live in buffers the next replay overwrites: the
+        # step reads them (backward, sums, finiteness flag) before the next one starts.
+        if self.dist.enabled:
+            stage.net = torch.compile(stage.net)
+        else:
+            stage.compiled_loss = torch.compile(
+                stage.loss, mode="reduce-overhead" if self.perf.cuda_graphs else None)
+            stage.graphs = self.perf.cuda_graphs
         if getattr(stage.constrain, "targets", 0):
             # max-norm over all constrained weights as one compiled function: fused kernels
             # instead of one renorm launch per parameter (the same values)
@@ -280,12 +282,14 @@ class Trainer:
                 batch = Batch(self.perf.layout(x), y, idx, flipped)
             else:  # streamed: the loader already read only this rank's part
                 batch, share = full, full.share
-            if stage.graphed is not None:  # a graph replays one shape: the full batch's
-                whole = (full.size or len(full)) == self.data.batch_size
-                stage.net = stage.graphed[0 if whole else 1]
-                if whole:  # a new step: the previous replay's outputs may be overwritten
+            loss_fn = stage.compiled_loss or stage.loss
+            if stage.graphs:  # a graph replays one shape: the full batch's
+                if (full.size or len(full)) == self.data.batch_size:
+                    # a new step: the previous replay's outputs may now be overwritten
                     torch.compiler.cudagraph_mark_step_begin()
-            loss, parts = self._step(stage, opt, scaler, batch, share)
+                else:
+                    loss_fn = stage.loss
+            loss, parts = self._step(stage, loss_fn, opt, scaler, batch, share)
             bad = _note_finite(bad, loss, step)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.detach() * share
@@ -297,18 +301,17 @@ class Trainer:
                 save_inside({"step": step, "sums": _floats(sums)}, epoch_rng)
             t_ready = time.perf_counter()
         bar.close()
-        if stage.graphed is not None:
-            stage.net = stage.graphed[0]
         _raise_if_bad(bad, stage, epoch)
         self._note_speed(stage, (steps - start) * b, time.perf_counter() - t_start, waited)
         sums = self.dist.sum(_floats(sums))  # the global batches' means, as in one process
         return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 
-    def _step(self, stage: Stage, opt, scaler, batch: Batch, share: float,
+    def _step(self, stage: Stage, loss_fn: Callable, opt, scaler, batch: Batch, share: float,
               ) -> tuple[torch.Tensor, dict]:
-        """One optimiser step on ``batch``: loss, backward, update, max-norm."""
+        """One optimiser step on ``batch``: loss (``stage.loss`` or its compiled form),
+        backward, update, max-norm."""
         with self.perf.autocast():
-            loss, parts = stage.loss(batch)
+            loss, parts = loss_fn(batch)
         opt.zero_grad(set_to_none=True)
         scaler.scale(self.dist.weigh(loss, share)).backward()  # pass-through unless fp16
         scaler.step(opt)

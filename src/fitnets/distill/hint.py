@@ -26,7 +26,7 @@ from fitnets.distill.regressor import (
     hint_nonlinearity,
 )
 from fitnets.distill.regressor_init import init_regressor_
-from fitnets.distill.taps import get_layer, layer_shapes, run_to
+from fitnets.distill.taps import get_layer, layer_shapes, prepare_taps, run_to
 from fitnets.distill.teacher import Teacher
 from fitnets.distill.tokens import prefix_tokens
 from fitnets.errors import FitnetsError
@@ -200,6 +200,8 @@ class HintStage(Stage):
         module = HintModule(student, self.regressor, guided)
         trained = params_reaching(module, module, data.probe())
         teacher.prepare([self.hint])
+        prepare_taps(student, [guided])
+        prepare_taps(teacher.net, [self.hint])
         self.teacher, self.data, self.index = teacher, data, index
         self.reduction = hint_reduction(cfg, joint=False, kind=desc["regressor"])
         self.target = hint_target(self.regressor)

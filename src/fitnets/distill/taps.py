@@ -189,6 +189,13 @@ def compile_taps(model: nn.Module) -> None:
     model.__dict__.setdefault(_READERS, {})
 
 
+def prepare_taps(model: nn.Module, names: list[str]) -> None:
+    """Register now the reader of ``names`` that a compiled step will use (under
+    compile_taps; otherwise nothing): a hook registered while the compiler traces is a
+    graph break, left in every later call."""
+    _reader(model, names)
+
+
 def _reader(model: nn.Module, names: list[str]) -> Reader | None:
     readers = model.__dict__.get(_READERS)
     if readers is None:

@@ -80,7 +80,10 @@ class Teacher:
         if batch.idx is not None and all(w in self._caches for w in whats):
             return [cached(self._caches[w], batch.idx, batch.flipped, batch.x.device)
                     for w in whats]
-        with torch.inference_mode():  # soft targets are built outside it (losses.py)
+        # no_grad, not inference_mode: the outputs enter the step's loss, which perf.compile
+        # compiles whole, and a compiled backward may save them (an inference tensor
+        # cannot be saved for backward: measured, MNIST hint stage under bf16)
+        with torch.no_grad():
             if whats == [LOGITS]:
                 return [self.net(batch.x)]
             return run_to(self.net, batch.x, whats)

@@ -23,7 +23,7 @@ from fitnets.distill.hint import (
     regressor_for,
 )
 from fitnets.distill.stages import ClassifierStage
-from fitnets.distill.taps import run_with
+from fitnets.distill.taps import prepare_taps, run_with
 from fitnets.optim import scaled_groups
 from fitnets.stage import Parts, StagePlan
 
@@ -69,6 +69,8 @@ class JointStage(ClassifierStage):
         self.hints = [h for _, h in pairs]
         self.views = [hint_target(r) for r, _ in built]
         s.teacher.prepare(self.hints)
+        prepare_taps(s.student, [g for g, _ in pairs])
+        prepare_taps(s.teacher.net, self.hints)
         self.teacher = s.teacher
         self.beta, self.reduction = s.cfg.hints.beta, hint_reduction(s.cfg, joint=True)
         descs = [d for _, d in built]
