@@ -47,7 +47,7 @@ from fitnets.data.memory import Arrays, Data
 from fitnets.distill.hint import HintModule, HintStage, hint_loss
 from fitnets.distill.losses import kd_loss
 from fitnets.distill.methods import Setup, backprop, kd
-from fitnets.distill.taps import compile_taps, run_to, run_with
+from fitnets.distill.taps import compile_taps, prepare_taps, run_to, run_with
 from fitnets.distill.teacher import LOGITS, Teacher
 from fitnets.models import build_model
 from fitnets.optim import make_optimizer, max_norm_fn
@@ -223,6 +223,9 @@ def step_fn(kind, teacher, student, perf, max_norm=None):
     if perf is not None and perf.compile:  # compiled as fitnets' step is (Trainer.attach)
         compile_taps(student)
         compile_taps(teacher)
+        if kind == "stage1":  # readers registered before tracing, as HintStage does
+            prepare_taps(student, [student.default_guided])
+            prepare_taps(teacher, [hint])
         teacher.compile()
         compiled = torch.compile(loss_of, mode="reduce-overhead" if graphs else None)
         if constrain.targets:
