@@ -12,6 +12,15 @@ from __future__ import annotations
 WINDOW = 3  # epochs at chance before a stage counts as stalled (fewer if the stage is shorter)
 MARGIN = 0.02  # accuracy within 2 points of chance counts as chance
 LOSS_RTOL = 1e-3  # a train loss that never moved by more than this, relative, since epoch 1
+MIN_STEPS = 1000  # optimiser steps before any verdict (provisional; measured below)
+MIN_FRACTION = 0.5  # ... and this fraction of the stage's steps
+
+
+def ready(steps_done: int, stage_steps: int) -> bool:
+    """True once the guard may give a verdict: ``steps_done`` optimiser steps of a stage of
+    ``stage_steps`` are at least ``MIN_STEPS`` and ``MIN_FRACTION`` of the stage (a stage
+    shorter than ``MIN_STEPS`` is judged at its end only)."""
+    return steps_done >= min(stage_steps, max(MIN_STEPS, MIN_FRACTION * stage_steps))
 
 
 def chance_level(counts: list[float]) -> float:
