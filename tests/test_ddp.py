@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,19 +47,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], out: Path, *, restarts: int = 0, kill: str | None = None,
-             rdzv: str = "static"):
+def torchrun_command(args: list[str], out: Path, *, restarts: int = 0,
+                     kill: str | None = None, rdzv: str = "static",
+                     resume: bool = False) -> tuple[list[str], dict]:
+    """The command line and environment of a 2-process `fitnets distill` under torchrun
+    (``resume``: --resume OUT, the run's own config)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(fitnets.__file__).parents[1])}
-    env.pop("FITNETS_TEST_KILL", None)
+    for hook in ("FITNETS_TEST_KILL", "FITNETS_TEST_KILL_AT"):
+        env.pop(hook, None)
     if kill:
         env["FITNETS_TEST_KILL"] = kill
     where = (["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
              if rdzv == "c10d"
              else ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())])
+    tail = ["--resume", str(out)] if resume else [*args, "--out", str(out)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *where,
-           "--max-restarts", str(restarts), "-m", "fitnets", "distill", *args,
-           "--out", str(out)]
+           "--max-restarts", str(restarts), "-m", "fitnets", "distill", *tail]
+    return cmd, env
+
+
+def torchrun(args: list[str], out: Path, **how):
+    cmd, env = torchrun_command(args, out, **how)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -307,3 +318,120 @@ def test_the_program_keeps_its_exit_codes(tmp_path):
     missing = subprocess.run([*run_, "distill", "no-such-recipe"], capture_output=True,
                              text=True, cwd=tmp_path)
     assert missing.returncode == 2 and "fitnets: error:" in missing.stderr
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, T ...); None once it has exited (a zombie included)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return None if state in ("Z", "X") else state
+
+
+def _workers(agent: int) -> list[int]:
+    """The `fitnets` processes whose parent is ``agent`` (found by their /proc/PID/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == agent and b"fitnets" in cmd:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def _wait_gone(pids: list[int], limit: float) -> tuple[list[int], float]:
+    """The pids still running after up to ``limit`` seconds, and the seconds waited."""
+    t0 = time.monotonic()
+    while any(_state(p) for p in pids) and time.monotonic() - t0 < limit:
+        time.sleep(0.02)
+    return [p for p in pids if _state(p)], time.monotonic() - t0
+
+
+def _kill_leftovers(pids: list[int]) -> None:
+    for p in pids:  # a failed test must not leave workers behind
+        if _state(p):
+            os.kill(p, signal.SIGKILL)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+
+
+@pytest.mark.slow
+@needs_gloo
+@linux_only
+def test_workers_die_with_their_torchrun_agent_and_the_run_resumes_exactly(setup, tmp_path):
+    base, args, _, two, _ = setup
+    out = tmp_path / "orphaned"
+    cmd, env = torchrun_command(args, out)
+    # rank 0 freezes itself (SIGSTOP) after its 1st checkpoint, so the run cannot finish
+    # before the kill; rank 1 then waits for it in a collective, as idle workers did
+    env["FITNETS_TEST_KILL_AT"] = "save:1:STOP"
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as f:  # in a process group of its own, as a shell job would be
+        agent = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not (len(workers) == 2 and any(_state(w) == "T" for w in workers)):
+            assert agent.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+            workers = _workers(agent.pid)
+        # torchrun started each worker in a session of its own: this does not reach them
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+        left, waited = _wait_gone(workers, 10.0)
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait()
+        _kill_leftovers(workers)
+    assert left == [], f"workers {left} outlived their agent by 10 s"
+    print(f"workers gone {waited:.3f} s after their agent")
+    assert not (out / "summary.json").exists()
+    assert [p.name for p in (out / "checkpoints").glob("ckpt-*.pt")] == ["ckpt-000001.pt"]
+    # both ranks died at once, one of them frozen: the resumed run is the uninterrupted one
+    done = torchrun(args, out, resume=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_close_runs(two, out, atol=0.0)
+
+
+@linux_only
+def test_an_orphaned_worker_ends_itself_without_the_kernels_signal(tmp_path):
+    # the portable half of watch_agent: a thread that sees the parent change (no prctl)
+    watcher = ("import os, time\n"
+               "from fitnets.distributed import watch_agent\n"
+               "assert watch_agent(deathsig=False, period=0.2)\n"
+               "assert not watch_agent()  # once per process\n"
+               "print(os.getpid(), flush=True)\n"
+               "time.sleep(60)\n"
+               "print('outlived its parent', flush=True)\n")
+    parent = ("import subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', {watcher!r}])\n"
+              "time.sleep(120)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(fitnets.__file__).parents[1])}
+    err = tmp_path / "stderr"
+    with open(err, "w") as f:
+        mid = subprocess.Popen([sys.executable, "-c", parent], env=env, stdout=subprocess.PIPE,
+                               stderr=f, text=True)
+    child = None
+    try:
+        child = int(mid.stdout.readline())
+        mid.kill()
+        mid.wait()
+        left, waited = _wait_gone([child], 10.0)
+    finally:
+        if mid.poll() is None:
+            mid.kill()
+            mid.wait()
+        _kill_leftovers([child] if child else [])
+    assert left == [] and waited < 3, waited  # a 0.2 s period
+    assert f"agent (pid {mid.pid}) is gone; exiting" in err.read_text()
+    assert mid.stdout.read() == ""  # it did not go on

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +28,10 @@ from torch import nn
 from fitnets.config import Config, DistConfig
 from fitnets.data.memory import rank_rows
 from fitnets.errors import FitnetsError
+
+# The process that started this one (torchrun's agent, under torchrun), taken at import, as
+# early as this module can: watch_agent() compares it with the parent of the moment.
+_PARENT = os.getppid()
 
 
 @dataclass
@@ -159,7 +166,10 @@ class Dist:
 
 
 def setup(cfg: DistConfig, device: torch.device) -> Dist:
-    """Join torchrun's process group when WORLD_SIZE > 1; GPUs: device cuda:LOCAL_RANK."""
+    """Join torchrun's process group when WORLD_SIZE > 1; GPUs: device cuda:LOCAL_RANK.
+    Under torchrun the process ends when its agent does (watch_agent)."""
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:  # torchrun's agent started us
+        watch_agent()  # first: a worker must not outlive its agent (even the only one)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(device=device)
@@ -186,6 +196,78 @@ def setup(cfg: DistConfig, device: torch.device) -> Dist:
 
 
 _STARTED_GROUP = False  # this process created a process group (setup), see leave()
+_WATCHING = False  # watch_agent() has run in this process
+
+
+def watch_agent(parent: int | None = None, *, deathsig: bool = True,
+                period: float = 1.0) -> bool:
+    """Make this process end when ``parent`` (default: the process that started it, i.e.
+    torchrun's agent) is gone; False when it was already armed.
+
+    torchrun starts each worker in a session of its own, so a SIGKILL of the agent's process
+    group (or an OOM kill of the agent) does not reach the workers: they went on and finished
+    the run, or sat in a collective for a quarter of an hour holding their memory (issue 31).
+    On Linux the kernel kills this process (PR_SET_PDEATHSIG, SIGKILL) the moment its parent
+    exits; elsewhere, and as a second line, a daemon thread compares os.getppid() with
+    ``parent`` every ``period`` seconds and ends the process when it changed (the orphan was
+    adopted by init or a subreaper). The thread needs the GIL, which torch's collectives and
+    waits release. Either way the process ends as abruptly as a SIGKILL: every file a run
+    writes is written atomically (checkpoints also with a checksum) and a resume truncates
+    metrics.jsonl to the checkpoint, so --resume continues the run exactly.
+
+    The kernel's "parent" is the thread that started this process: torchrun's agent starts
+    its workers from its main thread, which lives as long as the agent. ``deathsig=False``
+    leaves only the thread (for a parent that starts processes from short-lived threads).
+    """
+    global _WATCHING
+    if _WATCHING:
+        return False
+    _WATCHING = True
+    parent = _PARENT if parent is None else parent
+    if deathsig:
+        _kill_with_parent()
+    if os.getppid() != parent:  # gone before the kernel was told
+        _parent_gone(parent)
+    threading.Thread(target=_poll_parent, args=(parent, period), daemon=True,
+                     name="fitnets-agent-watch").start()
+    return True
+
+
+def _kill_with_parent() -> bool:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) through libc; False where there is none (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _poll_parent(parent: int, period: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(period)
+    _parent_gone(parent)
+
+
+def _parent_gone(parent: int) -> None:
+    """Say why (from a thread of its own: a pipe nobody reads must not hold the exit up),
+    then end the process without cleanup, as the kernel's SIGKILL would."""
+    msg = (f"fitnets: rank {os.environ.get('RANK', '?')} (pid {os.getpid()}): its torchrun "
+           f"agent (pid {parent}) is gone; exiting. Continue the run with --resume RUN_DIR.\n")
+
+    def say() -> None:
+        try:
+            os.write(2, msg.encode())
+        except OSError:
+            pass
+
+    t = threading.Thread(target=say, daemon=True)
+    t.start()
+    t.join(0.5)
+    os._exit(1)
 
 
 def leave(code: int) -> None:
