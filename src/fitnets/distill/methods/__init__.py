@@ -3,7 +3,8 @@ list of stages a run trains, and says whether it needs a teacher. Nothing outsid
 package knows a method's name; add a method by adding a module and its name to
 ``fitnets.names.METHODS``.
 
-A method module has ``LABEL`` (its row in the demo's table), ``NEEDS_TEACHER`` and
+A method module has ``LABEL`` (its row in the demo's table), ``NEEDS_TEACHER``,
+``SEARCH`` (an :class:`Offer`: what ``fitnets search`` may search for it) and
 ``stages(setup) -> list[StagePlan]``.
 """
 
@@ -21,6 +22,31 @@ from fitnets.data.memory import Data
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.stage import StagePlan
+
+
+@dataclass(frozen=True)
+class Range:
+    """A config key the method reads, searched from ``low`` to ``high`` on a log scale;
+    ``relative``: the bounds are factors of the recipe's value."""
+
+    key: str
+    low: float
+    high: float
+    relative: bool = False
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a method offers ``fitnets search``: ``pairs`` (it trains (guided, hint) pairs, so
+    the search may choose the pair and the regressor kind) and ``ranges``, the keys it reads,
+    with the range searched for each. A method that offers nothing is searched only on the
+    keys a user names (--space)."""
+
+    pairs: bool = False
+    ranges: tuple[Range, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.pairs or bool(self.ranges)
 
 
 @dataclass
@@ -44,6 +70,21 @@ def get(name: str) -> ModuleType:
     if name not in METHODS:
         raise FitnetsError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}.")
     return METHODS[name]
+
+
+def offer(name: str) -> Offer:
+    """What method ``name`` offers ``fitnets search``."""
+    return get(name).SEARCH
+
+
+def offering_pairs() -> list[str]:
+    """The methods whose hint pairs a search may choose."""
+    return [n for n, m in METHODS.items() if m.SEARCH.pairs]
+
+
+def offering() -> list[str]:
+    """The methods that offer something to search."""
+    return [n for n, m in METHODS.items() if m.SEARCH]
 
 
 def needs_teacher(command: str, cfg: Config) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fitnets.distill.methods import Offer
 from fitnets.distill.stages import LabelStage
 from fitnets.stage import StagePlan
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 LABEL = "student: backprop"
 NEEDS_TEACHER = False
+SEARCH = Offer()  # no teacher, pairs, tau or lambda: only keys named with --space
 
 
 def stages(s: Setup, name: str = "backprop") -> list[StagePlan]:

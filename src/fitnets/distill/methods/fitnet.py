@@ -8,7 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from fitnets.distill.hint import HintStage, hint_pairs
-from fitnets.distill.methods import kd
+from fitnets.distill.methods import Offer, Range, kd
 from fitnets.stage import StagePlan
 
 if TYPE_CHECKING:
@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 LABEL = "student: hints + KD (FitNet)"
 NEEDS_TEACHER = True
+# the pair and regressor, the hint stage's lr (a tenth to ten times the recipe's), KD's keys
+SEARCH = Offer(pairs=True, ranges=(Range("hints.stage.optim.lr", 0.1, 10.0, relative=True),
+                                   *kd.SEARCH.ranges))
 
 
 def stages(s: Setup) -> list[StagePlan]:

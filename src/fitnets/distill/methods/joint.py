@@ -22,6 +22,7 @@ from fitnets.distill.hint import (
     hint_target,
     regressor_for,
 )
+from fitnets.distill.methods import Offer, Range
 from fitnets.distill.stages import ClassifierStage
 from fitnets.distill.taps import prepare_taps, run_with
 from fitnets.optim import scaled_groups
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 LABEL = "student: joint CE + hints"
 NEEDS_TEACHER = True
+# the pair and regressor, and beta from a tenth to ten times the recipe's
+SEARCH = Offer(pairs=True, ranges=(Range("hints.beta", 0.1, 10.0, relative=True),))
 
 
 class JointModule(nn.Module):

@@ -9,6 +9,7 @@ import torch
 
 from fitnets.distill.hint import guided_params
 from fitnets.distill.losses import kd_loss, teacher_weight
+from fitnets.distill.methods import Offer, Range
 from fitnets.distill.stages import ClassifierStage, student_groups
 from fitnets.distill.teacher import LOGITS
 from fitnets.stage import Parts, StagePlan
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 LABEL = "student: KD"
 NEEDS_TEACHER = True
+# the paper's tau 3 and lambda 4 inside
+SEARCH = Offer(ranges=(Range("kd.tau", 1.0, 8.0), Range("kd.lambda_init", 0.5, 16.0)))
 
 
 def stages(s: Setup) -> list[StagePlan]:
