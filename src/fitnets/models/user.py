@@ -55,6 +55,16 @@ def user_model(spec: str, num_classes: int = 10, in_channels: int | None = None)
     return model
 
 
+def model_file(spec: str) -> tuple[Path, str] | None:
+    """The source file and function name of a ``path/to/file.py:function`` spec (the path as
+    given: relative ones are relative to the current directory); None for any other spec (a
+    built-in name, ``package.module:function``, ``timm:``/``torchvision:``/``hf:``)."""
+    where, _, fn_name = str(spec).rpartition(":")
+    if not where or not fn_name or not _is_path(where):
+        return None
+    return Path(where).expanduser(), fn_name
+
+
 def _is_path(where: str) -> bool:
     return where.endswith(".py") or "/" in where or "\\" in where
 
