@@ -329,7 +329,7 @@ def _export(args: argparse.Namespace) -> int:
     for kind, entry in info["files"].items():
         diff = entry.get("max_abs_diff")
         check = f"max abs difference {diff:.2e}" if diff is not None else entry.get("check", "")
-        print(f"  {kind:12s} {entry['path']:28s} {check}")
+        print(f"  {kind:12s} {entry['path'] or '-':28s} {check or entry.get('what', '')}")
     for kind, why in info["skipped"].items():
         print(f"  {kind:12s} {why}")
     return 0
