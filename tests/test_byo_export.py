@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -349,7 +350,7 @@ def test_an_incomplete_export_folder_is_refused_with_its_reason(tmp_path) -> Non
         return folder
 
     cases = {
-        "no export.json.*export writes last.*fitnets export RUN_DIR":
+        "no export.json.*export writes last.*fitnets export RUN_DIR --out .*killed":
             damaged("killed", lambda f: (f / "export.json").unlink()),
         "incomplete: it lacks student_state_dict.pt .named in its export.json.*fitnets export":
             damaged("missing", lambda f: (f / "student_state_dict.pt").unlink()),
@@ -364,6 +365,9 @@ def test_an_incomplete_export_folder_is_refused_with_its_reason(tmp_path) -> Non
         with pytest.raises(FitnetsError, match=reason):
             fitnets.load_exported(folder)
     fitnets.load_exported(out)  # the complete one loads
+    (out / "export.json").unlink()  # a run's own export folder: the command to run
+    with pytest.raises(FitnetsError, match=re.escape(f"re-run `fitnets export {run}`")):
+        fitnets.load_exported(out)
 
 
 def test_every_exported_file_has_the_mode_the_umask_gives(tmp_path, monkeypatch) -> None:

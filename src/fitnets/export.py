@@ -65,7 +65,6 @@ CODE_DIR = "code"
 # what export writes at the top of its folder (student.* covers ONNX external data); a
 # folder holding anything else is not replaced
 _OURS = {"export.json", "config.json", "model.safetensors", "preprocess.pt", CODE_DIR}
-REDO = "re-run `fitnets export RUN_DIR` (with --out {folder} if it was written elsewhere)"
 
 
 def export_run(
@@ -336,7 +335,10 @@ def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocess | None]:
 
 def _complete_export(folder: Path) -> dict[str, Any]:
     """export.json of a complete export folder; the reason as a FitnetsError otherwise."""
-    redo = REDO.format(folder=folder)
+    run = folder.parent
+    redo = (f"re-run `fitnets export {run}`" if folder.name == "export"
+            and (run / "model.pt").is_file() else
+            f"re-run `fitnets export RUN_DIR --out {folder}` on the run it came from")
     if not folder.is_dir():
         raise FitnetsError(f"export folder '{folder}' does not exist (write one with "
                            "fitnets export RUN_DIR).")
