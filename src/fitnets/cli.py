@@ -102,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
                     "runs/search-<recipe>-<time>)")
     se.add_argument("--trials", type=int, help="trials in the study (default: the recipe's "
                     "search.trials, 20)")
-    se.add_argument("--parallel", type=int, default=1, metavar="P",
-                    help="worker processes on this machine (they split the CPU cores)")
+    se.add_argument("--parallel", type=int, metavar="P",
+                    help="worker processes on this machine (they split the CPU cores; default "
+                         "1, on --resume the search's own)")
     se.add_argument("--storage", metavar="URL", help="Optuna storage (default "
                     "sqlite:///DIR/study.db); the same URL elsewhere joins the study")
     se.add_argument("--study", metavar="NAME", help="study name (default: the recipe's name)")

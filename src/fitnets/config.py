@@ -439,9 +439,13 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+# config keys whose values are mappings of user data (patterns, dotted keys): a recipe or
+# override replaces them whole instead of merging them (and their keys are not config keys)
+FREE_MAPPINGS = ("max_norm", "lr_scale", "budget", "space")
+
+
 def _is_free_mapping(key: str) -> bool:
-    # mappings whose keys are user data (patterns), replaced rather than merged
-    return key in ("max_norm", "lr_scale", "budget", "space")
+    return key in FREE_MAPPINGS
 
 
 # --------------------------------------------------------------------------- validation
@@ -522,7 +526,8 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _safe_load(text: str) -> Any:
+def safe_load(text: str) -> Any:
+    """YAML ``text`` read as the config reads it (safe_load, plus floats such as 1e-3)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
@@ -539,7 +544,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise FitnetsError(f"cannot read the override '{text}': the key is empty.")
     try:
-        value = _safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
         if isinstance(value, (bool, int, float)):
             value = _Typed(value, raw.strip())
     except yaml.YAMLError as e:
@@ -580,7 +585,7 @@ def load_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise FitnetsError(f"recipe '{path}' does not exist (or is not a file).")
     try:
-        data = _safe_load(p.read_text()) or {}
+        data = safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise FitnetsError(f"recipe '{path}' is not valid YAML: {e}") from None
     except UnicodeDecodeError:
