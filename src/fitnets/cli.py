@@ -1,6 +1,7 @@
 """``fitnets`` command line: argv -> config -> run(). No training logic lives here.
 
-A user error (FitnetsError) prints one paragraph and exits with code 2, no traceback.
+A user error (FitnetsError) prints one paragraph and exits with code 2, no traceback; a
+train or distill run that ended stalled at chance exits with FAILED_TO_LEARN (3).
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ from pathlib import Path
 
 from fitnets.errors import FitnetsError
 
+FAILED_TO_LEARN = 3  # train/distill: the run finished, but a stage ended stalled at chance
+
 EPILOG = """\
 Configuration: a YAML recipe (see recipes/) plus key=value overrides, e.g.
   fitnets distill recipes/mnist-fitnet.yaml teacher.weights=runs/teacher train.epochs=20
-`fitnets config --doc` lists every key with its default and meaning."""
+`fitnets config --doc` lists every key with its default and meaning.
+
+Exit status: 0 done; 1 a bug (traceback); 2 bad input or usage (one-line error);
+3 train/distill: the run finished but FAILED to learn, a stage ended stalled at chance
+(summary.json: stalled: true; a slow start that left chance is not a failure), and
+search: no trial completed; 130 interrupted (continue with --resume)."""
 
 
 def method_choices() -> tuple[str, ...]:
@@ -227,8 +235,10 @@ def _train_or_distill(args: argparse.Namespace) -> int:
                 overrides.append(f"{key}={args.__dict__[flag]}")
         cfg = make_config(recipe, overrides)
         run_dir = Path(cfg.out) if cfg.out else default_run_dir(args.command, recipe)
-    run(cfg, args.command, run_dir, resume=bool(args.resume), verbose=not args.quiet)
-    return 0
+    summary = run(cfg, args.command, run_dir, resume=bool(args.resume),
+                  verbose=not args.quiet)
+    # finished, but a stage ended at chance: scripts see it in the exit status
+    return FAILED_TO_LEARN if summary.get("stalled") else 0
 
 
 def _layers(args: argparse.Namespace) -> int:

@@ -147,10 +147,14 @@ class StageConfig:
     stopping), so that best_epoch, model.pt and the summary's test_acc name one epoch
     (weights_epoch in summary.json); false: the last epoch's weights."""
     on_stall: Literal["warn", "stop"] = "warn"
-    """Classifier stages (train, kd, backprop, joint): one whose held-out accuracy stays
-    within 2 points of chance for 3 epochs (or all of a shorter stage), or whose train loss
-    never moves, is marked stalled in the metrics and summary.json with a warning; stop also
-    ends that stage there. Hint stages have their own checks (a dead regressor)."""
+    """Classifier stages (train, kd, backprop, joint), judged on optimiser steps: after
+    5,000 steps and 75% of the stage (a shorter stage at its end), a stage whose held-out
+    accuracy is within 2 points of chance, and has been for 75% of its steps so far, or whose
+    train loss has not moved since epoch 1, is STALLED (a warning, "stalled" in the metrics).
+    The verdict follows the run: a stage that leaves chance later is a slow start ("left
+    chance at step N / epoch E", slow_start in summary.json), not a failure; one that ends
+    stalled makes the run FAILED (summary.json stalled: true; train/distill exit with code 3).
+    stop ends the stage once the verdict is given. Hint stages have their own checks."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """The stage's optimiser and schedule."""
 

@@ -44,9 +44,39 @@ class RunRecord:
 
     @property
     def stalled(self) -> str | None:
-        """The first stage (and epoch) the stall guard marked, e.g. "kd epoch 3"; None."""
-        hit = next((r for r in self.records if r.get("stalled")), None)
-        return None if hit is None else f"{stage_label(hit)} epoch {hit['epoch']}"
+        """The first stage the stall guard's last verdict marked stalled, and the epoch it
+        was given, e.g. "kd epoch 3"; None. The verdict follows the run (a stage that left
+        chance is a slow start, not a stall): a finished run's summary.json stages, else each
+        stage's last logged epoch."""
+        if self.summary is not None:
+            hit = next((s for s in self.summary.get("stages", []) if s.get("stalled")), None)
+            return None if hit is None else f"{hit['name']} epoch {hit['stalled_epoch']}"
+        last: dict[str, dict] = {}
+        for r in self.records:
+            last[stage_label(r)] = r
+        hit = next((r for r in last.values() if r.get("stalled")), None)
+        if hit is None:
+            return None
+        # the epoch the verdict was given: the first of the stage's trailing stalled epochs
+        label, epoch = stage_label(hit), hit["epoch"]
+        for r in reversed([r for r in self.records if stage_label(r) == label]):
+            if not r.get("stalled"):
+                break
+            epoch = r["epoch"]
+        return f"{label} epoch {epoch}"
+
+    @property
+    def slow_start(self) -> str | None:
+        """Where stages that sat at chance left it, e.g. "backprop left chance at step 92 /
+        epoch 4" (a finished run's summary, else its metrics); None."""
+        if self.summary is not None:
+            hits = [(s["name"], s["left_chance_step"], s["left_chance_epoch"])
+                    for s in self.summary.get("stages", []) if s.get("slow_start")]
+        else:
+            hits = [(stage_label(r), r["left_chance_step"], r["epoch"]) for r in self.records
+                    if "left_chance_step" in r]
+        return "; ".join(f"{n} left chance at step {s:,} / epoch {e}"
+                         for n, s, e in hits) or None
 
     @property
     def status(self) -> str:
@@ -54,7 +84,8 @@ class RunRecord:
             return (f"STALLED at chance ({self.stalled})" + ("" if self.finished else
                     f", then killed at epoch {self.records[-1]['epoch']}"))
         if self.finished:
-            return "finished"
+            slow = self.slow_start
+            return "finished" + (f" (slow start: {slow})" if slow else "")
         if not self.records:
             return "killed before its first epoch"
         last = self.records[-1]

@@ -338,7 +338,8 @@ def _finish(r: _Run) -> dict:
         "epochs": {s["name"]: s["epochs"] for s in history["stages"]},
         "wall_time_s": round(trainer.elapsed, 2),
         "seed": cfg.seed,
-        # a stage that stayed at chance (fitnets/stall.py): a failure, never a result
+        # a stage that ended at chance (fitnets/stall.py's last verdict): a failure, never a
+        # result; the CLI exits with FAILED_TO_LEARN
         "stalled": any(s.get("stalled", False) for s in history["stages"]),
     }
     if write:
@@ -352,7 +353,13 @@ def _finish(r: _Run) -> dict:
           f"wrote {r.run_dir / 'summary.json'}")
     for s in history["stages"]:
         if s.get("stalled"):
-            r.say(f"warning: this run FAILED to learn: stage {s['name']} stalled at chance from "
-                  f"epoch {s['stalled_epoch']} (see the warnings above); summary.json says "
-                  "stalled: true.")
+            step = s.get("stalled_step")  # absent from a stage judged before issue 31
+            r.say(f"warning: this run FAILED to learn: stage {s['name']} ended stalled at "
+                  f"chance (since epoch {s['stalled_epoch']}"
+                  + ("" if step is None else f", step {step:,}") + "; see the warnings "
+                  "above); summary.json says stalled: true.")
+        elif s.get("slow_start"):
+            r.say(f"note: stage {s['name']} started slowly: it left chance at step "
+                  f"{s['left_chance_step']:,} / epoch {s['left_chance_epoch']} (summary.json: "
+                  "slow_start).")
     return summary

@@ -145,6 +145,9 @@ class Trainer:
         scaler = self.perf.scaler()
         es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
         guard = stall.new_state()  # the stall guard (classifier stages)
+        # optimiser steps an epoch (the global batches, as train_epoch counts them): the
+        # guard judges on steps, not epochs
+        per_epoch = -(-len(self.data.train) // self.data.batch_size)
         first = last = 0
         partial = None
         if resume is not None:
@@ -154,7 +157,7 @@ class Trainer:
             if resume.get("scaler"):
                 scaler.load_state_dict(resume["scaler"])
             es, last, partial = resume["early_stopping"], resume["epoch"], resume.get("partial")
-            guard = resume.get("stall", guard)
+            guard = stall.restore(resume.get("stall"), per_epoch)
             first = cfg.epochs if resume.get("done") else last
 
         def loop_state(epoch: int, done: bool, part: dict | None = None) -> dict:
@@ -183,18 +186,26 @@ class Trainer:
             with self.perf.autocast():
                 metrics = stage.evaluate(self)
             chance = metrics.pop("chance", None)
-            stalled = chance is not None and self._watch_stall(
-                stage, guard, epoch, metrics, train_parts.get("train_loss"), chance)
+            stop = _early_stopping(es, stage, metrics, epoch, use_es, keep_best)
+            event = None
+            if chance is not None:  # the stall guard; the stage's last epoch is judged final
+                event = stall.update(guard, epoch, metrics.get("val_acc", metrics.get(
+                    "test_acc")), train_parts.get("train_loss"), chance, epoch * per_epoch,
+                    cfg.epochs * per_epoch, final=stop or epoch == cfg.epochs)
             record = {"stage": stage.name, "kind": stage.kind, **stage.info, "epoch": epoch,
+                      **({"step": epoch * per_epoch} if chance is not None else {}),
                       "lr": lr, **fields, **train_parts, **metrics,
                       **({"stalled": True} if guard["epoch"] is not None else {}),
+                      **({"left_chance_step": guard["left"]["step"]} if event == "left"
+                         else {}),
                       "time": round(time.perf_counter() - t0, 3)}
-            stop = _early_stopping(es, stage, metrics, epoch, use_es, keep_best)
             self.log.log(record)
             self.log.say(_epoch_line(record, cfg.epochs, self.throughput))
+            if event is not None:
+                self._say_stall(stage, guard, event)
             records.append(record)
             self._check(stage, records)
-            halt = stalled and cfg.on_stall == "stop"
+            halt = event == "stalled" and cfg.on_stall == "stop"
             self.save(index, loop_state(epoch, stop or halt or epoch == cfg.epochs))
             if self.on_epoch is not None:  # after the checkpoint: nothing is lost if it raises
                 self.on_epoch(record)
@@ -210,8 +221,7 @@ class Trainer:
             stage.module.load_state_dict(es["best_state"])
         result = {"best_epoch": es["best_epoch"], "epochs": last,
                   "weights_epoch": es["best_epoch"] if restored else last}
-        if guard["epoch"] is not None:
-            result.update(stalled=True, stalled_epoch=guard["epoch"])
+        result.update(stall.result(guard))  # stalled (its last verdict), or a slow start
         return result
 
     def attach(self, stage: Stage) -> None:
@@ -240,18 +250,14 @@ class Trainer:
             # instead of one renorm launch per parameter (the same values)
             stage.constrain = torch.compile(stage.constrain)
 
-    def _watch_stall(self, stage: Stage, guard: dict, epoch: int, metrics: dict,
-                     train_loss: float | None, chance: float) -> bool:
-        """The stall guard of a classifier stage (fitnets/stall.py); True when it has just
-        stalled, after saying so with the likely causes."""
-        acc = metrics.get("val_acc", metrics.get("test_acc"))
-        if not stall.update(guard, epoch, acc, train_loss, chance, stage.cfg.epochs):
-            return False
-        self.log.say("warning: " + stall.describe(guard, stage.name, chance))
-        self.log.say("warning: " + stall.advice(stage.name, stage.cfg.optim,
-                                                after_hints=any(
-            s["name"].startswith("hints") for s in self.history["stages"])))
-        return True
+    def _say_stall(self, stage: Stage, guard: dict, event: str) -> None:
+        """Say what the stall guard (fitnets/stall.py) has just decided: a stall with the
+        likely causes, or a slow start / a withdrawn stall."""
+        self.log.say(stall.describe(guard, stage.name, event))
+        if event == "stalled":
+            self.log.say("warning: " + stall.advice(stage.name, stage.cfg.optim,
+                                                    after_hints=any(
+                s["name"].startswith("hints") for s in self.history["stages"])))
 
     def train_epoch(self, stage: Stage, opt: torch.optim.Optimizer, scaler, epoch: int,
                     partial: dict | None = None,
