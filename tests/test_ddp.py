@@ -1,6 +1,6 @@
 """Two CPU processes (gloo) through the real torchrun: the same result as one process with
-the same global batch, elastic restart after a killed worker, resume with another count, workers that end with
-their agent."""
+the same global batch, elastic restart after a killed worker, resume with another count,
+workers that end with their agent."""
 
 from __future__ import annotations
 
