@@ -18,7 +18,7 @@ DIGITS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def digits() -> dict:
-    """The digits recipe (a fresh copy)."""
+    """The digits recipe (copy it before changing a nested key)."""
     return copy.deepcopy(DIGITS)

@@ -120,7 +120,9 @@ def _reporter(trial, epochs: int, steps_per_epoch: int | None):
         trial.set_user_attr("last_epoch", epoch)
         # a stage at chance is not pruned here: the stall guard's verdict may still change;
         # the trial ends, and its summary's final verdict decides (run_trial)
-        if may_prune(epoch, epochs, steps_per_epoch) and trial.should_prune():
+        # the trainer counts the stage's steps (record["step"]); else from the data's size
+        per_epoch = record["step"] // epoch if record.get("step") else steps_per_epoch
+        if may_prune(epoch, epochs, per_epoch) and trial.should_prune():
             raise optuna.TrialPruned(f"below the median at epoch {epoch}")
 
     return on_epoch

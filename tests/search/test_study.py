@@ -1,0 +1,101 @@
+"""fitnets search's study without training: the same seed samples the same trials, a trial
+left running without an owner is claimed, --resume keeps --parallel, a search that completes
+no trial exits with code 3, and the median rule waits for the stall guard. Real Optuna
+studies in SQLite files; no trial runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("sklearn")
+
+from fitnets import stall  # noqa: E402
+from fitnets.search import command, worker  # noqa: E402
+from fitnets.search.command import NO_TRIAL_COMPLETED, prepare, search  # noqa: E402
+from fitnets.search.study import load_spec, open_study  # noqa: E402
+
+
+@pytest.fixture
+def recipe(tmp_path, digits) -> Path:
+    weights = tmp_path / "teacher.pt"
+    weights.write_bytes(b"")  # no trial runs here
+    path = tmp_path / "digits-fitnet.yaml"
+    path.write_text(yaml.safe_dump(dict(digits, teacher={"name": "digits_teacher",
+                                                         "weights": str(weights)})))
+    return path
+
+
+def sampled(recipe: Path, out: Path, overrides=(), n: int = 6) -> list[dict]:
+    """The values of ``n`` trials asked for one after the other, each told a value that
+    depends on them only (as if it had run)."""
+    prepare(str(recipe), list(overrides), out, trials=n, storage=None, study=None,
+            space_texts=[], budget_texts=[], parallel=1)
+    spec = load_spec(out)
+    study = open_study(spec)
+    values = []
+    for _ in range(n):
+        trial = worker.next_trial(study, spec, out)
+        values.append(trial.params)
+        study.tell(trial, trial.params["kd.tau"] / 8 + trial.params["kd.lambda_init"] / 16)
+    assert worker.next_trial(study, spec, out) is None  # the study has its trials
+    return values
+
+
+def test_the_same_seed_samples_the_same_trials(recipe, tmp_path):
+    a, b = sampled(recipe, tmp_path / "a"), sampled(recipe, tmp_path / "b")
+    assert a == b  # the process ids differ; the seed and the trial numbers do not
+    assert a[0]["kd.tau"] == 3.0 and a[0]["pair"] == "conv3/conv2"  # the recipe's own first
+    assert len({json.dumps(v, sort_keys=True) for v in a}) == 6
+    other = sampled(recipe, tmp_path / "c", ["seed=1"])
+    assert other[0] == a[0] and other[1:] != a[1:]
+
+
+def test_a_trial_left_running_without_an_owner_is_claimed(recipe, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    prepare(str(recipe), [], out, trials=3, storage=None, study=None, space_texts=[],
+            budget_texts=[], parallel=1)
+    spec = load_spec(out)
+    study = open_study(spec)
+    lost = study.ask()  # a process killed before it recorded itself as the owner
+    fresh = worker.next_trial(study, spec, out)  # another machine's process might be
+    assert fresh.number == lost.number + 1      # recording itself: left alone at first
+    study.tell(fresh, 0.5)
+    monkeypatch.setattr(worker, "OWNERLESS_AFTER_S", 0.0)  # ... but not for ever
+    claimed = worker.next_trial(study, spec, out)
+    assert claimed.number == lost.number
+    frozen = study.trials[lost.number]
+    assert frozen.user_attrs["worker"]["pid"] > 0 and frozen.user_attrs["resumed"] == 1
+    assert set(frozen.params) == set(spec.dims())  # its values sampled with the claim
+
+
+def test_resume_keeps_parallel_and_no_completed_trial_exits_3(recipe, tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(command, "_workers", lambda out, n: started.append(n) or [])
+    out = tmp_path / "s"
+    with pytest.raises(SystemExit) as e:
+        search(str(recipe), [], out, trials=2, parallel=3, verbose=False)
+    assert e.value.code == NO_TRIAL_COMPLETED and not (out / "best.yaml").exists()
+    assert json.loads((out / "search.json").read_text())["parallel"] == 3
+    with pytest.raises(SystemExit):
+        search(None, [], out, resume=True, verbose=False)
+    with pytest.raises(SystemExit):
+        search(None, [], out, resume=True, parallel=1, verbose=False)
+    with pytest.raises(SystemExit):
+        search(None, [], out, resume=True, verbose=False)
+    assert started == [3, 3, 1, 1]  # a given --parallel is kept for the next --resume
+
+
+def test_the_median_rule_waits_for_the_stall_guard_and_the_warm_up():
+    # digits: 36 steps an epoch, 15 KD epochs: no epoch is judged (the guard judges the end)
+    assert not any(worker.may_prune(e, 15, 36) for e in range(1, 16))
+    assert not worker.may_prune(3, 10, None)  # steps unknown: never
+    long = [e for e in range(1, 41) if worker.may_prune(e, 40, 1000)]
+    assert long and 40 not in long  # never the last epoch: it completes anyway
+    for e in long:
+        assert stall.ready(e * 1000, 40 * 1000) and e >= worker.WARMUP * 40
+    assert all(not stall.ready(e * 1000, 40_000) for e in range(1, long[0]))
