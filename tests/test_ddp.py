@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -73,6 +74,19 @@ def torchrun(args: list[str], out: Path, **how):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
+def ran_to_end(done: subprocess.CompletedProcess, out: Path) -> bool:
+    """The torchrun job ran to its end: exit 0, or a run whose stage the stall guard found at
+    chance (summary.json stalled: true), after which every worker exits with 3 and torchrun
+    with 1. These tiny runs compare process counts and resumes; learning is test_stall's."""
+    if done.returncode == 0:
+        return True
+    summary = out / "summary.json"
+    report = done.stderr.rsplit("ChildFailedError", 1)[-1]  # the last attempt's workers
+    codes = set(re.findall(r"exitcode\s*:\s*(-?\d+)", report))
+    return (codes == {"3"} and summary.exists()
+            and json.loads(summary.read_text()).get("stalled") is True)
+
+
 def records(run_dir: Path) -> list[dict]:
     out = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -130,7 +144,7 @@ def setup(tmp_path_factory):
     run(make_config(None, args), "distill", one, verbose=False)
     two = base / "two"
     done = torchrun(args, two)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert ran_to_end(done, two), done.stderr[-3000:]
     return base, args, one, two, done
 
 
@@ -159,7 +173,7 @@ def test_elastic_restart_resumes_from_the_last_checkpoint(setup, rdzv):
     # Both rendezvous keep the agent's store across attempts: without our per-attempt key
     # prefix the restarted gloo workers hung or were refused (3 of 3 runs, torch 2.13).
     done = torchrun(args, out, restarts=1, kill="1:1", rdzv=rdzv)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert ran_to_end(done, out), done.stderr[-3000:]
     assert "elastic restart 1: resuming" in done.stdout
     assert_close_runs(two, out, atol=0.0)  # same process count: bit-exact
 
@@ -240,7 +254,7 @@ def test_the_teacher_cache_is_computed_once_for_all_processes(setup, tmp_path):
         done = torchrun([*cached, "perf.teacher_cache=disk"], tmp_path / "two")
     finally:
         del os.environ["FITNETS_CACHE"]
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert ran_to_end(done, tmp_path / "two"), done.stderr[-3000:]
     # both stages (hint maps, then logits): computed once, each rank a share of the rows
     assert done.stdout.count("computing it once, shared by 2 processes") == 2
     files = sorted(p.name for p in (tmp_path / "cache" / "teacher").iterdir())
@@ -287,7 +301,7 @@ def test_two_processes_on_the_streaming_path_match_one_process(tmp_path):
     one = tmp_path / "one"
     run(make_config(None, args), "distill", one, verbose=False)
     done = torchrun(args, tmp_path / "two")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert ran_to_end(done, tmp_path / "two"), done.stderr[-3000:]
     assert "stream mode (data.mode); 1 loader workers" in done.stdout
     assert_close_runs(one, tmp_path / "two", WEIGHT_ATOL)
 
@@ -400,7 +414,7 @@ def test_workers_die_with_their_torchrun_agent_and_the_run_resumes_exactly(setup
     assert [p.name for p in (out / "checkpoints").glob("ckpt-*.pt")] == ["ckpt-000001.pt"]
     # both ranks died at once, one of them frozen: the resumed run is the uninterrupted one
     done = torchrun(args, out, resume=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert ran_to_end(done, out), done.stderr[-3000:]
     assert_close_runs(two, out, atol=0.0)
 
 
