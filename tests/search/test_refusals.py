@@ -46,9 +46,9 @@ def refused(recipe: Path, overrides=(), space=(), budget=()) -> str:
 def test_no_validation_split(recipe, where):
     said = refused(recipe, ["data.val_size=0"] if where == "override" else [],
                    budget=["data.val_size=0"] if where == "budget" else [])
-    assert "a search selects on a validation split" in said and "digits none" in said
+    assert "a search selects on a validation split" in said and "digits without one" in said
     assert "data.val_size=N" in said
-    assert ("set by data.val_size=0" in said) == (where == "budget")
+    assert ("set by the budget or the space: data.val_size=0" in said) == (where == "budget")
 
 
 def test_a_recipe_pair_the_student_lacks(recipe):
@@ -72,7 +72,7 @@ def test_a_recipe_pair_that_is_not_searched_is_checked_too(recipe):
 def test_a_value_only_some_trials_take(recipe):
     """Each trial's config is built: a budget that no trial's data can hold is named."""
     said = refused(recipe, space=["data.val_size=0,300"])
-    assert "validation split" in said and "set by data.val_size=0" in said
+    assert "validation split" in said and "space: data.val_size=0" in said
 
 
 def test_a_teacher_without_weights(recipe):

@@ -70,8 +70,8 @@ def _check_data(cfg: Config, values: dict, budget: dict) -> DataFacts:
         said = [f"{k}={v}" for k, v in {**budget, **values}.items() if k.startswith("data.")]
         raise FitnetsError(
             "a search selects on a validation split, never the test set, but data.val_size="
-            f"{cfg.data.val_size} leaves {cfg.data.name} none"
-            + (f" (set by {', '.join(said)})" if said else "")
+            f"{cfg.data.val_size} leaves {cfg.data.name} without one"
+            + (f" (set by the budget or the space: {', '.join(said)})" if said else "")
             + ": drop it, or set data.val_size=N (training images held out; the default "
             "holds out the paper's 10k for MNIST and CIFAR, 10% of the others).")
     if facts.train == 0:
