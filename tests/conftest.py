@@ -11,7 +11,26 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (.ci/run runs `-n 2`) each worker gets one core: one torch thread, and
+# the commands the tests start (fitnets, torchrun) inherit OMP_NUM_THREADS=1. Two workers
+# with two threads each on two cores spin against each other.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a module-scoped fixture (a trained teacher, a finished run) run in
+    one xdist worker (``--dist loadgroup``), so the fixture is built once, not once a worker;
+    every other test is handed out one by one."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = fixtures.name2fixturedefs.values() if fixtures else ()
+        if any(d and d[-1].scope in ("module", "package", "session") and
+               d[-1].baseid.endswith(".py") for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(autouse=True)
