@@ -31,9 +31,11 @@ def cli(args: list[str], env: dict | None = None, **kw) -> subprocess.CompletedP
                           text=True, env={**os.environ, **(env or {})}, timeout=600, **kw)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def recipe(tmp_path_factory, digits) -> Path:
-    """The digits recipe with a trained teacher's weights."""
+    """The digits recipe with a trained teacher's weights (session-scoped: kept when an xdist
+    worker runs another module's test between these, where a module fixture would be
+    built again)."""
     root = tmp_path_factory.mktemp("search")
     path = root / "digits-fitnet.yaml"
     path.write_text(yaml.safe_dump(digits))

@@ -94,7 +94,8 @@ def _workers(search_dir: Path, parallel: int) -> list[subprocess.Popen]:
     logs = search_dir / "logs"
     logs.mkdir(exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // parallel)
+    cores = int(os.environ.get("OMP_NUM_THREADS") or cores or 1)  # a budget set from outside
+    threads = max(1, cores // parallel)
     procs = []
     for k in range(parallel):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
