@@ -39,6 +39,20 @@ def _no_user_cache_setting(monkeypatch):
     monkeypatch.delenv("FITNETS_CACHE", raising=False)
 
 
+def ran_to_end(code: int, out: Path) -> bool:
+    """A ``fitnets train``/``distill`` run ran to its end: exit 0, or exit 3
+    (cli.FAILED_TO_LEARN: a stage ended stalled at chance) with summary.json saying so. Tiny
+    test runs often end at chance; the tests that use this check something else (learning is
+    tests/test_stall.py's)."""
+    import json
+
+    if code == 0:
+        return True
+    summary = Path(out) / "summary.json"
+    return (code == 3 and summary.is_file()
+            and json.loads(summary.read_text()).get("stalled") is True)
+
+
 def idx_file(path: Path, a: np.ndarray, gz: bool = False) -> None:
     """Write ``a`` (uint8) in the IDX format: magic (0, 0, 0x08, ndim), big-endian dims."""
     data = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)

@@ -57,11 +57,14 @@ def test_train_then_resume_through_the_command_line(tmp_path, tiny_mnist):
     out = tmp_path / "run"
     args = ["train", f"data.root={tiny_mnist}", "device=cpu", "model.name=mnist_student",
             "train.epochs=1", "--out", str(out), "--quiet"]
-    assert main(args) == 0
+    from conftest import ran_to_end
+
+    code = main(args)
+    assert ran_to_end(code, out)  # 1 tiny epoch may end at chance: exit 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == {"train": 1}
-    # resuming a finished run only finishes it again
-    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    # resuming a finished run only finishes it again, with the same verdict
+    assert main(["train", "--resume", str(out), "--quiet"]) == code
 
 
 def test_module_entry_point_runs(tmp_path):

@@ -20,3 +20,23 @@ def test_quick_demo_trains_teacher_and_three_students(tmp_path, capsys):
     assert "hints + KD (FitNet)" in table and table in capsys.readouterr().out
     for name in ("teacher", "backprop", "kd", "fitnet"):
         assert (tmp_path / "demo" / name / "summary.json").is_file()
+
+
+def test_the_demos_backprop_student_starts_slowly_and_does_not_fail(tmp_path, capsys):
+    """Issue 31: the demo's back-propagation student sits at chance for its first 3 epochs
+    (69 steps) and then learns (97.49% after 40); the stall guard once printed it FAILED. A
+    stage judged on steps calls it a slow start (its first 6 epochs here, the same ones)."""
+    from fitnets.config import make_config
+    from fitnets.demo import BASE
+    from fitnets.run import run
+
+    out = tmp_path / "backprop"
+    summary = run(make_config(None, ["method=backprop", "train.epochs=6"], base=BASE),
+                  "distill", out, verbose=True)
+    text = capsys.readouterr().out
+    assert "FAILED" not in text and "STALLED" not in text
+    stage = summary["stages"][0]
+    assert summary["stalled"] is False and stage["slow_start"] is True
+    assert 1 < stage["left_chance_epoch"] <= 6
+    assert stage["left_chance_step"] == 23 * stage["left_chance_epoch"]  # 1,438 images / 64
+    assert f"left chance at step {stage['left_chance_step']}" in text

@@ -84,7 +84,11 @@ def test_bad_images_are_named_or_skipped_and_counted(tmp_path, capsys, mode):
     assert main([*args, f"out={tmp_path / 'a'}"]) == 2
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "data.skip_bad_images=true" in err
-    assert main([*args, "data.skip_bad_images=true", f"out={tmp_path / 'b'}"]) == 0
+    from conftest import ran_to_end
+
+    # 1 epoch of 6 photos may end at chance: exit 3
+    assert ran_to_end(main([*args, "data.skip_bad_images=true", f"out={tmp_path / 'b'}"]),
+                      tmp_path / "b")
 
 
 def test_a_folder_over_the_memory_cap_streams(tmp_path, capsys):

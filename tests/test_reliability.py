@@ -66,8 +66,11 @@ def metrics(run_dir: Path) -> list[dict]:
 def test_sigkill_at_many_points_then_resume_is_bit_identical(tiny, tmp_path):
     root, teacher = tiny
     ref, cut = tmp_path / "ref", tmp_path / "cut"
+    from conftest import ran_to_end
+
     r = fitnets_cli([*distill_args(root, teacher), f"out={ref}"])
-    assert r.returncode == 0, r.stderr
+    assert ran_to_end(r.returncode, ref), r.stderr  # a tiny run may end at chance: exit 3
+    verdict = r.returncode
 
     # one run killed five times; each resumed process counts its events from zero again
     kills = [
@@ -88,7 +91,7 @@ def test_sigkill_at_many_points_then_resume_is_bit_identical(tiny, tmp_path):
                                                  kill_at="save:1").stderr
             # (that resume was itself killed right after writing its first checkpoint)
     r = fitnets_cli(["distill", "--resume", str(cut)])
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == verdict, r.stderr  # the same verdict as the reference
 
     want = load_weights(ref / "model.pt")["state_dict"]
     got = load_weights(cut / "model.pt")["state_dict"]
@@ -116,7 +119,9 @@ def test_second_run_on_a_locked_directory_fails_and_the_first_is_unharmed(tiny, 
     finally:
         os.kill(first.pid, signal.SIGCONT)
         first.wait(timeout=300)
-    assert first.returncode == 0, first.stderr.read()
+    from conftest import ran_to_end
+
+    assert ran_to_end(first.returncode, out), first.stderr.read()  # may end at chance: 3
     first.stderr.close()
     assert [(m["stage"], m["epoch"]) for m in metrics(out)] == [("train", 1), ("train", 2)]
     assert json.loads((out / "summary.json").read_text())["epochs"] == {"train": 2}

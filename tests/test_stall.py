@@ -171,22 +171,22 @@ def _records(out):
 def test_a_forced_stall_fails_loudly_with_exit_code_3(tiny_mnist, tmp_path, capsys):
     out = tmp_path / "stuck"
     code = cli.main(["train", *BASE, f"data.root={tiny_mnist}", "train.optim.lr=1e-12",
-                     "train.epochs=4", f"out={out}"])
+                     "train.epochs=3", f"out={out}"])
     said = capsys.readouterr()
     text = said.out + said.err
     assert code == cli.FAILED_TO_LEARN == 3
-    # 28 steps < MIN_STEPS: judged at the stage's end, at chance throughout
-    assert "STALLED at epoch 4 (step 28)" in text and "likely causes" in text
+    # 21 steps < MIN_STEPS: judged at the stage's end, at chance throughout
+    assert "STALLED at epoch 3 (step 21)" in text and "likely causes" in text
     assert "this run FAILED to learn: stage train ended stalled at chance" in text
     records = _records(out)
-    assert [r.get("stalled", False) for r in records] == [False, False, False, True]
-    assert [r["step"] for r in records] == [7, 14, 21, 28]
+    assert [r.get("stalled", False) for r in records] == [False, False, True]
+    assert [r["step"] for r in records] == [7, 14, 21]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stalled"] is True
     assert {k: summary["stages"][0][k] for k in ("stalled_epoch", "stalled_step")} == {
-        "stalled_epoch": 4, "stalled_step": 28}
+        "stalled_epoch": 3, "stalled_step": 21}
     rec = load_run(out)
-    assert rec.stalled == "train epoch 4" and rec.status == "STALLED at chance (train epoch 4)"
+    assert rec.stalled == "train epoch 3" and rec.status == "STALLED at chance (train epoch 3)"
 
 
 def test_a_slow_start_is_not_a_failure(tiny_mnist, tmp_path, capsys):
@@ -214,16 +214,29 @@ def test_a_slow_start_is_not_a_failure(tiny_mnist, tmp_path, capsys):
 
 def test_on_stall_stop_ends_the_stage_once_ready_and_tables_do_not_average_it(
         tiny_mnist, tmp_path, monkeypatch):
-    monkeypatch.setattr(stall, "MIN_STEPS", 1)  # 6 epochs x 7 steps: ready at 32 -> epoch 5
-    args = [*BASE, f"data.root={tiny_mnist}", "train.epochs=6", "train.on_stall=stop",
+    monkeypatch.setattr(stall, "MIN_STEPS", 1)  # 4 epochs x 7 steps: ready at 21 -> epoch 3
+    args = [*BASE, f"data.root={tiny_mnist}", "train.epochs=4", "train.on_stall=stop",
             "train.optim.lr=1e-12"]
     stuck, again = tmp_path / "s0", tmp_path / "s2"
     summary = run(make_config(None, [*args, "seed=0"]), "train", stuck, verbose=False)
-    assert summary["epochs"] == {"train": 5} and summary["stalled"] is True
-    assert summary["stages"][0]["stalled_step"] == 35
+    assert summary["epochs"] == {"train": 3} and summary["stalled"] is True
+    assert summary["stages"][0]["stalled_step"] == 21
     run(make_config(None, [*args, "seed=2"]), "train", again, verbose=False)
     table = seed_table([load_run(stuck), load_run(again)])
     assert "| 0 | - | - | s0 (seed 0), s2 (seed 2) |" in table
+
+
+def test_the_summary_names_one_epoch_for_best_weights_and_test_accuracy(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    summary = run(make_config(None, [*BASE, f"data.root={tiny_mnist}", "train.epochs=5",
+                                     "train.optim.name=adam", "train.optim.lr=0.003",
+                                     "model.init=torch", "train.patience=0"]), "train", out,
+                  verbose=False)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    stage = summary["stages"][0]
+    best = min(records, key=lambda r: (r["val_error"], r["epoch"]))
+    assert stage["best_epoch"] == stage["weights_epoch"] == best["epoch"]
+    assert summary["test_acc"] == best["test_acc"]  # model.pt holds that epoch's weights
 
 
 class Killed(Exception):

@@ -141,11 +141,14 @@ def mnist_teacher_run(tmp_path_factory):
 
 def test_joint_distill_end_to_end_and_model_pt_has_no_regressor(mnist_teacher_run, tmp_path,
                                                                 capsys):
+    from conftest import ran_to_end
+
     root, teacher = mnist_teacher_run
     out = tmp_path / "joint"
-    assert main(["distill", *FAST, f"data.root={root}", f"teacher.weights={teacher}",
-                 "--method", "joint", "--teacher", "mnist_teacher", "--student",
-                 "mnist_student", "train.epochs=1", "--out", str(out), "--quiet"]) == 0
+    assert ran_to_end(main(["distill", *FAST, f"data.root={root}", f"teacher.weights={teacher}",
+                            "--method", "joint", "--teacher", "mnist_teacher", "--student",
+                            "mnist_student", "train.epochs=1", "--out", str(out), "--quiet"]),
+                      out)  # 1 tiny epoch may end at chance: exit 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "joint" and summary["epochs"] == {"joint": 1}
     assert summary["stages"][0]["pairs"][0]["guided"] == "conv4"
@@ -224,6 +227,8 @@ def write_folder_zip(path, n_per_class=24, size=16, seed=0):
 
 
 def test_distill_on_an_image_folder_zip_with_user_nets(tmp_path, capsys, monkeypatch):
+    from conftest import ran_to_end
+
     monkeypatch.setenv("FITNETS_CACHE", str(tmp_path / "cache"))
     data = write_folder_zip(tmp_path / "shapes.zip")
     nets = tmp_path / "nets.py"
@@ -238,11 +243,12 @@ def test_distill_on_an_image_folder_zip_with_user_nets(tmp_path, capsys, monkeyp
     for method, extra in (("fitnet", ["hints.stage.epochs=2", "hints.stage.optim.name=adam"]),
                           ("joint", [])):
         out = tmp_path / method
-        assert main(["distill", *common, *extra, "--method", method,
+        code = main(["distill", *common, *extra, "--method", method,
                      "--teacher", f"{nets}:teacher", "--student", f"{nets}:student",
                      f"teacher.weights={teacher}", "hints.pairs=[[conv2, conv2]]",
                      "hints.regressor=conv1x1", "train.epochs=2", "--out", str(out),
-                     "--quiet"]) == 0
+                     "--quiet"])
+        assert ran_to_end(code, out)  # 2 epochs of 24 images may end at chance: exit 3
         s = json.loads((out / "summary.json").read_text())
         assert s["dataset"] == "folder" and 0 <= s["test_acc"] <= 1
     assert main(["export", str(tmp_path / "joint"), "--formats", "state_dict"]) == 0
