@@ -189,29 +189,6 @@ def test_a_forced_stall_fails_loudly_with_exit_code_3(tiny_mnist, tmp_path, caps
     assert rec.stalled == "train epoch 3" and rec.status == "STALLED at chance (train epoch 3)"
 
 
-def test_a_slow_start_is_not_a_failure(tiny_mnist, tmp_path, capsys):
-    out = tmp_path / "slow"
-    code = cli.main(["train", *BASE, f"data.root={tiny_mnist}", *SLOW, f"out={out}"])
-    text = capsys.readouterr().out
-    records = _records(out)
-    chance = 6 / 40  # the 40 held-out images' majority class
-    left = next(r["epoch"] for r in records if r["val_acc"] > chance + stall.MARGIN)
-    assert 1 < left <= 5, [r["val_acc"] for r in records]  # the premise: it started at chance
-    assert code == 0 and "FAILED" not in text and "STALLED" not in text
-    assert f"left chance at step {7 * left} / epoch {left}" in text and "slow start" in text
-    assert not any(r.get("stalled") for r in records)
-    assert [r.get("left_chance_step") for r in records] == [
-        7 * left if r["epoch"] == left else None for r in records]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["stalled"] is False
-    assert summary["stages"][0]["slow_start"] is True
-    assert summary["stages"][0]["left_chance_epoch"] == left
-    rec = load_run(out)
-    assert rec.stalled is None
-    assert rec.status == f"finished (slow start: train left chance at step {7 * left} / epoch " \
-                         f"{left})"
-
-
 def test_on_stall_stop_ends_the_stage_once_ready_and_tables_do_not_average_it(
         tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(stall, "MIN_STEPS", 1)  # 4 epochs x 7 steps: ready at 21 -> epoch 3
@@ -243,18 +220,42 @@ class Killed(Exception):
     pass
 
 
-def test_resume_judges_as_the_uninterrupted_run(tiny_mnist, tmp_path, monkeypatch, capsys):
-    """A verdict given at epoch 3 and withdrawn at the slow start's end: killed right after
-    epoch 3's checkpoint and resumed, the run logs, records and summarises the same."""
+def test_a_slow_start_is_not_a_failure_and_resume_judges_the_same(tiny_mnist, tmp_path,
+                                                                   monkeypatch, capsys):
+    """A stage at chance for its first epochs, then learning: with the guard allowed to judge
+    early, the verdict given at epoch 3 is withdrawn when the stage leaves chance, and the run
+    is a slow start, not a failure (exit 0). Killed right after epoch 3's checkpoint (the
+    guard holding its verdict) and resumed, the run logs, records and summarises the same.
+    (Under the real constants the guard would not judge these 35 steps before their end; the
+    demo's student in test_demo.py is such a run.)"""
     monkeypatch.setattr(stall, "MIN_STEPS", 1)
     monkeypatch.setattr(stall, "MIN_FRACTION", 0.5)  # 35 steps: ready at 18 -> epoch 3
-    cfg = make_config(None, [*BASE, f"data.root={tiny_mnist}", *SLOW])
+    args = [*BASE, f"data.root={tiny_mnist}", *SLOW]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    run(cfg, "train", ref, verbose=True)
+    code = cli.main(["train", *args, f"out={ref}"])
     said = capsys.readouterr().out
     records = _records(ref)
-    assert records[2].get("stalled") and "STALLED at epoch 3 (step 21)" in said
-    assert "the STALLED warning above is withdrawn" in said and "FAILED" not in said
+    chance = 6 / 40  # the 40 held-out images' majority class
+    left = next(r["epoch"] for r in records if r["val_acc"] > chance + stall.MARGIN)
+    assert 3 < left <= 5, [r["val_acc"] for r in records]  # the premise: 3 epochs at chance
+    assert code == 0 and "FAILED" not in said
+    assert "STALLED at epoch 3 (step 21)" in said and "likely causes" in said
+    assert f"left chance at step {7 * left} / epoch {left}" in said
+    assert "a slow start, not a stall; the STALLED warning above is withdrawn" in said
+    assert [r.get("stalled", False) for r in records] == [3 <= r["epoch"] < left
+                                                          for r in records]
+    assert [r.get("left_chance_step") for r in records] == [
+        7 * left if r["epoch"] == left else None for r in records]
+    summary = json.loads((ref / "summary.json").read_text())
+    assert summary["stalled"] is False
+    assert {k: summary["stages"][0].get(k) for k in ("slow_start", "left_chance_epoch",
+                                                     "left_chance_step", "stalled")} == {
+        "slow_start": True, "left_chance_epoch": left, "left_chance_step": 7 * left,
+        "stalled": None}
+    rec = load_run(ref)
+    assert rec.stalled is None
+    assert rec.status == f"finished (slow start: train left chance at step {7 * left} / " \
+                         f"epoch {left})"
 
     real_save, saves = Checkpoints.save, {"n": 0}
 
@@ -267,13 +268,13 @@ def test_resume_judges_as_the_uninterrupted_run(tiny_mnist, tmp_path, monkeypatc
 
     monkeypatch.setattr(Checkpoints, "save", save_then_die)
     with pytest.raises(Killed):
-        run(cfg, "train", cut, verbose=False)
+        run(make_config(None, args), "train", cut, verbose=False)
     monkeypatch.setattr(Checkpoints, "save", real_save)
     run(make_config(cut / "config.yaml"), "train", cut, resume=True, verbose=True)
     resumed = capsys.readouterr().out
     assert [dict(r, time=0) for r in records] == [dict(r, time=0) for r in _records(cut)]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, cut))
     a.pop("wall_time_s"), b.pop("wall_time_s")
-    assert a == b and a["stages"][0]["slow_start"] is True
+    assert a == b
     tail = [x for x in said.splitlines() if "slow start" in x or "withdrawn" in x]
     assert tail and all(x in resumed for x in tail)
