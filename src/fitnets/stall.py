@@ -30,8 +30,8 @@ import math
 # 75% > 67%) keeps every learner from a verdict while it was at chance; every stall is still
 # caught: the 7,820-step one at step 5,865 (epoch 15), shorter stages at their end.
 MIN_STEPS = 5000  # optimiser steps of a stage before any verdict (a shorter stage: its end)
-MIN_FRACTION = 0.75  # ... and this fraction of the stage's steps; also the share of the steps
-#                     so far that the accuracy must have spent at chance, up to now
+MIN_FRACTION = 0.75  # ... and this fraction of the stage's steps; a chance verdict also needs
+#                      the accuracy at chance for this share of the steps so far
 MARGIN = 0.02  # accuracy within 2 points of chance counts as chance
 LOSS_RTOL = 1e-3  # a train loss that never moved by more than this, relative, since epoch 1
 
@@ -163,8 +163,8 @@ def advice(stage: str, optim, after_hints: bool) -> str:
 
 
 def describe(state: dict, stage: str, event: str) -> str:
-    """The line for an ``update`` event: a warning for "stalled" and "cleared", a note for
-    "left"."""
+    """The line for an ``update`` event: a warning for "stalled", a note for "left" (a slow
+    start) and "cleared" (a verdict withdrawn)."""
     chance = state["chance"]
     if event == "left":
         left = state["left"]
