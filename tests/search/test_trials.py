@@ -19,6 +19,11 @@ import yaml
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("sklearn")
+# one xdist worker for them all (one teacher), under --dist loadgroup. Note: with pytest 9.2
+# and xdist 3.8 loadgroup groups nothing (xdist renames item._nodeid, which pytest 9 no
+# longer reads: the ids live in item._id), so each worker trains the teacher once (the
+# fixture is session-scoped: not once a module switch).
+pytestmark = pytest.mark.xdist_group("search-trials")
 
 from fitnets.config import make_config  # noqa: E402
 from fitnets.search import load_spec  # noqa: E402
