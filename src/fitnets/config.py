@@ -45,8 +45,12 @@ class DataConfig:
     gcn_zca_pylearn2 (GCN to L2 norm 55, as the authors' data) or lcn."""
     augment_pad: int = 0
     """Random translations: crop from the image zero-padded by this many pixels (paper: 8)."""
-    augment_flip: bool = False
-    """Random horizontal flips."""
+    augment_flip: Literal[False, True, "alternate"] = False
+    """Horizontal flips: true: each image with probability 1/2; alternate: a fixed half of the
+    images in odd epochs, the other half in even ones (airbench; in-memory data only)."""
+    tta: Literal["none", "flip", "flip_shift"] = "none"
+    """Test-time augmentation of the final evaluation only (summary.json): flip: image and mirror;
+    flip_shift: airbench's 6 views (both also shifted 1 px up-left and down-right, 1/8 each)."""
     batch_size: int = 128
     """Training batch size (the paper's 128)."""
     eval_batch_size: int = 1000
@@ -124,8 +128,11 @@ class OptimConfig:
     """Optimiser epsilon (Adam, RMSProp)."""
     rmsprop_floor: float = 1e-5
     """rmsprop_pylearn2: floor of the RMS divisor (pylearn2's 1 / max_scaling = 1e-5)."""
-    schedule: Literal["constant", "step", "cosine", "exponential"] = "constant"
-    """Learning-rate schedule, stepped once per epoch."""
+    schedule: Literal["constant", "step", "cosine", "exponential", "triangle"] = "constant"
+    """Learning-rate schedule, stepped once per epoch (triangle: every step)."""
+    triangle: list[float] = field(default_factory=lambda: [0.2, 0.23, 0.07])
+    """schedule=triangle [start, peak, end]: lr x start rising linearly to lr at fraction peak of
+    the stage's steps, then falling to lr x end (airbench's)."""
     milestones: list[int] = field(default_factory=list)
     """Epochs at which the step schedule multiplies the rate by gamma."""
     gamma: float = 0.1
@@ -134,6 +141,12 @@ class OptimConfig:
     """Max-norm constraints, parameter-name pattern -> limit, e.g. {"conv[12].*": 0.9}."""
     lr_scale: dict[str, float] = field(default_factory=dict)
     """Per-layer learning-rate scales, parameter-name pattern -> scale (paper: 0.05 on conv)."""
+    scale_decay: bool = True
+    """lr_scale scales the weight decay too (torch's coupled decay); false: every weight shrinks by
+    lr x weight_decay a step whatever its scale (airbench's BatchNorm biases)."""
+    lookahead: int = 0
+    """Lookahead every N steps (0 = off): ema = rho ema + (1 - rho) w, then w = ema (weights, BN
+    statistics), rho = 0.95^N (step / stage steps)^3; w = ema at each epoch's end (airbench: 5)."""
 
 
 @dataclass
@@ -155,6 +168,8 @@ class StageConfig:
     chance at step N / epoch E", slow_start in summary.json), not a failure; one that ends
     stalled makes the run FAILED (summary.json stalled: true; train/distill exit with code 3).
     stop ends the stage once the verdict is given. Hint stages have their own checks."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy on the labels (train and backprop; airbench: 0.2)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """The stage's optimiser and schedule."""
 
@@ -312,9 +327,8 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if tp is Any:
         return "any YAML value"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, str(tp)
-    )
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(tp, str(tp))
 
 
 def _is_optional(tp: Any) -> bool:
@@ -322,8 +336,7 @@ def _is_optional(tp: Any) -> bool:
 
 
 def _strip_optional(tp: Any) -> Any:
-    args = [a for a in get_args(tp) if a is not type(None)]
-    return args[0]
+    return next(a for a in get_args(tp) if a is not type(None))
 
 
 # What YAML reads as a boolean; a choice spelled like one of these is what the user meant.
@@ -370,25 +383,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise FitnetsError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.{hint}")
         return value
+    if (dataclasses.is_dataclass(tp) or origin in (list, dict)) and not isinstance(
+            value, list if origin is list else dict):
+        raise bad
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad
         return _build(tp, value, key + ".")
     if origin is list:
-        if not isinstance(value, list):
-            raise bad
         return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
         kt, vt = get_args(tp)
         return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if tp is bool or tp is int:  # a bool is an int to Python, never to the config
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise bad
         return value
     if tp is float:
@@ -411,9 +417,8 @@ def _unknown_key(cls: type, key: str, prefix: str) -> FitnetsError:
     names = [f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, names, 1)
     hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-    return FitnetsError(
-        f"unknown config key '{prefix}{key}'.{hint} Valid keys here: {', '.join(names)}."
-    )
+    return FitnetsError(f"unknown config key '{prefix}{key}'.{hint} Valid keys here: "
+                        f"{', '.join(names)}.")
 
 
 def _build(cls: type, values: dict, prefix: str = "", base: Any = None) -> Any:
@@ -436,7 +441,7 @@ def _build(cls: type, values: dict, prefix: str = "", base: Any = None) -> Any:
 def _deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not _is_free_mapping(k):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in FREE_MAPPINGS:
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = v
@@ -446,10 +451,6 @@ def _deep_merge(base: dict, update: dict) -> dict:
 # config keys whose values are mappings of user data (patterns, dotted keys): a recipe or
 # override replaces them whole instead of merging them (and their keys are not config keys)
 FREE_MAPPINGS = ("max_norm", "lr_scale", "budget", "space")
-
-
-def _is_free_mapping(key: str) -> bool:
-    return key in FREE_MAPPINGS
 
 
 # --------------------------------------------------------------------------- validation
@@ -480,6 +481,10 @@ def validate(cfg: Config) -> Config:
             _check(v >= 0, f"'{name}.optim': the value for pattern '{pat}' must be >= 0.")
         _check(o.milestones == sorted(o.milestones) and all(m > 0 for m in o.milestones),
                f"'{name}.optim.milestones' must be increasing positive epochs.")
+        t, ls = o.triangle, stage.label_smoothing
+        _check(len(t) == 3 and 0 < t[1] < 1 and min(t) >= 0 and o.lookahead >= 0 and 0 <= ls < 1,
+               f"'{name}': need optim.triangle [start >= 0, 0 < peak < 1, end >= 0] (got {t}), "
+               f"optim.lookahead >= 0 and 0 <= label_smoothing < 1.")
     for name in ("model", "teacher", "student"):
         m = getattr(cfg, name)
         for key in ("dropout_input", "dropout_hidden"):

@@ -119,7 +119,8 @@ def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimize
     torch's fused SGD and Adam (one kernel for all parameters, asked for here), and foreach
     RMSprop and pylearn2 RMSProp (torch has no fused RMSprop; both choose foreach on GPUs
     themselves); on CPUs torch's own per-parameter choice, which is the faster one there."""
-    groups = [{"params": list(g["params"]), "lr": cfg.lr * g.get("scale", 1.0)} for g in groups]
+    groups = [{"params": list(g["params"]), "lr": cfg.lr * g.get("scale", 1.0),
+               **_own_decay(cfg, g.get("scale", 1.0))} for g in groups]
     params = [p for g in groups for p in g["params"]]
     fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if cfg.name == "sgd":
@@ -138,7 +139,24 @@ def make_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimize
                        f"{', '.join(_choices(OptimConfig, 'name'))}.")
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
+def _own_decay(cfg: OptimConfig, scale: float) -> dict:
+    """optim.scale_decay=false: a group's weight decay divided by its lr scale, so that every
+    weight shrinks by lr * weight_decay a step (torch couples the decay to the group's lr)."""
+    if cfg.scale_decay or scale in (0.0, 1.0):
+        return {}
+    return {"weight_decay": cfg.weight_decay / scale}
+
+
+PER_STEP = ("triangle",)  # schedules the Trainer steps after every optimiser step
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int,
+                  steps_per_epoch: int = 1):
+    """The stage's lr schedule: stepped once an epoch, or once a step for PER_STEP ones."""
+    if cfg.schedule == "triangle":
+        total = max(epochs * steps_per_epoch, 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: triangle(step, total, *cfg.triangle))
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
     if cfg.schedule == "cosine":
@@ -149,6 +167,58 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
     raise FitnetsError(f"unknown lr schedule {cfg.schedule!r}; choose one of "
                        f"{', '.join(_choices(OptimConfig, 'schedule'))}.")
+
+
+def triangle(step: int, total: int, start: float, peak: float, end: float) -> float:
+    """The lr factor after ``step`` of ``total`` steps: ``start`` rising linearly to 1 at step
+    ``int(peak * total)``, then falling linearly to ``end`` at ``total`` (airbench's)."""
+    top = min(max(int(peak * total), 1), total)
+    if step <= top:
+        return start + (1.0 - start) * step / top
+    return 1.0 + (end - 1.0) * min(step - top, total - top) / (total - top)
+
+
+class Lookahead:
+    """airbench's lookahead (from hlb-cifar10): every ``every`` optimiser steps the weights
+    and the floating-point buffers (BatchNorm statistics) are pulled towards their moving
+    average and set to it, ``ema = rho * ema + (1 - rho) * w; w = ema``, with ``rho =
+    decay^every * (step / total)^3``: almost no averaging early, strong averaging at the end.
+    ``sync()`` (at an epoch's end) sets ``w = ema``. Build it after the module has its final
+    device and memory layout: it holds the module's own tensors."""
+
+    def __init__(self, module: nn.Module, every: int, total: int, decay: float = 0.95):
+        self.live = [t for t in module.state_dict(keep_vars=True).values()
+                     if t.is_floating_point()]
+        self.ema = [t.detach().clone() for t in self.live]
+        self.every, self.total, self.decay, self.steps = every, max(total, 1), decay, 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self._pull(self.decay ** self.every * min(self.steps / self.total, 1.0) ** 3)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        self._pull(1.0)
+
+    def _pull(self, rho: float) -> None:
+        live = [t.detach() for t in self.live]
+        torch._foreach_lerp_(self.ema, live, 1.0 - rho)
+        torch._foreach_copy_(live, self.ema)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "ema": [t.clone() for t in self.ema]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+        for mine, saved in zip(self.ema, state["ema"]):
+            mine.copy_(saved)
+
+
+def make_lookahead(module: nn.Module, cfg: OptimConfig, total_steps: int) -> Lookahead | None:
+    """optim.lookahead's averaging over a stage of ``total_steps`` steps; None when off."""
+    return Lookahead(module, cfg.lookahead, total_steps) if cfg.lookahead else None
 
 
 def _choices(cls, name: str) -> tuple[str, ...]:

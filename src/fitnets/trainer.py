@@ -27,10 +27,11 @@ from tqdm.auto import tqdm
 
 from fitnets import faults, stall
 from fitnets.checkpoint import Checkpoints
+from fitnets.data.augment import tta_logits
 from fitnets.data.memory import Arrays, Batch, Data
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
-from fitnets.optim import make_optimizer, make_schedule
+from fitnets.optim import PER_STEP, make_lookahead, make_optimizer, make_schedule
 from fitnets.perf import FP32, Perf
 from fitnets.runlog import RunLog
 from fitnets.stage import Stage, StagePlan
@@ -68,6 +69,7 @@ class Trainer:
         self._warned: set[str] = set()
         self.on_epoch: Callable[[dict], None] | None = None  # run.Hooks.on_epoch
         self.use_test = True  # False: the test split is never evaluated (run.Hooks)
+        self.per_step: list = []  # the stage's per-step schedule and lookahead (fit sets them)
 
     @property
     def elapsed(self) -> float:
@@ -140,14 +142,17 @@ class Trainer:
         """
         cfg = stage.cfg
         self.attach(stage)
-        opt = make_optimizer(stage.param_groups, cfg.optim)
-        sched = make_schedule(opt, cfg.optim, cfg.epochs)
-        scaler = self.perf.scaler()
-        es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
-        guard = stall.new_state()  # the stall guard (classifier stages)
         # optimiser steps an epoch (the global batches, as train_epoch counts them): the
         # guard judges on steps, not epochs
         per_epoch = -(-len(self.data.train) // self.data.batch_size)
+        opt = make_optimizer(stage.param_groups, cfg.optim)
+        sched = make_schedule(opt, cfg.optim, cfg.epochs, per_epoch)
+        look = make_lookahead(stage.module, cfg.optim, cfg.epochs * per_epoch)
+        stepwise = cfg.optim.schedule in PER_STEP
+        self.per_step = [s for s in (sched if stepwise else None, look) if s is not None]
+        scaler = self.perf.scaler()
+        es = {"best": math.inf, "best_epoch": 0, "bad": 0, "best_state": None}
+        guard = stall.new_state()  # the stall guard (classifier stages)
         first = last = 0
         partial = None
         if resume is not None:
@@ -156,6 +161,8 @@ class Trainer:
             sched.load_state_dict(resume["schedule"])
             if resume.get("scaler"):
                 scaler.load_state_dict(resume["scaler"])
+            if look is not None and resume.get("lookahead"):
+                look.load_state_dict(resume["lookahead"])
             es, last, partial = resume["early_stopping"], resume["epoch"], resume.get("partial")
             guard = stall.restore(resume.get("stall"), per_epoch)
             first = cfg.epochs if resume.get("done") else last
@@ -164,7 +171,7 @@ class Trainer:
             return {"epoch": epoch, "done": done, "module": stage.module.state_dict(),
                     "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                     "scaler": scaler.state_dict(), "early_stopping": es, "stall": guard,
-                    "partial": part}
+                    "partial": part, "lookahead": look and look.state_dict()}
 
         def save_inside(epoch: int, part: dict, generator: torch.Tensor) -> None:
             self.save(index, loop_state(epoch - 1, False, part), generator)
@@ -180,8 +187,11 @@ class Trainer:
             train_parts = self.train_epoch(stage, opt, scaler, epoch, partial,
                                            lambda part, g, e=epoch: save_inside(e, part, g))
             partial = None
+            if look is not None:
+                look.sync()  # the epoch ends with the averaged weights
             lr = opt.param_groups[0]["lr"]
-            sched.step()
+            if not stepwise:
+                sched.step()
             stage.module.eval()
             with self.perf.autocast():
                 metrics = stage.evaluate(self)
@@ -280,7 +290,8 @@ class Trainer:
                    disable=None if self.log.verbose else True)
         t_start = t_ready = time.perf_counter()
         waited, steps = 0.0, start
-        for step, full in enumerate(self.data.train_batches(self.generator, start), start + 1):
+        for step, full in enumerate(self.data.train_batches(self.generator, start, epoch),
+                                    start + 1):
             waited += time.perf_counter() - t_ready  # the loader's time, not the model's
             if full.share is None:  # several processes: this rank's part of the batch
                 x, y, idx, flipped, share = self.dist.shard(full.x, full.y, full.idx,
@@ -323,6 +334,8 @@ class Trainer:
         scaler.step(opt)
         scaler.update()
         stage.constrain()
+        for rule in self.per_step:  # a per-step lr schedule, lookahead (optim.py)
+            rule.step()
         if faults.ARMED:
             faults.reached("step")
         return loss, parts
@@ -359,8 +372,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: Callable[[torch.Tensor], torch.Tensor],
-                 arrays: Arrays) -> dict[str, float]:
-        """Cross-entropy and accuracy of ``model`` (in eval mode) on ``arrays``.
+                 arrays: Arrays, tta: str = "none") -> dict[str, float]:
+        """Cross-entropy and accuracy of ``model`` (in eval mode) on ``arrays``, its logits
+        averaged over the test-time views ``tta`` (data.tta) unless "none".
 
         Under torchrun each rank evaluates its share of the rows and the sums are added over
         the ranks: every rank gets the whole split's values (the correct count exactly, the
@@ -368,7 +382,7 @@ class Trainer:
         """
         loss, correct, counts = 0.0, 0, None
         for b in self.batches(arrays):
-            logits = model(b.x).float()
+            logits = (model(b.x) if tta == "none" else tta_logits(model, b.x, tta)).float()
             loss += F.cross_entropy(logits, b.y, reduction="sum").item()
             correct += (logits.argmax(1) == b.y).sum().item()
             found = torch.bincount(b.y.flatten(), minlength=logits.shape[1]).cpu()

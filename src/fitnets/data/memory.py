@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fitnets.data.augment import alternating_flips, mirror
 from fitnets.data.dataset import Split
 from fitnets.errors import FitnetsError
 
@@ -57,11 +58,13 @@ class Data:
     batch_size: int
     eval_batch_size: int
     augment: AugmentFn | None = None
+    alternate_flips: bool = False  # data.augment_flip=alternate: mirror by row and epoch
 
-    def train_batches(self, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
-        """One epoch of shuffled, augmented training batches, drawn from ``generator``,
-        from batch ``start`` on (the earlier ones' augmentation is drawn and dropped, so the
-        generator is where an uninterrupted epoch would have it)."""
+    def train_batches(self, generator: torch.Generator, start: int = 0,
+                      epoch: int = 1) -> Iterator[Batch]:
+        """One epoch (``epoch``, 1-based) of shuffled, augmented training batches, drawn from
+        ``generator``, from batch ``start`` on (the earlier ones' augmentation is drawn and
+        dropped, so the generator is where an uninterrupted epoch would have it)."""
         x = self.train.x
         for k, idx in enumerate(order(len(self.train), self.batch_size, generator)):
             # non_blocking: a blocking copy to a GPU waits for the stream to drain (a host
@@ -70,6 +73,9 @@ class Data:
             batch = Batch(x[rows], self.train.y[rows], idx)
             if self.augment is not None:
                 batch.x, batch.flipped = self.augment(batch.x, generator)
+            if self.alternate_flips:
+                batch.flipped = alternating_flips(idx, epoch)
+                batch.x = mirror(batch.x, batch.flipped)
             if k >= start:
                 yield batch
 

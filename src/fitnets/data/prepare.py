@@ -120,16 +120,22 @@ def _in_memory(d: DataConfig, device: torch.device, why: str) -> Prepared:
 
     data = Data(train=arrays(ds.train), val=arrays(ds.val), test=arrays(ds.test),
                 batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
-                augment=_augment(d))
+                augment=_augment(d), alternate_flips=d.augment_flip == "alternate")
     return Prepared(data, tuple(ds.input_shape), ds.num_classes, pre, ds.name, why)
 
 
-def _augment(d: DataConfig):
-    if not (d.augment_pad or d.augment_flip):
+def _augment(d: DataConfig, stream: bool = False):
+    """The random translations and flips (alternating flips are memory.Data's own)."""
+    if stream and d.augment_flip == "alternate":
+        raise FitnetsError("data.augment_flip=alternate mirrors each image by its row and the "
+                           "epoch, which needs the data in memory (data.mode=memory); streamed "
+                           "data can use augment_flip=true.")
+    flip = bool(d.augment_flip) and d.augment_flip != "alternate"
+    if not (d.augment_pad or flip):
         return None
 
     def aug(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return augment_with_flips(x, g, pad=d.augment_pad, flip=d.augment_flip)
+        return augment_with_flips(x, g, pad=d.augment_pad, flip=flip)
 
     return aug
 
@@ -161,7 +167,8 @@ def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
     pre = fit_preprocess(d.preprocess, collate([sample[i] for i in range(len(sample))])[0])
     data = StreamData(train, files(val_refs) if val_refs else None, files(test_refs),
                       d.batch_size, d.eval_batch_size, preprocess=pre.to(device),
-                      device=device, workers=workers(d), augment=_augment(d), shard=shard)
+                      device=device, workers=workers(d), augment=_augment(d, stream=True),
+                      shard=shard)
     how = (f"{why}; {data.workers} loader workers, {size}x{size} {mode}"
            + (", random-resized crops" if d.random_crop else ""))
     shape = (1 if mode == "L" else 3, size, size)
@@ -212,7 +219,7 @@ def prepare_python(sets: dict, d: DataConfig, device: torch.device,
     pre = fit_preprocess("scale", first[None]) if kind == "scale" else Preprocess("none")
     data = StreamData(ds["train"], ds.get("val"), ds.get("test", ds.get("val")), batch,
                       d.eval_batch_size, preprocess=pre.to(device), device=device,
-                      workers=n_workers, augment=_augment(d), shard=shard)
+                      workers=n_workers, augment=_augment(d, stream=True), shard=shard)
     how = (f"data: Python datasets ({len(ds['train']):,} training items of "
            f"{tuple(first.shape)} {first.dtype}{' token ids' if tokens else ''}), "
            f"{n_workers} loader workers")

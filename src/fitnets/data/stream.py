@@ -173,8 +173,10 @@ class StreamData:
     def _ready(self, x: torch.Tensor) -> torch.Tensor:
         return self.layout(self.preprocess(x.to(self.device, non_blocking=True)))
 
-    def train_batches(self, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
-        """This rank's part of every global batch of one epoch, from global batch ``start``."""
+    def train_batches(self, generator: torch.Generator, start: int = 0,
+                      epoch: int = 1) -> Iterator[Batch]:
+        """This rank's part of every global batch of one epoch, from global batch ``start``
+        (``epoch``: as in memory.Data; streamed batches do not depend on it)."""
         n, b = len(self.train), self.batch_size
         perm = torch.randperm(n, generator=generator).tolist()
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))

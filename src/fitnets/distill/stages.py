@@ -36,13 +36,16 @@ class ClassifierStage(Stage):
 
 
 class LabelStage(ClassifierStage):
-    """Cross-entropy on the labels (back-propagation; ``fitnets train``)."""
+    """Cross-entropy on the labels (back-propagation; ``fitnets train``), smoothed by the
+    stage's label_smoothing."""
 
     def __init__(self, name: str, student: nn.Module, scfg: StageConfig, data: Data):
         super().__init__(name, student, student, scfg, data, student_groups(student, scfg))
+        self.smoothing = scfg.label_smoothing
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
-        value = F.cross_entropy(self.net(batch.x).float(), batch.y)
+        value = F.cross_entropy(self.net(batch.x).float(), batch.y,
+                                label_smoothing=self.smoothing)
         return value, {"loss": value.detach()}
 
 
