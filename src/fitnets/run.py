@@ -29,7 +29,7 @@ from fitnets.distill import methods
 from fitnets.distill.taps import compile_taps
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
-from fitnets.models import MaxoutOptions, build_model
+from fitnets.models import MaxoutOptions, build_model, data_init
 from fitnets.perf import resolve_perf
 from fitnets.stage import StagePlan
 from fitnets.trainer import Trainer, check_checkpoint
@@ -282,6 +282,7 @@ def _models(cfg, command, prepared, dist, perf, say,
                 "how many classes there are: give the training dataset a `classes` list or a "
                 "`targets` tensor of its labels, or pass the student as an nn.Module.")
         student = build_net(cfg.model if command == "train" else cfg.student, prepared, device)
+        data_init(student, prepared.data)  # e.g. a whitening layer computed from the data
     _takes(student, prepared.input_dtype)
     if not prepared.num_classes:  # a Python dataset: the student's outputs say how many
         with torch.no_grad():
@@ -310,9 +311,10 @@ def _finish(r: _Run) -> dict:
     """Final test (and validation) accuracy, model.pt and summary.json (rank 0 writes)."""
     cfg, command, trainer, prepared = r.cfg, r.command, r.trainer, r.prepared
     student = trainer.student.eval()
-    test = (trainer.evaluate(student, prepared.data.test) if trainer.use_test
+    tta = cfg.data.tta  # test-time augmentation: the final evaluation only
+    test = (trainer.evaluate(student, prepared.data.test, tta) if trainer.use_test
             else {"acc": None})
-    val = (trainer.evaluate(student, prepared.data.val)
+    val = (trainer.evaluate(student, prepared.data.val, tta)
            if prepared.data.val is not None else None)
     model_cfg = cfg.model if command == "train" else cfg.student
     write = trainer.dist.is_main
@@ -342,6 +344,8 @@ def _finish(r: _Run) -> dict:
         # result; the CLI exits with FAILED_TO_LEARN
         "stalled": any(s.get("stalled", False) for s in history["stages"]),
     }
+    if tta != "none":  # test_acc and val_acc are then the augmented ones
+        summary["tta"] = tta
     if write:
         atomic_write(r.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     skipped = getattr(prepared.data, "skipped", 0)
@@ -349,6 +353,8 @@ def _finish(r: _Run) -> dict:
         r.say(f"skipped {skipped} reads of unreadable images (data.skip_bad_images)")
     score = (f"test accuracy {100 * test['acc']:.2f}%" if test["acc"] is not None
              else f"validation accuracy {100 * val['acc']:.2f}% (test set not used)")
+    if tta != "none":
+        score += f" with {tta} test-time augmentation"
     r.say(f"done: {score} ({summary['params']:,} parameters); "
           f"wrote {r.run_dir / 'summary.json'}")
     for s in history["stages"]:

@@ -10,11 +10,12 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from fitnets.checkpoint import load_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import cifar, ecosystem, paper, vit
+from fitnets.models import cifar, ecosystem, fast, paper, vit
 from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet, MaxoutOptions
 from fitnets.models.counting import (
     count_layers,
@@ -47,8 +48,21 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "svhn_teacher": paper.svhn_teacher,
     "svhn_fitnet": paper.svhn_fitnet,
     **cifar.MODELS,
+    **fast.MODELS,
     **vit.MODELS,
 }
+
+
+def data_init(model: nn.Module, data) -> None:
+    """The one hook from data to a network's initialisation: a model with a method
+    ``init_from_data(x)`` (e.g. cifar_fast_teacher's whitening layer) gets the first 5,000
+    preprocessed training inputs (``data.probe``; CIFAR's order is already mixed). The run
+    calls it on a freshly built student before training (a resumed run then loads its
+    checkpoint over it); a network given from Python is the caller's to initialise."""
+    init = getattr(model, "init_from_data", None)
+    if callable(init):
+        with torch.no_grad():
+            init(data.probe(fast.DATA_INIT_IMAGES))
 
 
 def build_model(
@@ -114,6 +128,7 @@ __all__ = [
     "count_mults",
     "count_params",
     "count_weights",
+    "data_init",
     "format_profile",
     "layer_table",
     "paper_init_",
