@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-# Under pytest-xdist (.ci/run runs `-n 2`) each worker gets one core: one torch thread, and
+# Under pytest-xdist (`-n auto`, as .ci/run runs) each worker gets one core: one torch thread, and
 # the commands the tests start (fitnets, torchrun) inherit OMP_NUM_THREADS=1. Two workers
 # with two threads each on two cores spin against each other.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -21,16 +23,37 @@ if WORKERS > 1:
 torch.set_num_threads(THREADS)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests that share a module-scoped fixture (a trained teacher, a finished run) run in
-    one xdist worker (``--dist loadgroup``), so the fixture is built once, not once a worker;
-    every other test is handed out one by one."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        defs = fixtures.name2fixturedefs.values() if fixtures else ()
-        if any(d and d[-1].scope in ("module", "package", "session") and
-               d[-1].baseid.endswith(".py") for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:module|package|session)["']""")
+
+
+@functools.cache
+def _shares_a_fixture(path: Path) -> bool:
+    """The test file defines a fixture its tests share (a trained teacher, a finished run)."""
+    try:
+        return bool(SHARED_FIXTURE.search(path.read_text(encoding="utf-8")))
+    except OSError:
+        return False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``-n N`` (``--dist loadscope``, pyproject's addopts): the tests of a file that defines
+    a module- or session-scoped fixture run in one worker, so the fixture is built once, not
+    once a worker; every other test is a work unit of its own. Units go out largest first.
+    (xdist's ``loadgroup`` marks do not group under pytest 9: xdist renames ``_nodeid``, which
+    pytest 9's ``nodeid`` no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = config.rootpath
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if _shares_a_fixture(root / path) else nodeid
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
