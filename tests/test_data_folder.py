@@ -167,3 +167,26 @@ def test_read_only_root_caches_under_home(tmp_path, monkeypatch):
         assert list((tmp_path / "home" / ".cache" / "fitnets" / "cache").glob("folder-*.npz"))
     finally:
         data.chmod(0o755)
+
+
+@pytest.mark.parametrize("mode", ["auto", "stream"])
+def test_the_start_line_counts_the_images_the_run_holds_at_their_channels(tmp_path, mode):
+    """A grayscale zip read with data.train_limit: the start line names the limited count
+    (train 40 of 60 after 12 held out + 16 test = 68) and 1 channel, the shape the model
+    is fed, not every listed image at 3 channels."""
+    import torch
+
+    from fitnets.config import DataConfig
+    from fitnets.data.prepare import prepare
+
+    rng = np.random.default_rng(0)
+    files = {rel: a[..., 0] for rel, a in tree(rng, n=20, size=(8, 8)).items()}
+    files = {k: v for k, v in files.items() if not (k.startswith("test/") and int(k[-3:]) > 5)}
+    path = write_zip(tmp_path / "gray.zip", files)
+    n_test = sum(k.startswith("test/") for k in files)
+    d = DataConfig(name="folder", path=str(path), val_size=12, train_limit=40, mode=mode,
+                   batch_size=8, workers=0)
+    prepared = prepare(d, torch.device("cpu"))
+    assert prepared.input_shape[0] == 1
+    n = 40 + 12 + n_test
+    assert f"data: {n:,} images of 1x8x8 = " in prepared.how, prepared.how

@@ -77,10 +77,21 @@ def memory_limit(d: DataConfig, device: torch.device) -> float:
 
 
 def _choose(d: DataConfig, listing: folder.Listing, device: torch.device) -> tuple[str, str]:
-    n = sum(len(v) for k, v in listing.splits.items() if not (k == "test" and v is
-                                                                listing.splits.get("val")))
+    """Memory or stream, and the start line that says why: the images the run will hold
+    (after data.train_limit / test_limit) at the channels they will be read with."""
+    counts = {k: len(v) for k, v in listing.splits.items()
+              if not (k == "test" and v is listing.splits.get("val"))}
+    if d.train_limit > 0 and "train" in counts:  # the held-out split comes off first
+        held = 0 if "val" in counts else resolve_val_size(d.name, counts["train"], d.val_size)
+        counts["train"] = min(counts["train"] - held, d.train_limit) + held
+    if d.test_limit > 0 and "test" in counts:
+        counts["test"] = min(counts["test"], d.test_limit)
+    n = sum(counts.values())
     size = d.image_size or _first_size(listing)
-    channels = 1 if d.channels == "gray" else 3
+    mode = _CHANNELS[d.channels]
+    if mode == "auto":
+        mode = folder.detect_mode(listing.splits["train"], folder.AUTO_SAMPLE)
+    channels = 1 if mode == "L" else 3
     need = n * channels * size * size * 4  # float32, preprocessed, on the device
     limit = memory_limit(d, device)
     mode = d.mode if d.mode != "auto" else ("memory" if need <= limit else "stream")
