@@ -189,6 +189,13 @@ def test_options_come_from_the_model_config_and_are_checked():
 def test_options_on_a_model_that_is_not_a_maxout_net_are_refused():
     with pytest.raises(FitnetsError, match="not one of the built-in maxout nets"):
         build_model("resnet20", maxout=CEIL)
+    # the message names the config keys to change, under the model's own section
+    with pytest.raises(FitnetsError) as err:
+        build_model("resnet20", maxout=MaxoutOptions("ceil", False, 0.0, 0.5, True),
+                    key="student")
+    assert ("student.pool_rounding=ceil, student.dropout_hidden=0.5 cannot apply to it: leave "
+            "them out or set student.pool_rounding=floor student.dropout_hidden=0.0"
+            ) in str(err.value)
     build_model("resnet20", maxout=MaxoutOptions())  # defaults are fine anywhere
     with pytest.raises(FitnetsError, match="unknown model"):
         build_model("mnist_teachr", maxout=CEIL)

@@ -51,12 +51,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
+def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
+              key: str = "model") -> nn.Module:
+    """The network ``mcfg`` (the config's section ``key``) describes, for ``prepared``."""
     images = prepared.input_dtype.is_floating_point  # else token ids: no channels
     model = build_model(mcfg.name, num_classes=prepared.num_classes,
                         in_channels=prepared.input_shape[0] if images else None,
-                        batchnorm=mcfg.batchnorm,
-                        maxout=MaxoutOptions.of(mcfg), pretrained=mcfg.pretrained)
+                        batchnorm=mcfg.batchnorm, maxout=MaxoutOptions.of(mcfg),
+                        pretrained=mcfg.pretrained, key=key)
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
         raise FitnetsError(
@@ -74,14 +76,14 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn
 def load_teacher(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
     if not mcfg.weights and (mcfg.pretrained or mcfg.name.startswith("hf:")):
         # the library's own weights; an hf: folder or hub id comes with its weights
-        return build_net(mcfg, prepared, device).eval().requires_grad_(False)
+        return build_net(mcfg, prepared, device, "teacher").eval().requires_grad_(False)
     if not mcfg.weights:
         raise FitnetsError(
             "the teacher needs trained weights: set teacher.weights=RUN_DIR (a finished "
             "`fitnets train` run) or a state-dict file. Train one with e.g. "
             "`fitnets train recipes/mnist-teacher.yaml`."
         )
-    teacher = build_net(mcfg, prepared, device)
+    teacher = build_net(mcfg, prepared, device, "teacher")
     load_into(teacher, mcfg.weights, mcfg.name, prepared.preprocess.kind)
     return teacher.eval().requires_grad_(False)
 
@@ -281,7 +283,8 @@ def _models(cfg, command, prepared, dist, perf, say,
                 "the student is built from its name, but these Python datasets do not say "
                 "how many classes there are: give the training dataset a `classes` list or a "
                 "`targets` tensor of its labels, or pass the student as an nn.Module.")
-        student = build_net(cfg.model if command == "train" else cfg.student, prepared, device)
+        key = "model" if command == "train" else "student"
+        student = build_net(getattr(cfg, key), prepared, device, key)
         data_init(student, prepared.data)  # e.g. a whitening layer computed from the data
     _takes(student, prepared.input_dtype)
     if not prepared.num_classes:  # a Python dataset: the student's outputs say how many

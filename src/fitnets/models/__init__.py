@@ -65,9 +65,19 @@ def data_init(model: nn.Module, data) -> None:
             init(data.probe(fast.DATA_INIT_IMAGES))
 
 
+# config key (ModelConfig field) -> MaxoutOptions attribute
+MAXOUT_KEYS = {"pool_rounding": "pool_rounding", "untied_biases": "untied_biases",
+               "dropout_input": "input_dropout", "dropout_hidden": "hidden_dropout",
+               "dropout_input_rescale": "input_dropout_rescale"}
+
+
+def _shown(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def build_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False,
-    maxout: MaxoutOptions | None = None, pretrained: bool = False,
+    maxout: MaxoutOptions | None = None, pretrained: bool = False, key: str = "model",
 ) -> nn.Module:
     """Build the registered model ``name``; ``in_channels=None`` keeps the model's default.
 
@@ -75,14 +85,21 @@ def build_model(
     (``pretrained``: with the library's own weights; see models/ecosystem.py); any other
     name with a ':' is the user's own builder (``package.module:fn`` or ``file.py:fn``).
     ``maxout`` (pool rounding, untied biases, dropout) applies to the built-in maxout nets;
-    anything but the defaults for another model is an error.
+    anything but the defaults for another model is an error that names the config keys
+    (``key``: the model's section, model / teacher / student).
     """
     if maxout is not None and maxout != MaxoutOptions() and name not in MAXOUT_NETS:
         if name in MODELS or ":" in str(name):  # else: the unknown-name error below
+            fields = [(f, getattr(maxout, a), getattr(MaxoutOptions(), a))
+                      for f, a in MAXOUT_KEYS.items()
+                      if getattr(maxout, a) != getattr(MaxoutOptions(), a)]
             raise FitnetsError(
-                f"model {name!r} is not one of the built-in maxout nets, so the model options "
-                "pool_rounding, untied_biases and dropout_* must keep their defaults "
-                f"(got {maxout}). Maxout nets: {', '.join(sorted(MAXOUT_NETS))}."
+                f"model {name!r} is not one of the built-in maxout nets, so "
+                + ", ".join(f"{key}.{f}={_shown(v)}" for f, v, _ in fields)
+                + " cannot apply to it: leave "
+                + ("it" if len(fields) == 1 else "them") + " out or set "
+                + " ".join(f"{key}.{f}={_shown(d)}" for f, _, d in fields)
+                + f". Maxout nets: {', '.join(sorted(MAXOUT_NETS))}."
             )
     if ecosystem.is_ecosystem(name):
         return ecosystem.build(name, num_classes, in_channels, pretrained)
