@@ -176,6 +176,32 @@ def test_a_run_directory_is_not_overwritten(teacher_dir, tmp_path):
         run(cfg, "train", tmp_path / "r", verbose=False)
 
 
+def test_a_run_that_fails_before_its_first_step_leaves_nothing_that_blocks_a_retry(
+        teacher_dir, tmp_path):
+    """A syntax error in the user's model file: the run fails at set-up, leaves no run
+    directory, and once the file is fixed the same command runs (no --resume needed)."""
+    from fitnets import FitnetsError
+
+    root, _, _ = teacher_dir
+    nets = tmp_path / "my_net.py"
+    nets.write_text("def build(num_classes=10, in_channels=1)\n    pass\n")
+    cfg = cfg_for(root, f"model.name={nets}:build", "train.epochs=1")
+    with pytest.raises((FitnetsError, SyntaxError)):
+        run(cfg, "train", tmp_path / "r", verbose=False)
+    assert not (tmp_path / "r").exists()
+    nets.write_text("from torch import nn\n\ndef build(num_classes=10, in_channels=1):\n"
+                    "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    summary = run(cfg, "train", tmp_path / "r", verbose=False)
+    assert summary["epochs"] == {"train": 1}
+    # a folder the user made (holding their own file) is kept after a failed start
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(FitnetsError):
+        run(cfg_for(root, "model.name=mnist_studnt"), "train", tmp_path / "mine",
+            verbose=False)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
 def test_teacher_weights_that_do_not_fit_are_reported(teacher_dir, tmp_path):
     from fitnets import FitnetsError
 

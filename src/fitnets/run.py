@@ -105,6 +105,7 @@ class RunDir:
                 f"run directory '{self.path}' already holds a run. Resume it with "
                 f"--resume {self.path}, or choose another out=DIR."
             )
+        self.created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".write-test{os.getpid()}"
@@ -122,6 +123,15 @@ class RunDir:
 
     def close(self) -> None:
         self._lock.close()
+
+    def discard(self) -> None:
+        """A fresh run that failed before its first step leaves nothing behind (its folder
+        if this run made it and nothing else wrote there), so the same command works once
+        the cause is fixed, without --resume."""
+        self.close()
+        (self.path / ".lock").unlink(missing_ok=True)
+        if self.created and not any(self.path.iterdir()):
+            self.path.rmdir()
 
 
 def default_run_dir(command: str, recipe: str | None) -> Path:
@@ -157,8 +167,13 @@ def run(cfg: Config, command: str, run_dir: Path, resume: bool = False,
         run_dir, resume = _agree_on_run_dir(Path(run_dir), resume, dist)
         lock = RunDir(run_dir, resume) if dist.is_main else None  # rank 0 alone writes
         try:
-            r = _set_up(cfg, command, run_dir, resume, verbose and dist.is_main, dist,
-                        python or Python(), hooks or Hooks())
+            try:
+                r = _set_up(cfg, command, run_dir, resume, verbose and dist.is_main, dist,
+                            python or Python(), hooks or Hooks())
+            except BaseException:
+                if lock is not None and not resume:
+                    lock.discard()
+                raise
             try:
                 r.trainer.run(r.plans, r.state)
                 with r.trainer.perf.autocast():
@@ -226,8 +241,6 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
                            else None)
     if state is not None:
         check_checkpoint(state, run_dir / "checkpoints")
-    if dist.is_main and not resume:
-        atomic_write(run_dir / "config.yaml", dump_yaml(cfg).encode())
     if dist.is_main and state is None:  # fresh (also --resume of a run killed before a save)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     distributed.check_batch(cfg, dist)
@@ -265,6 +278,10 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
                       checkpoint_steps=cfg.checkpoint_steps, tracking=cfg.tracking,
                       config=to_dict(cfg))
     trainer.on_epoch, trainer.use_test = hooks.on_epoch, not hooks.held_out_only
+    if dist.is_main and not resume:
+        # written once the run has set up: a run that failed before (a syntax error in a
+        # model file, an unknown layer) leaves no run that blocks the same command
+        atomic_write(run_dir / "config.yaml", dump_yaml(cfg).encode())
     return _Run(cfg, command, run_dir, prepared, trainer, plans, state, teacher, say)
 
 
