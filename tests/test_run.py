@@ -193,6 +193,15 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing_that_blocks_a_ret
                     "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
     summary = run(cfg, "train", tmp_path / "r", verbose=False)
     assert summary["epochs"] == {"train": 1}
+    # the run counts its own network: 784 x 10 multiplications, shown by a report even
+    # once the model file is gone
+    from fitnets.report import comparison_table, load_run
+
+    assert summary["mults"] == 784 * 10
+    nets.unlink()
+    record = load_run(tmp_path / "r")
+    assert (record.params, record.mults) == (7850, 7840)
+    assert "| 7,850 | 7,840 |" in comparison_table([record])
     # a folder the user made (holding their own file) is kept after a failed start
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")

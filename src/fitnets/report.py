@@ -141,13 +141,15 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
     run = RunRecord(path, name or path.name, config, records, summary, command, method,
                     model, dataset)
     run.params = (summary or {}).get("params")
-    mcfg = config.get(model_key, {})
-    counted = _count(model, dataset, mcfg.get("batchnorm", False),
-                     tuple(sorted((k, v) for k, v in mcfg.items()
-                                  if k in ("pool_rounding", "untied_biases"))))
-    if counted is not None:
-        run.params = run.params if run.params is not None else counted[0]
-        run.mults = counted[1]
+    run.mults = (summary or {}).get("mults")  # counted by the run (since issue 31)
+    if run.params is None or run.mults is None:  # an older or unfinished run: rebuild it
+        mcfg = config.get(model_key, {})
+        counted = _count(model, dataset, mcfg.get("batchnorm", False),
+                         tuple(sorted((k, v) for k, v in mcfg.items()
+                                      if k in ("pool_rounding", "untied_biases"))))
+        if counted is not None:
+            run.params = run.params if run.params is not None else counted[0]
+            run.mults = run.mults if run.mults is not None else counted[1]
     return run
 
 

@@ -30,6 +30,7 @@ from fitnets.distill.taps import compile_taps
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.models import MaxoutOptions, build_model, data_init
+from fitnets.models.counting import count_mults
 from fitnets.perf import resolve_perf
 from fitnets.stage import StagePlan
 from fitnets.trainer import Trainer, check_checkpoint
@@ -327,6 +328,15 @@ def _takes(net: nn.Module, dtype: torch.dtype) -> None:
         net.input_dtype = dtype
 
 
+def _mults(net: nn.Module, input_shape) -> int | None:
+    """Multiplications of one image through ``net`` (models/counting.py); None when a
+    network cannot be counted (counting only informs, it never fails a finished run)."""
+    try:
+        return count_mults(net, tuple(input_shape))
+    except Exception:
+        return None
+
+
 def _finish(r: _Run) -> dict:
     """Final test (and validation) accuracy, model.pt and summary.json (rank 0 writes)."""
     cfg, command, trainer, prepared = r.cfg, r.command, r.trainer, r.prepared
@@ -353,6 +363,9 @@ def _finish(r: _Run) -> dict:
         "model": model_cfg.name,
         "teacher": cfg.teacher.name if r.teacher is not None else None,
         "params": sum(p.numel() for p in student.parameters()),
+        # multiplications per image, counted on the trained network itself: a report can
+        # then show a user's model, whose file it may not be able to rebuild
+        "mults": _mults(student, prepared.input_shape),
         "test_acc": test["acc"],
         "test_error": None if test["acc"] is None else 1.0 - test["acc"],
         "val_acc": None if val is None else val["acc"],
