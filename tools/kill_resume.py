@@ -52,6 +52,10 @@ def tiny_mnist(root: Path, rng: np.random.Generator) -> None:
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y)
 
 
+FAILED_TO_LEARN = 3  # fitnets.cli: the run ended with a stage stalled at chance
+ENDED = (0, FAILED_TO_LEARN)
+
+
 def cli(args: list[str], kill_at: str | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "FITNETS_TEST_KILL_AT"}
     env["PYTHONPATH"] = str(SRC)
@@ -59,7 +63,7 @@ def cli(args: list[str], kill_at: str | None = None) -> int:
         env["FITNETS_TEST_KILL_AT"] = kill_at
     r = subprocess.run([sys.executable, "-m", "fitnets", *args, "--quiet"], env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode not in (0, -9):
+    if r.returncode not in (0, FAILED_TO_LEARN, -9):
         print(r.stderr, file=sys.stderr)
     return r.returncode
 
@@ -90,11 +94,14 @@ def main() -> None:
     rng = random.Random(a.seed)
     tiny_mnist(work / "data", np.random.default_rng(a.seed))
     base = [*TINY, f"device={a.device}", f"data.root={work / 'data'}"]
-    assert cli(["train", *base, "train.epochs=1", f"out={work / 'teacher'}"]) == 0
+    # these tiny runs may end at chance: exit 3 (FAILED_TO_LEARN) is a run that ran to its
+    # end; what is compared is the resumed run against the uninterrupted one, code included
+    assert cli(["train", *base, "train.epochs=1", f"out={work / 'teacher'}"]) in ENDED
     distill = ["distill", *base, f"teacher.weights={work / 'teacher'}", "method=fitnet",
                "hints.stage.epochs=2", "train.epochs=2", "data.augment_pad=2",
                "data.augment_flip=true"]
-    assert cli([*distill, f"out={work / 'ref'}"]) == 0
+    ref_code = cli([*distill, f"out={work / 'ref'}"])
+    assert ref_code in ENDED
     ref = outcome(work / "ref")
     exact = 0
     for t in range(a.trials):
@@ -112,7 +119,7 @@ def main() -> None:
             kills += 1
         while code == -9:
             code = cli(["distill", "--resume", str(run)])
-        ok = code == 0 and same(outcome(run), ref)
+        ok = code == ref_code and same(outcome(run), ref)
         exact += ok
         print(f"trial {t:2d}: kills at {', '.join(points[:kills]) or '(none reached)'}: "
               f"{'identical' if ok else 'DIFFERENT'}", flush=True)
