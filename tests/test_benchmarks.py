@@ -164,3 +164,16 @@ def test_reproduce_cifar10_lists_runs_at_chance_as_failures(tmp_path):
     kd = __import__("yaml").safe_load((tmp_path / "t1" / "kd4-s0" / "config.yaml").read_text())
     assert kd["method"] == "kd" and kd["student"]["name"] == "fitnet4"
     sys.modules.pop("common", None)
+
+
+def test_fast_teacher_speed_probe_counts_flops_and_times_both_steps(tmp_path):
+    import json
+
+    out = load("fast_teacher").main(["--device", "cpu", "--batch", "4", "--steps", "1",
+                                     "--repeats", "1", "--out", str(tmp_path)])
+    # airbench94's network: about 0.24 GFLOP an image forward, three times that a step
+    assert out["gflop_per_image_forward"] == pytest.approx(0.236, abs=0.01)
+    assert out["gflop_per_image_step"] == pytest.approx(3 * out["gflop_per_image_forward"],
+                                                        rel=0.05)
+    assert out["bare_img_s"] > 0 and out["loop_img_s"] > 0 and out["matmul_gflops"] > 0
+    assert json.loads((tmp_path / "fast-teacher-cpu.json").read_text()) == out
