@@ -14,12 +14,14 @@ from fitnets.models import (
     cifar,
     count_mults,
     count_params,
+    fast,
     vit,
 )
 
 # the paper's maxout nets; the modern CIFAR nets are tested in test_byo_cifar.py, the ViTs in
-# test_tokens.py
-PAPER_MODELS = sorted(n for n in MODELS if n not in cifar.MODELS and n not in vit.MODELS)
+# test_tokens.py, the fast CIFAR teacher in test_models_fast.py
+PAPER_MODELS = sorted(n for n in MODELS
+                      if n not in cifar.MODELS and n not in vit.MODELS and n not in fast.MODELS)
 
 
 def _out_shape(model: nn.Module, layer: str) -> tuple[int, ...]:

@@ -170,24 +170,26 @@ def test_two_processes_join_one_sqlite_study(recipe, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     storage = f"sqlite:///{a / 'study.db'}"
     short = ["--budget", "train.epochs=2", "hints.stage.epochs=1"]
+    # 8 trials: the first process must not finish them all while the second starts (its
+    # up-front checks take seconds on a loaded machine; with 4 it once ran every trial)
     first = subprocess.Popen([sys.executable, "-m", "fitnets", "search", str(recipe), "--out",
-                              str(a), "--trials", "4", *short], stdout=subprocess.PIPE,
+                              str(a), "--trials", "8", *short], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     for _ in range(300):  # the study exists once search.json is written
         if (a / "search.json").exists() or first.poll() is not None:
             break
         time.sleep(0.1)
-    second = cli(["search", str(recipe), "--out", str(b), "--storage", storage, "--trials", "4",
+    second = cli(["search", str(recipe), "--out", str(b), "--storage", storage, "--trials", "8",
                   *short])
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 0, second.stderr
     assert "joined the existing study 'digits-fitnet'" in second.stdout
     trials = study_of(a).trials
-    assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+    assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
     dirs = {Path(t.user_attrs["run_dir"]).parent.parent for t in trials}
     assert dirs == {a.resolve(), b.resolve()}  # both processes ran trials of the one study
-    assert len({t.number for t in trials}) == 4
+    assert len({t.number for t in trials}) == 8
     # a process measuring something else is refused, naming the difference
     r = cli(["search", str(recipe), "--out", str(tmp_path / "c"), "--storage", storage,
              "--budget", "train.epochs=5", "hints.stage.epochs=1"])
