@@ -24,6 +24,9 @@ from fitnets.config import make_config
 from fitnets.distributed import Dist
 from fitnets.run import run
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import procs  # noqa: E402  (tools/procs.py: /proc checks shared with tools/orphan_check.py)
+
 needs_gloo = pytest.mark.skipif(not (td.is_available() and td.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
 
@@ -258,7 +261,9 @@ def test_the_teacher_cache_is_computed_once_for_all_processes(setup, tmp_path):
     # both stages (hint maps, then logits): computed once, each rank a share of the rows
     assert done.stdout.count("computing it once, shared by 2 processes") == 2
     files = sorted(p.name for p in (tmp_path / "cache" / "teacher").iterdir())
-    assert len(files) == 2 and all(f.endswith(".bin") for f in files)  # no tmp left over
+    # two complete banks, each with its sidecar; no .part file or progress left over
+    assert len(files) == 4 and sum(f.endswith(".bin") for f in files) == 2
+    assert sum(f.endswith(".json") and not f.endswith(".part.json") for f in files) == 2
     assert_close_runs(one, tmp_path / "two", WEIGHT_ATOL)
 
 
@@ -335,51 +340,6 @@ def test_the_program_keeps_its_exit_codes(tmp_path):
     assert missing.returncode == 2 and "fitnets: error:" in missing.stderr
 
 
-def _state(pid: int) -> str | None:
-    """A process's state letter (R, S, T ...); None once it has exited (a zombie included)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return None if state in ("Z", "X") else state
-
-
-def _workers(agent: int) -> list[int]:
-    """The `fitnets` processes whose parent is ``agent`` (found by their /proc/PID/stat)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == agent and b"fitnets" in cmd:
-            found.append(int(stat.parent.name))
-    return sorted(found)
-
-
-def _wait_gone(pids: list[int], limit: float) -> tuple[list[int], float]:
-    """The pids still running after up to ``limit`` seconds, and the seconds waited."""
-    t0 = time.monotonic()
-    while any(_state(p) for p in pids) and time.monotonic() - t0 < limit:
-        time.sleep(0.02)
-    return [p for p in pids if _state(p)], time.monotonic() - t0
-
-
-def _kill_leftovers(pids: list[int]) -> None:
-    for p in pids:  # a failed test must not leave workers behind
-        if _state(p):
-            os.kill(p, signal.SIGKILL)
-
-
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
-
-
-@pytest.mark.slow
-@needs_gloo
-@linux_only
 def test_workers_die_with_their_torchrun_agent_and_the_run_resumes_exactly(setup, tmp_path):
     base, args, _, two, _ = setup
     out = tmp_path / "orphaned"
@@ -394,20 +354,20 @@ def test_workers_die_with_their_torchrun_agent_and_the_run_resumes_exactly(setup
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 180
-        while not (len(workers) == 2 and any(_state(w) == "T" for w in workers)):
+        while not (len(workers) == 2 and any(procs.state(w) == "T" for w in workers)):
             assert agent.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
-            workers = _workers(agent.pid)
+            workers = procs.workers(agent.pid)
         # torchrun started each worker in a session of its own: this does not reach them
         os.killpg(agent.pid, signal.SIGKILL)
         agent.wait()
-        left, waited = _wait_gone(workers, 10.0)
+        left, waited = procs.wait_gone(workers, 10.0)
     finally:
         if agent.poll() is None:
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait()
-        _kill_leftovers(workers)
+        procs.kill_leftovers(workers)
     assert left == [], f"workers {left} outlived their agent by 10 s"
     print(f"workers gone {waited:.3f} s after their agent")
     assert not (out / "summary.json").exists()
@@ -441,12 +401,12 @@ def test_an_orphaned_worker_ends_itself_without_the_kernels_signal(tmp_path):
         child = int(mid.stdout.readline())
         mid.kill()
         mid.wait()
-        left, waited = _wait_gone([child], 10.0)
+        left, waited = procs.wait_gone([child], 10.0)
     finally:
         if mid.poll() is None:
             mid.kill()
             mid.wait()
-        _kill_leftovers([child] if child else [])
+        procs.kill_leftovers([child] if child else [])
     assert left == [] and waited < 3, waited  # a 0.2 s period
     assert f"agent (pid {mid.pid}) is gone; exiting" in err.read_text()
     assert mid.stdout.read() == ""  # it did not go on

@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kill_resume import SRC, TINY, cli, outcome, same, tiny_mnist  # noqa: E402
+from procs import alive, workers  # noqa: E402
 
 
 def torchrun(tail: list[str]) -> list[str]:
@@ -44,28 +45,6 @@ def torchrun(tail: list[str]) -> list[str]:
 def env() -> dict:
     e = {k: v for k, v in os.environ.items() if not k.startswith("FITNETS_TEST_KILL")}
     return {**e, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie, exited but not yet reaped, is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def workers(agent: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == agent and b"fitnets" in cmd:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def kill_mid_run(tail: list[str], run: Path, delay: float, limit: float) -> dict:
