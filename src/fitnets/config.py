@@ -2,7 +2,8 @@
 
 A recipe (YAML) only overrides the defaults written here; ``key.sub=value`` pairs on the
 command line override the recipe. Unknown keys and bad values are rejected with a message
-that names them and lists what is allowed, so a typo never silently runs the default.
+that names them and lists what is allowed, so a typo never silently runs the default. The
+text itself (YAML, overrides) is read by fitnets.config_yaml.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 
+from fitnets.config_yaml import Typed, deep_merge, load_yaml, nest, parse_override
 from fitnets.errors import FitnetsError
 from fitnets.names import METHODS, REGRESSOR_KINDS
 
@@ -356,18 +357,9 @@ def _yaml_word(value: Any, choices: tuple) -> Any:
     return words[0] if len(words) == 1 else value
 
 
-@dataclasses.dataclass(frozen=True)
-class _Typed:
-    """A scalar override as YAML read it (``value``) and as it was typed (``text``): a
-    string key takes the text, so ``out=no`` names the folder ``no``, not False."""
-
-    value: Any
-    text: str
-
-
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the field type ``tp``; return it (ints widen to floats)."""
-    if isinstance(value, _Typed):
+    if isinstance(value, Typed):
         plain = _strip_optional(tp) if _is_optional(tp) else tp
         value = value.text if plain is str else value.value
     if tp is Any:  # plain YAML data (the search section's space and budget)
@@ -436,21 +428,6 @@ def _build(cls: type, values: dict, prefix: str = "", base: Any = None) -> Any:
         else:
             kwargs[key] = _coerce(value, tp, prefix + key)
     return dataclasses.replace(base, **kwargs)
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in FREE_MAPPINGS:
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-# config keys whose values are mappings of user data (patterns, dotted keys): a recipe or
-# override replaces them whole instead of merging them (and their keys are not config keys)
-FREE_MAPPINGS = ("max_norm", "lr_scale", "budget", "space")
 
 
 # --------------------------------------------------------------------------- validation
@@ -524,98 +501,18 @@ def validate(cfg: Config) -> Config:
 # --------------------------------------------------------------------------- public API
 
 
-class _Loader(yaml.SafeLoader):
-    """safe_load, plus floats such as 1e-3 that YAML 1.1 would read as strings."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def safe_load(text: str) -> Any:
-    """YAML ``text`` read as the config reads it (safe_load, plus floats such as 1e-3)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-
-
-def _parse_override(text: str) -> tuple[list[str], Any]:
-    """``"a.b=3"`` -> (["a", "b"], 3): the value is read as YAML (numbers, lists, null); a
-    number or boolean keeps the text it was typed as (``_Typed``), for keys that take a
-    string."""
-    if "=" not in text:
-        raise FitnetsError(
-            f"cannot read the override '{text}': expected key=value, e.g. train.epochs=5."
-        )
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise FitnetsError(f"cannot read the override '{text}': the key is empty.")
-    try:
-        value = safe_load(raw) if raw.strip() else ""
-        if isinstance(value, (bool, int, float)):
-            value = _Typed(value, raw.strip())
-    except yaml.YAMLError as e:
-        hint = (" Layer names with [INDEX] or :KEY must be quoted inside the list, e.g. "
-                "hints.pairs='[[\"blocks.5[0]\", \"encoder:last_hidden_state\"]]'."
-                if re.search(r"\w\[\d+\]|\w:\w", raw) else "")
-        raise FitnetsError(f"cannot read the value of override '{text}': "
-                           f"{' '.join(str(e).split())}.{hint}") from None
-    return key.split("."), value
-
-
-def _nest(path: list[str], value: Any) -> dict:
-    out: Any = value
-    for part in reversed(path):
-        out = {part: out}
-    return out
-
-
-def parse_overrides(texts: list[str]) -> dict[str, Any]:
-    """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}``: each value read as YAML."""
-    out = {}
-    for text in texts:
-        path, value = _parse_override(text)
-        out[".".join(path)] = value.value if isinstance(value, _Typed) else value
-    return out
-
-
-def nest_dotted(values: dict[str, Any]) -> dict:
-    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}`` (settings for make_config)."""
-    out: dict = {}
-    for key, value in values.items():
-        out = _deep_merge(out, _nest(key.split("."), value))
-    return out
-
-
-def load_yaml(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FitnetsError(f"recipe '{path}' does not exist (or is not a file).")
-    try:
-        data = safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise FitnetsError(f"recipe '{path}' is not valid YAML: {e}") from None
-    except UnicodeDecodeError:
-        raise FitnetsError(f"recipe '{path}' is not a text file.") from None
-    if not isinstance(data, dict):
-        raise FitnetsError(f"recipe '{path}' must be a mapping of keys to values at the top.")
-    return data
-
-
 def make_config(recipe: str | Path | None = None, overrides: list[str] = (),
                 base: dict | None = None, settings: dict | None = None) -> Config:
     """Defaults <- ``base`` <- recipe YAML <- ``settings`` (nested, as in a recipe) <-
     ``key=value`` overrides, validated."""
     values: dict = dict(base or {})
     if recipe is not None:
-        values = _deep_merge(values, load_yaml(recipe))
+        values = deep_merge(values, load_yaml(recipe))
     if settings:
-        values = _deep_merge(values, _plain(settings))
+        values = deep_merge(values, _plain(settings))
     for text in overrides:
-        path, value = _parse_override(text)
-        values = _deep_merge(values, _nest(path, value))
+        path, value = parse_override(text)
+        values = deep_merge(values, nest(path, value))
     return validate(_build(Config, values))
 
 

@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from fitnets.config import dump_yaml, make_config, parse_overrides
+from fitnets.config import dump_yaml, make_config
+from fitnets.config_yaml import parse_overrides
 from fitnets.distill import methods
 from fitnets.errors import FitnetsError
 from fitnets.search.check import check_trials

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from fitnets.config import Config, make_config, nest_dotted, safe_load, to_dict
+from fitnets.config import Config, make_config, to_dict
+from fitnets.config_yaml import nest_dotted, safe_load
 from fitnets.distill import methods
 from fitnets.errors import FitnetsError
 

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from fitnets.config import FREE_MAPPINGS, Config, to_dict
+from fitnets.config import Config, to_dict
+from fitnets.config_yaml import FREE_MAPPINGS
 from fitnets.errors import FitnetsError
 from fitnets.search.space import Dim
 
