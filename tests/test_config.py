@@ -153,3 +153,43 @@ def test_paper_recipes_keep_pylearn2_rmsprop_with_the_documented_floor(recipe):
         assert cfg.student.init == "torch", recipe.name
     elif cfg.method != "train" and cfg.student.name.startswith("mnist"):
         assert cfg.student.init == "paper", recipe.name
+
+
+def _declared_rules():
+    from fitnets.config_rules import declared_rules
+
+    return list(declared_rules(make_config()))
+
+
+@pytest.mark.parametrize("declared", _declared_rules(), ids=lambda d: d.key)
+def test_every_declared_rule_accepts_its_default_and_refuses_a_value_just_outside(declared):
+    """Each rule beside a field holds for its default; a value just outside it (a range: one
+    step past each end it leaves out, 1 for integers) is refused when the config is read, with
+    the full key, the rule and the value in the message."""
+    import typing
+
+    from fitnets.config_yaml import nest_dotted
+
+    key, rule, default, tp = declared
+    make_config(settings=nest_dotted({key: default}))
+    if typing.get_origin(tp) is typing.Union:  # Optional[...]
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    item = typing.get_args(tp)[-1] if rule.each else tp
+    bads = rule.outside(1 if item is int else 1e-6)
+    assert bads, key
+    for bad in bads:
+        value, named = bad, key
+        if rule.each:  # one bad item of a list, or one bad value of a mapping
+            value, named = ([bad], f"{key}[0]") if typing.get_origin(tp) is list else (
+                {"conv*": bad}, f"{key}.conv*")
+        with pytest.raises(FitnetsError) as e:
+            make_config(settings=nest_dotted({key: value}))
+        assert f"config key '{named}' must be {rule.text}, got {bad!r}." in str(e.value)
+
+
+def test_rules_reach_every_section_that_shares_a_dataclass():
+    keys = {d.key for d in _declared_rules()}
+    for stage in ("train", "hints.stage"):
+        assert {f"{stage}.epochs", f"{stage}.optim.lr", f"{stage}.optim.max_norm"} <= keys
+    for model in ("model", "teacher", "student"):
+        assert f"{model}.dropout_input" in keys

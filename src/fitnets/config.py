@@ -2,8 +2,9 @@
 
 A recipe (YAML) only overrides the defaults written here; ``key.sub=value`` pairs on the
 command line override the recipe. Unknown keys and bad values are rejected with a message
-that names them and lists what is allowed, so a typo never silently runs the default. The
-text itself (YAML, overrides) is read by fitnets.config_yaml.
+that names them and lists what is allowed, so a typo never silently runs the default. A
+key's own range is declared beside its field (``checked``: fitnets.config_rules); validate()
+holds the checks across keys. The text itself is read by fitnets.config_yaml.
 """
 
 from __future__ import annotations
@@ -19,9 +20,20 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 
+from fitnets.config_rules import check_rules, checked, each, ge, gt, in_range, rule
 from fitnets.config_yaml import Typed, deep_merge, load_yaml, nest, parse_override
 from fitnets.errors import FitnetsError
 from fitnets.names import METHODS, REGRESSOR_KINDS
+
+# the rules that are not ranges (fitnets.config_rules), beside the fields below that use them
+_TRIANGLE = rule("[start >= 0, 0 < peak < 1, end >= 0]",
+                 lambda t: len(t) == 3 and 0 < t[1] < 1 and min(t) >= 0,
+                 [0.2, 1.0, 0.07], [0.2, 0.0, 0.07], [-0.01, 0.23, 0.07], [0.2, 0.23])
+_INCREASING = rule("increasing positive epochs",
+                   lambda m: m == sorted(m) and all(e > 0 for e in m), [0], [3, 2])
+_PAIR = rule("[guided, hint]", lambda pair: len(pair) == 2, ["conv1"], ["a", "b", "c"])
+_DEVICE = rule("auto, cpu, cuda, cuda:N or mps",
+               lambda d: d in ("auto", "cpu") or d.startswith(("cuda", "mps")), "tpu", "gpu")
 
 
 @dataclass
@@ -32,19 +44,19 @@ class DataConfig:
     """Where datasets live; default $FITNETS_DATA, else ~/.cache/fitnets."""
     path: Optional[str] = None
     """For name=folder: a directory or .zip laid out as train/<class>/*, test/<class>/*."""
-    val_size: Optional[int] = None
+    val_size: Optional[int] = checked(None, ge(0))
     """Images held out of the training set for validation; null = the paper's split, 0 = none."""
-    train_limit: int = 0
+    train_limit: int = checked(0, ge(0))
     """Keep N training images (0 = all), for quick runs: a class-balanced subset chosen with a
     fixed seed (the same for every run seed), in the dataset's order."""
-    test_limit: int = 0
+    test_limit: int = checked(0, ge(0))
     """Keep N test images (0 = all): a class-balanced subset chosen as for train_limit."""
     download: bool = True
     """Download missing files from the canonical source (checksums verified)."""
     preprocess: str = "scale"
     """Input transform fitted on the training split: scale, standardize, gcn_zca,
     gcn_zca_pylearn2 (GCN to L2 norm 55, as the authors' data) or lcn."""
-    augment_pad: int = 0
+    augment_pad: int = checked(0, ge(0))
     """Random translations: crop from the image zero-padded by this many pixels (paper: 8)."""
     augment_flip: Literal[False, True, "alternate"] = False
     """Horizontal flips: true: each image with probability 1/2; alternate: a fixed half of the
@@ -52,9 +64,9 @@ class DataConfig:
     tta: Literal["none", "flip", "flip_shift"] = "none"
     """Test-time augmentation of the final evaluation only (summary.json): flip: image and mirror;
     flip_shift: airbench's 6 views (both also shifted 1 px up-left and down-right, 1/8 each)."""
-    batch_size: int = 128
+    batch_size: int = checked(128, gt(0))
     """Training batch size (the paper's 128)."""
-    eval_batch_size: int = 1000
+    eval_batch_size: int = checked(1000, gt(0))
     """Batch size for evaluation."""
     image_size: Optional[int] = None
     """Image folders: fit every image to N x N (shorter side resized to N, centre crop); null = as
@@ -96,9 +108,9 @@ class ModelConfig:
     """Maxout nets' pooled map size: floor (PyTorch) or ceil (cuda-convnet, the authors' code)."""
     untied_biases: bool = False
     """Maxout convs get one bias per channel and position (pylearn2's tied_b=False, MNIST)."""
-    dropout_input: float = 0.0
+    dropout_input: float = checked(0.0, in_range(0, 1, closed="left"))
     """Maxout nets: drop probability of the first layer's input in training (maxout MNIST: 0.2)."""
-    dropout_hidden: float = 0.0
+    dropout_hidden: float = checked(0.0, in_range(0, 1, closed="left"))
     """Maxout nets: drop probability of every later layer's input (maxout paper: 0.5)."""
     dropout_input_rescale: bool = True
     """Scale kept inputs by 1/(1-p); the maxout paper's yaml files set false (input_scales 1)."""
@@ -115,46 +127,46 @@ class OptimConfig:
 
     name: Literal["sgd", "adam", "rmsprop", "rmsprop_pylearn2"] = "rmsprop"
     """Optimiser; the paper used RMSProp (rmsprop_pylearn2: exactly as the authors ran it)."""
-    lr: float = 0.0005
+    lr: float = checked(0.0005, gt(0))
     """Learning rate (paper: 0.0005 MNIST, 0.005 CIFAR)."""
-    momentum: float = 0.0
+    momentum: float = checked(0.0, in_range(0, 1, closed="left"))
     """Momentum (SGD, RMSProp)."""
     nesterov: bool = False
     """Nesterov momentum (SGD)."""
-    weight_decay: float = 0.0
+    weight_decay: float = checked(0.0, ge(0))
     """L2 weight decay."""
-    rmsprop_decay: float = 0.9
+    rmsprop_decay: float = checked(0.9, in_range(0, 1, closed="neither"))
     """RMSProp's moving-average decay (the paper's 0.9)."""
-    eps: float = 1e-8
+    eps: float = checked(1e-8, gt(0))
     """Optimiser epsilon (Adam, RMSProp)."""
-    rmsprop_floor: float = 1e-5
+    rmsprop_floor: float = checked(1e-5, gt(0))
     """rmsprop_pylearn2: floor of the RMS divisor (pylearn2's 1 / max_scaling = 1e-5)."""
     schedule: Literal["constant", "step", "cosine", "exponential", "triangle"] = "constant"
     """Learning-rate schedule, stepped once per epoch (triangle: every step)."""
-    triangle: list[float] = field(default_factory=lambda: [0.2, 0.23, 0.07])
+    triangle: list[float] = checked([0.2, 0.23, 0.07], _TRIANGLE)
     """schedule=triangle [start, peak, end]: lr x start rising linearly to lr at fraction peak of
     the stage's steps, then falling to lr x end (airbench's)."""
-    milestones: list[int] = field(default_factory=list)
+    milestones: list[int] = checked([], _INCREASING)
     """Epochs at which the step schedule multiplies the rate by gamma."""
-    gamma: float = 0.1
+    gamma: float = checked(0.1, in_range(0, 1, closed="right"))
     """Factor of the step and exponential schedules."""
-    max_norm: dict[str, float] = field(default_factory=dict)
+    max_norm: dict[str, float] = checked({}, each(ge(0)))
     """Max-norm constraints, parameter-name pattern -> limit, e.g. {"conv[12].*": 0.9}."""
-    lr_scale: dict[str, float] = field(default_factory=dict)
+    lr_scale: dict[str, float] = checked({}, each(ge(0)))
     """Per-layer learning-rate scales, parameter-name pattern -> scale (paper: 0.05 on conv)."""
     scale_decay: bool = True
     """lr_scale scales the weight decay too (torch's coupled decay); false: every weight shrinks by
     lr x weight_decay a step whatever its scale (airbench's BatchNorm biases)."""
-    lookahead: int = 0
+    lookahead: int = checked(0, ge(0))
     """Lookahead every N steps (0 = off): ema = rho ema + (1 - rho) w, then w = ema (weights, BN
     statistics), rho = 0.95^N (step / stage steps)^3; w = ema at each epoch's end (airbench: 5)."""
 
 
 @dataclass
 class StageConfig:
-    epochs: int = 10
+    epochs: int = checked(10, ge(0))
     """Maximum number of epochs."""
-    patience: int = 0
+    patience: int = checked(0, ge(0))
     """Early stopping: stop after this many epochs without improvement (0 = off)."""
     restore_best: bool = True
     """End the stage with the weights of its best validation epoch (with or without early
@@ -169,7 +181,7 @@ class StageConfig:
     chance at step N / epoch E", slow_start in summary.json), not a failure; one that ends
     stalled makes the run FAILED (summary.json stalled: true; train/distill exit with code 3).
     stop ends the stage once the verdict is given. Hint stages have their own checks."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = checked(0.0, in_range(0, 1, closed="left"))
     """Label smoothing of the cross-entropy on the labels (train and backprop; airbench: 0.2)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """The stage's optimiser and schedule."""
@@ -177,7 +189,7 @@ class StageConfig:
 
 @dataclass
 class HintConfig:
-    pairs: list[list[str]] = field(default_factory=list)
+    pairs: list[list[str]] = checked([], each(_PAIR))
     """(guided student layer, hint teacher layer) pairs trained in turn; [] = models' defaults."""
     regressor: Literal[REGRESSOR_KINDS] = "auto"  # the one list: fitnets.names
     """conv: the paper's valid conv; fc; none; token: per-token linear for transformer token
@@ -195,7 +207,7 @@ class HintConfig:
     HintCost ran on conv maps (sum over rows only, mean over the rest); auto: paper with the
     paper's regressors (conv, fc), mean with projections (conv1x1, strided, transposed,
     interp, token: the sum diverges under typical SGD settings) and in joint mode."""
-    beta: float = 100.0
+    beta: float = checked(100.0, ge(0))
     """method=joint: loss = cross-entropy + beta * hint loss (100 with the mean, as in CRD)."""
     stage: StageConfig = field(default_factory=lambda: StageConfig(epochs=10))
     """Stage 1 (hint training) length, early stopping and optimiser."""
@@ -203,21 +215,21 @@ class HintConfig:
 
 @dataclass
 class KDConfig:
-    tau: float = 3.0
+    tau: float = checked(3.0, gt(0))
     """Softmax temperature (paper: 3)."""
-    lambda_init: float = 4.0
+    lambda_init: float = checked(4.0, ge(0))
     """Initial weight of the soft-target term (paper: 4)."""
-    lambda_start: int = 5
+    lambda_start: int = checked(5, ge(0))
     """Epoch at which lambda starts to decay (paper: 5)."""
     lambda_saturate: int = 150
     """Epoch at which lambda reaches lambda_final (paper: 150 MNIST, 400 CIFAR)."""
-    lambda_final: float = 0.0
+    lambda_final: float = checked(0.0, ge(0))
     """Final lambda (paper: 0 MNIST, 1 CIFAR); never below 0."""
     student_tau: Literal["paper", "one"] = "paper"
     """Soft term's student softmax: paper: P_S^tau; one: P_S^1, as the authors' KDCost ran."""
     tau_squared: bool = False
     """Multiply the soft term by tau^2 (Hinton et al.); off in the paper's mode."""
-    pretrained_lr_scale: float = 1.0
+    pretrained_lr_scale: float = checked(1.0, ge(0))
     """Stage 2: learning-rate scale for the layers pre-trained by hints (paper's -lrs)."""
 
 
@@ -256,9 +268,9 @@ class SearchConfig:
     """``fitnets search``: the hint-pair search's defaults (its command-line flags override
     them). Plain ``fitnets train`` / ``distill`` ignore this section."""
 
-    trials: int = 20
+    trials: int = checked(20, ge(1))
     """Trials in the study (all processes and machines that join it together)."""
-    pairs: int = 4
+    pairs: int = checked(4, ge(1))
     """Candidate (guided, hint) pairs searched: the k possible pairs nearest the middle of both
     networks, as `fitnets layers --teacher T --student S` ranks them (the default pair always
     among them)."""
@@ -277,7 +289,7 @@ class Config:
     """distill: fitnet (hints then KD), kd, backprop (labels), joint (CE + beta*hint, 1 stage)."""
     seed: int = 0
     """Seed for initialisation, shuffling and augmentation."""
-    device: str = "auto"
+    device: str = checked("auto", _DEVICE)
     """auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     out: Optional[str] = None
     """Run directory; default runs/<recipe or command>-<time>."""
@@ -439,62 +451,23 @@ def _check(ok: bool, message: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Range checks that types alone cannot express."""
-    for name, stage in (("train", cfg.train), ("hints.stage", cfg.hints.stage)):
-        _check(stage.epochs >= 0, f"config key '{name}.epochs' must be >= 0, got {stage.epochs}.")
-        _check(stage.patience >= 0, f"'{name}.patience' must be >= 0, got {stage.patience}.")
-        o = stage.optim
-        _check(o.lr > 0, f"config key '{name}.optim.lr' must be > 0, got {o.lr}.")
-        _check(0 <= o.momentum < 1, f"'{name}.optim.momentum' must be in [0, 1), got {o.momentum}.")
-        _check(o.weight_decay >= 0, f"'{name}.optim.weight_decay' must be >= 0.")
-        _check(0 < o.rmsprop_decay < 1, f"'{name}.optim.rmsprop_decay' must be in (0, 1).")
-        _check(o.eps > 0, f"'{name}.optim.eps' must be > 0.")
-        _check(o.rmsprop_floor > 0, f"'{name}.optim.rmsprop_floor' must be > 0.")
+    """Each key's own rule (``checked`` beside its field), then the checks across keys."""
+    check_rules(cfg)
+    for name, o in (("train", cfg.train.optim), ("hints.stage", cfg.hints.stage.optim)):
         _check(o.name != "rmsprop_pylearn2" or (o.momentum == 0 and not o.nesterov),
                f"'{name}.optim.name=rmsprop_pylearn2' has no momentum (pylearn2's RMSProp has "
                f"none); set '{name}.optim.momentum=0' or use name=rmsprop.")
-        _check(0 < o.gamma <= 1, f"'{name}.optim.gamma' must be in (0, 1], got {o.gamma}.")
-        for pat, v in {**o.max_norm, **o.lr_scale}.items():
-            _check(v >= 0, f"'{name}.optim': the value for pattern '{pat}' must be >= 0.")
-        _check(o.milestones == sorted(o.milestones) and all(m > 0 for m in o.milestones),
-               f"'{name}.optim.milestones' must be increasing positive epochs.")
-        t, ls = o.triangle, stage.label_smoothing
-        _check(len(t) == 3 and 0 < t[1] < 1 and min(t) >= 0 and o.lookahead >= 0 and 0 <= ls < 1,
-               f"'{name}': need optim.triangle [start >= 0, 0 < peak < 1, end >= 0] (got {t}), "
-               f"optim.lookahead >= 0 and 0 <= label_smoothing < 1.")
-    for name in ("model", "teacher", "student"):
-        m = getattr(cfg, name)
-        for key in ("dropout_input", "dropout_hidden"):
-            _check(0 <= getattr(m, key) < 1,
-                   f"config key '{name}.{key}' must be in [0, 1), got {getattr(m, key)}.")
-    d = cfg.data
-    _check(d.batch_size > 0, f"config key 'data.batch_size' must be > 0, got {d.batch_size}.")
-    _check(d.eval_batch_size > 0, "config key 'data.eval_batch_size' must be > 0.")
-    _check(d.val_size is None or d.val_size >= 0, "config key 'data.val_size' must be >= 0.")
-    _check(d.train_limit >= 0 and d.test_limit >= 0, "data.train_limit/test_limit must be >= 0.")
-    _check(d.augment_pad >= 0, f"config key 'data.augment_pad' must be >= 0, got {d.augment_pad}.")
-    _check(cfg.hints.beta >= 0, f"config key 'hints.beta' must be >= 0, got {cfg.hints.beta}.")
     k = cfg.kd
-    _check(k.tau > 0, f"config key 'kd.tau' must be > 0, got {k.tau}.")
-    _check(k.lambda_init >= 0 and k.lambda_final >= 0, "kd.lambda_init/lambda_final must be >= 0.")
-    _check(k.lambda_start >= 0, "config key 'kd.lambda_start' must be >= 0.")
     _check(k.lambda_saturate > k.lambda_start,
            f"config key 'kd.lambda_saturate' ({k.lambda_saturate}) must be greater than "
            f"'kd.lambda_start' ({k.lambda_start}).")
-    _check(k.pretrained_lr_scale >= 0, "config key 'kd.pretrained_lr_scale' must be >= 0.")
-    for i, pair in enumerate(cfg.hints.pairs):
-        _check(len(pair) == 2, f"config key 'hints.pairs[{i}]' must be [guided, hint], got {pair}.")
-    s = cfg.search
-    _check(s.trials >= 1, f"config key 'search.trials' must be >= 1, got {s.trials}.")
-    _check(s.pairs >= 1, f"config key 'search.pairs' must be >= 1, got {s.pairs}.")
+    d = cfg.data
     p = cfg.perf
     _check(not (p.teacher_cache in ("memory", "disk") and d.augment_pad > 0),
            f"config key 'perf.teacher_cache={p.teacher_cache}' cannot be used with "
            f"data.augment_pad={d.augment_pad}: random translations change the teacher's inputs "
            "every epoch, so cached teacher outputs would be wrong. Use perf.teacher_cache=auto "
            "(it turns itself off here) or off, or set data.augment_pad=0.")
-    _check(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
-           f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}.")
     return cfg
 
 
