@@ -193,3 +193,14 @@ def test_rules_reach_every_section_that_shares_a_dataclass():
         assert {f"{stage}.epochs", f"{stage}.optim.lr", f"{stage}.optim.max_norm"} <= keys
     for model in ("model", "teacher", "student"):
         assert f"{model}.dropout_input" in keys
+
+
+def test_doc_prints_each_rule_beside_its_default(capsys):
+    from fitnets.cli import main
+
+    assert main(["config", "--doc"]) == 0
+    lines = {x.split()[0]: x for x in capsys.readouterr().out.splitlines() if x.strip()}
+    assert "0.0005" in lines["train.optim.lr"] and " > 0 " in lines["train.optim.lr"]
+    assert " in [0, 1) " in lines["hints.stage.optim.momentum"]
+    assert " each >= 0 " in lines["train.optim.max_norm"]
+    assert " [guided, hint] " in lines["hints.pairs"]

@@ -18,7 +18,7 @@ FAILED_TO_LEARN = 3  # train/distill: the run finished, but a stage ended stalle
 EPILOG = """\
 Configuration: a YAML recipe (see recipes/) plus key=value overrides, e.g.
   fitnets distill recipes/mnist-fitnet.yaml teacher.weights=runs/teacher train.epochs=20
-`fitnets config --doc` lists every key with its default and meaning.
+`fitnets config --doc` lists every key with its default, the values it allows and its meaning.
 
 Exit status: 0 done; 1 a bug (traceback); 2 bad input or usage (one-line error);
 3 train/distill: the run finished but FAILED to learn, a stage ended stalled at chance
@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print the resolved config, or every key (--doc)")
     c.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE")
-    c.add_argument("--doc", action="store_true", help="every key, its default and meaning")
+    c.add_argument("--doc", action="store_true", help="every key: default, allowed values, meaning")
 
     r = sub.add_parser("report", help="tables and learning-curve plots of finished or killed runs")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to report on")
@@ -357,11 +357,14 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from fitnets.config import describe, dump_yaml, make_config
+    from fitnets.config import Config, describe, dump_yaml, make_config
+    from fitnets.config_rules import declared_rules
 
-    if args.doc:
+    if args.doc:  # key, default, the rule its values must follow (if any), meaning
+        rules = {d.key: str(d.rule) for d in declared_rules(Config())}
         for key, default, doc in describe():
-            print(f"{key:32s} {default:14s} {doc}" if default else f"\n{key}: {doc}")
+            print(f"{key:32s} {default:14s} {rules.get(key, ''):10s} {doc}" if default
+                  else f"\n{key}: {doc}")
         return 0
     recipe, overrides = _split(args.args)
     print(dump_yaml(make_config(recipe, overrides)), end="")
