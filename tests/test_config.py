@@ -195,6 +195,29 @@ def test_rules_reach_every_section_that_shares_a_dataclass():
         assert f"{model}.dropout_input" in keys
 
 
+@pytest.mark.parametrize("override,suggestion", [
+    ("data.name=cifr10", "Did you mean 'cifar10'?"),
+    ("data.preprocess=standardise", "Did you mean 'standardize'?"),
+])
+def test_dataset_and_preprocessing_names_are_checked_when_the_config_is_read(override,
+                                                                             suggestion):
+    with pytest.raises(FitnetsError) as e:
+        make_config(None, [override])
+    assert f"'{override.split('=')[0]}' must be one of" in str(e.value)
+    assert suggestion in str(e.value)
+
+
+def test_dataset_and_preprocessing_choices_are_the_registries():
+    import typing
+
+    from fitnets.config import DataConfig
+    from fitnets.data import DATASETS, PREPROCESS
+
+    hints = typing.get_type_hints(DataConfig)
+    assert typing.get_args(hints["name"]) == DATASETS
+    assert typing.get_args(hints["preprocess"]) == PREPROCESS
+
+
 def test_doc_prints_each_rule_beside_its_default(capsys):
     from fitnets.cli import main
 

@@ -23,7 +23,7 @@ import yaml
 from fitnets.config_rules import check_rules, checked, each, ge, gt, in_range, rule
 from fitnets.config_yaml import Typed, deep_merge, load_yaml, nest, parse_override
 from fitnets.errors import FitnetsError
-from fitnets.names import METHODS, REGRESSOR_KINDS
+from fitnets.names import DATASETS, METHODS, PREPROCESS, REGRESSOR_KINDS
 
 # the rules that are not ranges (fitnets.config_rules), beside the fields below that use them
 _TRIANGLE = rule("[start >= 0, 0 < peak < 1, end >= 0]",
@@ -38,7 +38,7 @@ _DEVICE = rule("auto, cpu, cuda, cuda:N or mps",
 
 @dataclass
 class DataConfig:
-    name: str = "mnist"
+    name: Literal[DATASETS] = "mnist"  # the one list: fitnets.names
     """Dataset: mnist, digits, cifar10, cifar100, svhn or folder."""
     root: Optional[str] = None
     """Where datasets live; default $FITNETS_DATA, else ~/.cache/fitnets."""
@@ -53,7 +53,7 @@ class DataConfig:
     """Keep N test images (0 = all): a class-balanced subset chosen as for train_limit."""
     download: bool = True
     """Download missing files from the canonical source (checksums verified)."""
-    preprocess: str = "scale"
+    preprocess: Literal[PREPROCESS] = "scale"  # the one list: fitnets.names
     """Input transform fitted on the training split: scale, standardize, gcn_zca,
     gcn_zca_pylearn2 (GCN to L2 norm 55, as the authors' data) or lcn."""
     augment_pad: int = checked(0, ge(0))

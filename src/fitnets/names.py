@@ -17,3 +17,6 @@ REGRESSOR_KINDS = ("auto", "conv", "fc", "none", "token", *PROJECTION_KINDS)
 
 DATASETS = ("mnist", "digits", "cifar10", "cifar100", "svhn", "folder")
 """data.name: one source class each, registered in fitnets.data.load."""
+
+PREPROCESS = ("scale", "standardize", "gcn_zca", "lcn", "gcn_zca_pylearn2")
+"""data.preprocess: the input transforms of fitnets.data.preprocess."""

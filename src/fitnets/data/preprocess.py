@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from fitnets.errors import FitnetsError
+from fitnets.names import PREPROCESS  # data.preprocess's choices too
 
-PREPROCESS: tuple[str, ...] = ("scale", "standardize", "gcn_zca", "lcn", "gcn_zca_pylearn2")
 _DEFAULTS: dict[str, dict[str, float]] = {
     "scale": {}, "standardize": {},
     "gcn_zca": {"scale": 55.0, "sqrt_bias": 10.0, "filter_bias": 0.1},
