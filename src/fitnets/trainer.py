@@ -294,9 +294,9 @@ class Trainer:
                                     start + 1):
             waited += time.perf_counter() - t_ready  # the loader's time, not the model's
             if full.share is None:  # several processes: this rank's part of the batch
-                x, y, idx, flipped, share = self.dist.shard(full.x, full.y, full.idx,
-                                                            full.flipped)
-                batch = Batch(self.perf.layout(x), y, idx, flipped)
+                x, y, idx, view, share = self.dist.shard(full.x, full.y, full.idx,
+                                                         full.view)
+                batch = Batch(self.perf.layout(x), y, idx, view)
             else:  # streamed: the loader already read only this rank's part
                 batch, share = full, full.share
             loss_fn = stage.compiled_loss or stage.loss

@@ -1,5 +1,7 @@
-"""Batch augmentation on the batch's own device: random translation and horizontal flip,
-airbench's alternating flips, and test-time augmentation (``tta_logits``)."""
+"""Batch augmentation on the batch's own device: random translation and horizontal flip
+(each image's view reported as one integer, ``view_index``, by which the teacher bank looks
+its outputs up; ``apply_view`` shows an image in a view), airbench's alternating flips, and
+test-time augmentation (``tta_logits``)."""
 
 from __future__ import annotations
 
@@ -24,15 +26,17 @@ def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int 
     float tensors. Random numbers are drawn from ``generator`` on its own device (use a CPU
     generator for CPU tensors, a CUDA one for CUDA tensors to avoid a transfer), so the
     result is reproducible under a seed. ``pad=0, flip=False`` returns ``x`` unchanged.
-    Also returns the (N,) bool mask of the flipped images (None without flips), which the
-    teacher cache uses to pick the mirrored view, on the generator's device: a disk cache
-    on the host then reads its rows without waiting for the GPU.
+
+    Also returns the (N,) int64 view of each image (``view_index``: the offsets and the
+    flip; None without augmentation), which the teacher bank looks its outputs up by; with
+    flips only it is the flip mask as 0/1. It stays on the generator's device: a bank on the
+    host then reads its rows without waiting for the GPU.
     """
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     if pad == 0 and not flip:
         return x, None
-    n, _, h, w = x.shape
+    n = len(x)
     gdev = generator.device
 
     def draw(high: int) -> torch.Tensor:
@@ -41,22 +45,77 @@ def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int 
     def moved(t: torch.Tensor) -> torch.Tensor:  # non_blocking: no stream sync (memory.py)
         return t.to(x.device, non_blocking=True)
 
+    # the draws, in this order, are the run's random stream (resume replays it): row
+    # offsets, column offsets, flips
+    dy = dx = flipped = None
+    if pad:
+        dy, dx = draw(2 * pad + 1), draw(2 * pad + 1)
+    if flip:
+        flipped = draw(2).bool()
+    out = crop(x, pad, None if dy is None else moved(dy), None if dx is None else moved(dx),
+               None if flipped is None else moved(flipped))
+    return out, view_index(pad, dy, dx, flipped)
+
+
+def crop(x: torch.Tensor, pad: int, dy: torch.Tensor | None, dx: torch.Tensor | None,
+         flipped: torch.Tensor | None) -> torch.Tensor:
+    """The HxW crop at offsets (``dy``, ``dx``) of each zero-padded image of ``x``, mirrored
+    where ``flipped`` ((N,) tensors on ``x``'s device; None: no offsets, no flips). One
+    gather; training's augmentation and the teacher bank both crop with it, so the bank's
+    teacher sees the very inputs a run's teacher would."""
+    n, _, h, w = x.shape
     rows = torch.arange(h, device=x.device).expand(n, h)
     cols = torch.arange(w, device=x.device).expand(n, w)
     if pad:
         xp = F.pad(x, (pad, pad, pad, pad))  # zeros come in from the border
-        rows = rows + moved(draw(2 * pad + 1))[:, None]
-        cols = cols + moved(draw(2 * pad + 1))[:, None]
+        rows = rows + dy[:, None]
+        cols = cols + dx[:, None]
     else:
         xp = x
-    flipped = None
-    if flip:
+    if flipped is not None:
         # Flipping the crop == reading its columns right to left.
-        flipped = draw(2).bool()
-        cols = torch.where(moved(flipped)[:, None], cols.flip(1), cols)
+        cols = torch.where(flipped[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device)[:, None, None, None]
     idx_c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return xp[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]], flipped
+    return xp[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def view_index(pad: int, dy: torch.Tensor | None, dx: torch.Tensor | None,
+               flipped: torch.Tensor | None) -> torch.Tensor | None:
+    """Each image's view as one integer: ``2 * (dy * (2 pad + 1) + dx) + flipped`` (the
+    offsets in ``[0, 2 pad]``; absent parts count 0). The flip is the lowest bit, so
+    alternating flips (drawn after the crop, by row and epoch) add it by themselves, and
+    with flips only the view is the flip mask. None when nothing varies."""
+    if dy is None and flipped is None:
+        return None
+    if dy is None:
+        return flipped.long()
+    view = 2 * (dy.long() * (2 * pad + 1) + dx.long())
+    return view if flipped is None else view + flipped.long()
+
+
+def view_count(pad: int, flips: bool) -> int:
+    """How many views a bank holds: (2 if flips) x (2 pad + 1)^2 (without flips the views
+    are even and bank view ``view // 2``)."""
+    return (2 if flips else 1) * (2 * pad + 1) ** 2
+
+
+def split_view(view: torch.Tensor | int, pad: int) -> tuple:
+    """``view_index``'s inverse: (dy, dx, flipped) of ``view`` (a tensor or an int)."""
+    side = 2 * pad + 1
+    shift, flipped = view // 2, view % 2
+    return shift // side, shift % side, flipped
+
+
+def apply_view(x: torch.Tensor, view: torch.Tensor | int, pad: int) -> torch.Tensor:
+    """``x`` (N,C,H,W, not augmented) as augmentation showed it in ``view`` (per image, or one
+    int for all): ``apply_view(x, v, pad)`` equals the augmented batch whose views were
+    ``v``."""
+    if not torch.is_tensor(view):
+        view = torch.full((len(x),), int(view), dtype=torch.long)
+    view = view.to(x.device, non_blocking=True).long()
+    dy, dx, flipped = split_view(view, pad)
+    return crop(x, pad, dy if pad else None, dx if pad else None, flipped.bool())
 
 
 def alternating_flips(rows: torch.Tensor, epoch: int) -> torch.Tensor:

@@ -2,8 +2,8 @@
 batches the training loop consumes.
 
 Augmentation works on whole batches on the device (airbench's habit). The loop sees only
-``Batch``es: the images, their labels, their rows in the training split and which of them
-were mirrored, which is all the teacher cache needs to look its outputs up.
+``Batch``es: the images, their labels, their rows in the training split and the view each
+was shown in (offsets and flip), which is all the teacher bank needs to look its outputs up.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fitnets.data.augment import alternating_flips, mirror
 from fitnets.data.dataset import Split
 from fitnets.errors import FitnetsError
 
-# (x, generator) -> (augmented x, flipped mask or None)
+# (x, generator) -> (augmented x, each image's view or None: data/augment.py view_index)
 AugmentFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
 
 
@@ -35,19 +35,25 @@ class Arrays:
 @dataclass
 class Batch:
     """What one step trains on. ``idx``: the rows of the training split (None for
-    evaluation batches); ``flipped``: which images augmentation mirrored (None: no flips).
-    Both stay where the run's generator drew them (the host), so that a teacher cache on
+    evaluation batches); ``view``: the view augmentation showed each image in, its offsets
+    and flip as one integer (``fitnets.data.augment.view_index``; None: not augmented).
+    Both stay where the run's generator drew them (the host), so that a teacher bank on
     the host reads its rows without waiting for the GPU."""
 
     x: torch.Tensor
     y: torch.Tensor
     idx: torch.Tensor | None = None
-    flipped: torch.Tensor | None = None
+    view: torch.Tensor | None = None
     share: float | None = None  # already this rank's share of a global batch (streaming)
     size: int | None = None  # then: the global batch's size
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def flipped(self) -> torch.Tensor | None:
+        """Which images were mirrored (the view's lowest bit); None: not augmented."""
+        return None if self.view is None else (self.view % 2).bool()
 
 
 @dataclass
@@ -72,10 +78,12 @@ class Data:
             rows = idx.to(x.device, non_blocking=True)
             batch = Batch(x[rows], self.train.y[rows], idx)
             if self.augment is not None:
-                batch.x, batch.flipped = self.augment(batch.x, generator)
+                batch.x, batch.view = self.augment(batch.x, generator)
             if self.alternate_flips:
-                batch.flipped = alternating_flips(idx, epoch)
-                batch.x = mirror(batch.x, batch.flipped)
+                flipped = alternating_flips(idx, epoch)
+                batch.x = mirror(batch.x, flipped)  # after the crop, as view_index counts
+                batch.view = (flipped.long() if batch.view is None
+                              else batch.view ^ flipped.long())
             if k >= start:
                 yield batch
 
