@@ -248,7 +248,18 @@ class PerfConfig:
     reduce-overhead mode); auto: on with perf.compile on one CUDA device; true also turns
     compile on. An epoch's last, smaller batch runs eagerly. CUDA only, one process."""
     teacher_cache: Literal["auto", "off", "memory", "disk"] = "auto"
-    """Compute teacher outputs once per run; auto: when inputs are fixed (no translations)."""
+    """A bank of the teacher's outputs for every view augmentation can show (each training
+    image x 1 or 2 flips x (2 augment_pad + 1)^2 offsets), computed once and read per batch
+    (distill/teacher_cache.py). memory: built per run; disk: built once into FITNETS_CACHE
+    (default ~/.cache/fitnets/teacher), checksummed, resumable, and reused by every run with
+    the same teacher, data, layer, views and precision; auto: memory without translations
+    (disk above 2 GiB), and with them the bank on disk if one exists, else one built when it
+    costs no more teacher forwards than the stage computing them inline (views <= its
+    epochs), else the teacher runs per batch (it says how to build a shared bank); off: per
+    batch. A bank changes nothing in the augmentation draws (each run keeps its own; the
+    bank holds every view): outputs equal inline ones up to rounding (the batches the
+    kernels saw, and bf16/fp16 storage under that autocast). A hint layer too large for
+    memory or disk is computed inline (with a message)."""
 
 
 @dataclass
@@ -461,13 +472,6 @@ def validate(cfg: Config) -> Config:
     _check(k.lambda_saturate > k.lambda_start,
            f"config key 'kd.lambda_saturate' ({k.lambda_saturate}) must be greater than "
            f"'kd.lambda_start' ({k.lambda_start}).")
-    d = cfg.data
-    p = cfg.perf
-    _check(not (p.teacher_cache in ("memory", "disk") and d.augment_pad > 0),
-           f"config key 'perf.teacher_cache={p.teacher_cache}' cannot be used with "
-           f"data.augment_pad={d.augment_pad}: random translations change the teacher's inputs "
-           "every epoch, so cached teacher outputs would be wrong. Use perf.teacher_cache=auto "
-           "(it turns itself off here) or off, or set data.augment_pad=0.")
     return cfg
 
 

@@ -110,6 +110,14 @@ class Dist:
         """True when ``flag`` holds on every rank."""
         return flag if not self.enabled else self.sum({"f": float(flag)})["f"] == self.world
 
+    def min(self, value: int) -> int:
+        """The smallest ``value`` over the ranks (e.g. how far a resumed build got)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self._comm_device())
+        td.all_reduce(t, op=td.ReduceOp.MIN)
+        return int(t.item())
+
     def gather_rows(self, part: torch.Tensor, total: int) -> torch.Tensor:
         """The ranks' ``part``s (their ``rows(total)`` shares, in rank order) as one tensor
         of ``total`` rows on every rank. Sent as bytes, so any dtype goes through gloo."""

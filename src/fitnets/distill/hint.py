@@ -199,7 +199,7 @@ class HintStage(Stage):
                                              input_shape)
         module = HintModule(student, self.regressor, guided)
         trained = params_reaching(module, module, data.probe())
-        teacher.prepare([self.hint])
+        teacher.prepare([self.hint], epochs=cfg.hints.stage.epochs)
         prepare_taps(student, [guided])
         prepare_taps(teacher.net, [self.hint])
         self.teacher, self.data, self.index = teacher, data, index

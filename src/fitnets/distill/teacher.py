@@ -1,13 +1,15 @@
 """The frozen teacher, and where its outputs come from.
 
 A stage asks ``teacher.logits(batch)`` or ``teacher.features(layers, batch)``; whether the
-answer is read from the teacher cache (computed once over the training set) or computed by
-running the teacher on the batch is decided here and nowhere else.
+answer is read from the teacher bank (computed once over every view of the training set:
+distill/teacher_cache.py) or computed by running the teacher on the batch is decided here
+and nowhere else.
 
-The rule: a cache is valid only when the teacher sees the same inputs every epoch, i.e. no
-random translations (flips are fine: the mirrored view is cached too). ``perf.teacher_cache``
-auto uses it whenever that holds; memory/disk insist and are refused with translations.
-Evaluation batches (no training-set rows) are always computed.
+The rule: ``perf.teacher_cache`` memory/disk build the bank (every flip and translation
+offset of every training image); auto uses it without translations (few views), and with
+them when a bank is already on disk or when building it costs no more teacher forwards than
+the stage would compute inline (views <= the stage's epochs); otherwise the teacher runs on
+each batch. Evaluation batches (no training-set rows) are always computed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from fitnets.config import Config
+from fitnets.data.augment import view_count
 from fitnets.data.memory import Batch
 from fitnets.distill.taps import run_to
 from fitnets.distill.teacher_cache import TeacherCache, build_teacher_cache, cache_mode
@@ -35,7 +38,8 @@ class Teacher:
                  batch_size: int, say: Callable[[str], None] = lambda s: None,
                  dist: Dist | None = None):
         self.net = net.eval().requires_grad_(False)
-        self.flips = cfg.data.augment_flip
+        self.flips = bool(cfg.data.augment_flip)  # random or alternating: 2 flip views
+        self.pad = cfg.data.augment_pad
         if train_x is None:  # streamed: no training set in memory to compute it on
             if cfg.perf.teacher_cache not in ("auto", "off"):
                 raise FitnetsError(
@@ -45,29 +49,37 @@ class Teacher:
                     "data.mode=memory if it fits.")
             self.mode, self._why_off = None, "off: the data are streamed"
         else:
-            self.mode = cache_mode(cfg.perf.teacher_cache, cfg.data.augment_pad)
-            self._why_off = ("off: translations change the teacher's inputs"
-                             if cfg.perf.teacher_cache == "auto" and cfg.data.augment_pad
-                             else "")
+            self.mode = cache_mode(cfg.perf.teacher_cache, self.pad)
+            views = view_count(self.pad, self.flips)
+            self._why_off = (f"a bank of all {views} views when one is on disk or costs no "
+                             "more than computing inline"
+                             if self.mode == "auto" and self.pad else "")
         self._perf, self._x, self._batch_size = perf, train_x, batch_size
         self._say, self._dist = say, dist
         self._caches: dict[str, TeacherCache] = {}
+        self._inline: set[str] = set()  # outputs the bank does not hold (said why once)
 
     def describe_cache(self) -> str:
         return f"teacher cache {self.mode or 'off'}" + (f" ({self._why_off})"
                                                          if self._why_off else "")
 
-    def prepare(self, outputs: list[str]) -> None:
-        """Compute the cache of each of ``outputs`` (layer names or LOGITS) that is not there
-        yet, when caching is on; a stage calls this when it is built."""
+    def prepare(self, outputs: list[str], epochs: int | None = None) -> None:
+        """Build (or find on disk) the bank of each of ``outputs`` (layer names or LOGITS)
+        that is not there yet, when caching is on; a stage calls this when it is built, with
+        the ``epochs`` it reads them for (auto weighs a bank against that many epochs of
+        inline forwards)."""
         if self.mode is None:
             return
         for what in outputs:
-            if what not in self._caches:
-                self._caches[what] = build_teacher_cache(
+            if what not in self._caches and what not in self._inline:
+                cache = build_teacher_cache(
                     self._runner(what), self.net, self._x, what=what, flips=self.flips,
                     mode=self.mode, perf=self._perf, batch_size=self._batch_size, say=self._say,
-                    dist=self._dist)
+                    dist=self._dist, pad=self.pad, epochs=epochs)
+                if cache is None:
+                    self._inline.add(what)
+                else:
+                    self._caches[what] = cache
 
     def logits(self, batch: Batch) -> torch.Tensor:
         return self._get([LOGITS], batch)[0]
@@ -78,7 +90,7 @@ class Teacher:
 
     def _get(self, whats: list[str], batch: Batch) -> list[torch.Tensor]:
         if batch.idx is not None and all(w in self._caches for w in whats):
-            return [cached(self._caches[w], batch.idx, batch.flipped, batch.x.device)
+            return [cached(self._caches[w], batch.idx, batch.view, batch.x.device)
                     for w in whats]
         # no_grad, not inference_mode: the outputs enter the step's loss, which perf.compile
         # compiles whole, and a compiled backward may save them (an inference tensor
@@ -94,16 +106,19 @@ class Teacher:
         return lambda x: run_to(self.net, x, [what])[0]
 
 
-def cached(cache: TeacherCache, idx: torch.Tensor, flipped: torch.Tensor | None,
+def cached(cache: TeacherCache, idx: torch.Tensor, view: torch.Tensor | None,
            device: torch.device | None = None) -> torch.Tensor:
-    """The cached outputs of training rows ``idx`` (mirrored where ``flipped``), on
-    ``device`` (default: ``idx``'s)."""
+    """The banked outputs of training rows ``idx`` in the views ``view`` (augmentation's
+    ``view_index``; a flip mask with flips only; None: not augmented), on ``device``
+    (default: ``idx``'s)."""
     rows = _move(idx, cache.store.device)
-    if flipped is not None:
-        if len(cache.store) < 2 * cache.n:
-            raise FitnetsError("the teacher cache has no mirrored view but the batch has "
-                               "flipped images; rebuild it with flips.")
-        rows = rows + cache.n * _move(flipped, rows.device).long()
+    if view is not None:
+        if cache.views == 1:
+            raise FitnetsError("the teacher cache holds the images as they are but the batch "
+                               "was augmented; rebuild it with the run's data.augment_pad "
+                               "and augment_flip.")
+        v = _move(view, rows.device).long()
+        rows = rows + cache.n * (v if cache.flips else v // 2)
     return cache.store[rows].to(device or idx.device, non_blocking=True)
 
 

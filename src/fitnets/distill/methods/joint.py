@@ -71,7 +71,7 @@ class JointStage(ClassifierStage):
         module = JointModule(s.student, [r for r, _ in built], [g for g, _ in pairs])
         self.hints = [h for _, h in pairs]
         self.views = [hint_target(r) for r, _ in built]
-        s.teacher.prepare(self.hints)
+        s.teacher.prepare(self.hints, epochs=s.cfg.train.epochs)
         prepare_taps(s.student, [g for g, _ in pairs])
         prepare_taps(s.teacher.net, self.hints)
         self.teacher = s.teacher

@@ -41,7 +41,7 @@ class KDStage(ClassifierStage):
         k = self.k = s.cfg.kd
         pretrained = [p for g in guided for p in guided_params(s.student, g, s.data.probe())]
         groups = student_groups(s.student, s.cfg.train, pretrained, k.pretrained_lr_scale)
-        s.teacher.prepare([LOGITS])
+        s.teacher.prepare([LOGITS], epochs=s.cfg.train.epochs)
         self.teacher = s.teacher
         # lambda lives on the device: a new value each epoch is a new number, not a new graph
         self.lam = torch.zeros((), device=next(s.student.parameters()).device)
