@@ -340,6 +340,13 @@ def test_the_program_keeps_its_exit_codes(tmp_path):
     assert missing.returncode == 2 and "fitnets: error:" in missing.stderr
 
 
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+
+
+@pytest.mark.slow
+@needs_gloo
+@linux_only
 def test_workers_die_with_their_torchrun_agent_and_the_run_resumes_exactly(setup, tmp_path):
     base, args, _, two, _ = setup
     out = tmp_path / "orphaned"
