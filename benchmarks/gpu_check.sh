@@ -64,12 +64,24 @@ part "fast CIFAR-10 teacher, speed" 90 python3 benchmarks/fast_teacher.py --devi
     --steps "$((steps / 4 + 1))" --repeats "$repeats"
 part "fast CIFAR-10 teacher, ${fast[0]#*=} epochs" 120 python3 -m fitnets train \
     recipes/cifar10-teacher-fast.yaml "${fast[@]}" "device=$DEVICE" "out=$work/fast-teacher"
+# the teacher bank (issue 32): its build (img/s), a KD epoch of FitNet 1 reading it against
+# the same epoch running the teacher inline and a back-propagation epoch (goal: bank >= 0.9x
+# backprop), and how many runs repay the build; the fast teacher (its recipe's 2-pixel
+# translations and alternating flips: 50 views), then the paper's maxout teacher (~20x
+# FitNet 1's forward) on the same views
+bank=(--images 8192 --repeats "$repeats"); maxout=(--images 2048 --repeats "$repeats")
+if [ "$QUICK" = 1 ]; then bank=(--images 256 --pad 1 --repeats 1); maxout=("${bank[@]}"); fi
+part "teacher bank, fast teacher -> FitNet 1" 75 python3 benchmarks/teacher_bank.py \
+    --device "$DEVICE" "${bank[@]}"
+part "teacher bank, maxout teacher -> FitNet 1" 75 python3 benchmarks/teacher_bank.py \
+    --teacher cifar_teacher --device "$DEVICE" "${maxout[@]}"
 part "kill and resume at random points ($trials trials)" 120 python3 tools/kill_resume.py \
     --trials "$trials" --device "$DEVICE"
 part "CUDA-relevant tests" 150 python3 -m pytest -q -p no:cacheprovider \
     tests/test_data_device.py tests/test_host_sync.py tests/test_speed_perf.py \
     tests/test_cuda_graphs.py
 cp benchmarks/results/SPEED.md benchmarks/results/speed-*.json \
-    benchmarks/results/fast-teacher-*.json "$dest/" 2>/dev/null || true
+    benchmarks/results/fast-teacher-*.json benchmarks/results/teacher-bank-*.json "$dest/" \
+    2>/dev/null || true
 cp -r benchmarks/results/stream "$dest/" 2>/dev/null || true
 say "" "done in ${SECONDS} s"

@@ -315,3 +315,25 @@ def test_distill_runs_share_a_disk_bank_and_equal_the_inline_run(tiny_mnist, tmp
         assert results[name]["test_acc"] == pytest.approx(results["inline"]["test_acc"],
                                                           abs=0.02)
 
+
+@pytest.mark.slow
+def test_the_benchmark_measures_build_bank_inline_and_backprop(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "teacher_bank.py"
+    spec = importlib.util.spec_from_file_location("bench_teacher_bank", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    try:
+        out = bench.main(["--images", "24", "--pad", "1", "--batch", "8", "--repeats", "1",
+                          "--device", "cpu", "--out", str(tmp_path)])
+    finally:
+        sys.modules.pop("speed", None)
+    assert out["views"] == 18 and out["build_img_s"] > 0
+    assert out["bank_bytes"] in (18 * 24 * 20, 18 * 24 * 40)  # bf16 or fp32 logits
+    assert set(out["epoch_img_s"]) == {"bank", "inline", "backprop"}
+    assert out["runs_by_forwards"] == pytest.approx(1.8)  # 18 views, 10-epoch runs
+    saved = json.loads((tmp_path / "teacher-bank-cifar_fast_teacher-cpu.json").read_text())
+    assert saved["bank/backprop"] == pytest.approx(out["bank/backprop"])
