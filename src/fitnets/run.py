@@ -314,7 +314,7 @@ def _models(cfg, command, prepared, dist, perf, say,
                is not None else load_teacher(cfg.teacher, prepared, device))
         _takes(net, prepared.input_dtype)
         perf.prepare(net)
-        train_x = getattr(prepared.data.train, "x", None)  # None: streamed, no cache
+        train_x = prepared.data.train_inputs()  # None: streamed, no cache
         teacher = Teacher(net, cfg, perf, train_x, prepared.data.eval_batch_size, say=say,
                           dist=dist)
     return student, teacher
@@ -381,9 +381,8 @@ def _finish(r: _Run) -> dict:
         summary["tta"] = tta
     if write:
         atomic_write(r.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
-    skipped = getattr(prepared.data, "skipped", 0)
-    if skipped:
-        r.say(f"skipped {skipped} reads of unreadable images (data.skip_bad_images)")
+    if prepared.data.skipped:
+        r.say(f"skipped {prepared.data.skipped} reads of unreadable images (data.skip_bad_images)")
     score = (f"test accuracy {100 * test['acc']:.2f}%" if test["acc"] is not None
              else f"validation accuracy {100 * val['acc']:.2f}% (test set not used)")
     if tta != "none":

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from fitnets import faults, stall
 from fitnets.checkpoint import Checkpoints
 from fitnets.data.augment import tta_logits
-from fitnets.data.memory import Arrays, Batch, Data
+from fitnets.data.memory import Arrays, Batch
+from fitnets.data.training import TrainingData
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
 from fitnets.optim import PER_STEP, make_lookahead, make_optimizer, make_schedule
@@ -52,7 +53,7 @@ CHECKPOINT_KEYS = (STAGE_INDEX, LOOP, STUDENT, RNG, LOG_LINES, HISTORY)
 class Trainer:
     """Runs stages on one student; checkpoints after every epoch and stage transition."""
 
-    def __init__(self, run_dir: Path, data: Data, student: nn.Module, *, seed: int = 0,
+    def __init__(self, run_dir: Path, data: TrainingData, student: nn.Module, *, seed: int = 0,
                  perf: Perf = FP32, dist: Dist | None = None, verbose: bool = True,
                  tensorboard: bool = False, checkpoint_steps: int = 0,
                  tracking: str = "none", config: dict | None = None):
@@ -361,7 +362,7 @@ class Trainer:
             self.log.say(
                 f"[{stage.name}] the data loader is the bottleneck: {100 * waited / seconds:.0f}%"
                 f" of the epoch was spent waiting for images. Raise data.workers (now "
-                f"{getattr(self.data, 'workers', 0)}), use a smaller data.image_size, or keep "
+                f"{self.data.workers}), use a smaller data.image_size, or keep "
                 "the data in memory (data.mode=memory) if it fits.")
 
     # ---------------------------------------------------------------- evaluation

@@ -58,6 +58,11 @@ class Batch:
 
 @dataclass
 class Data:
+    """Every split in memory, on the training device: fitnets.data.training.TrainingData."""
+
+    workers = 0  # no loader processes
+    skipped = 0  # every image was decoded before training
+
     train: Arrays
     val: Arrays | None
     test: Arrays
@@ -90,6 +95,9 @@ class Data:
     def probe(self, n: int = 2) -> torch.Tensor:
         """A few training inputs (to trace shapes and parameters)."""
         return self.train.x[:n]
+
+    def train_inputs(self) -> torch.Tensor:
+        return self.train.x
 
     def eval_batches(self, arrays: Arrays, rows: tuple[int, int] | None = None,
                      ) -> Iterator[Batch]:

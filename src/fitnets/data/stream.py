@@ -129,7 +129,7 @@ class _Plan:
 
 class StreamData:
     """Training/validation/test image files read through worker processes, preprocessed
-    and augmented on ``device``; the same interface as ``memory.Data``."""
+    and augmented on ``device``: fitnets.data.training.TrainingData, as ``memory.Data``."""
 
     def __init__(self, train: ImageFiles, val: ImageFiles | None, test: ImageFiles,
                  batch_size: int, eval_batch_size: int, *, preprocess: Callable,
@@ -151,6 +151,9 @@ class StreamData:
         """A few preprocessed training images (to trace shapes and parameters)."""
         items = [self.train[i] for i in range(min(n, len(self.train)))]
         return self._ready(collate(items)[0])
+
+    def train_inputs(self) -> None:
+        return None  # never all read at once
 
     def _rows(self, n: int) -> tuple[int, int]:
         return rank_rows(n, self.rank, self.world)

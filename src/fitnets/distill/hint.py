@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from fitnets.config import Config
-from fitnets.data.memory import Batch, Data
+from fitnets.data.memory import Batch
+from fitnets.data.training import TrainingData
 from fitnets.distill import watch
 from fitnets.distill.regressor import (
     PROJECTION_KINDS,
@@ -193,7 +194,7 @@ class HintStage(Stage):
     name = kind = HINTS
 
     def __init__(self, cfg: Config, student: nn.Module, teacher: Teacher,
-                 pair: tuple[str, str], index: int, data: Data, input_shape: tuple):
+                 pair: tuple[str, str], index: int, data: TrainingData, input_shape: tuple):
         guided, self.hint = pair
         self.regressor, desc = regressor_for(cfg, student, teacher.net, pair, index,
                                              input_shape)

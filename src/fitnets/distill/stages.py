@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitnets.config import StageConfig
-from fitnets.data.memory import Batch, Data
+from fitnets.data.memory import Batch
+from fitnets.data.training import TrainingData
 from fitnets.optim import scaled_groups
 from fitnets.stage import Evaluator, Parts, Stage
 
@@ -25,7 +26,7 @@ class ClassifierStage(Stage):
     kind = CLASSIFIER
 
     def __init__(self, name: str, module: nn.Module, student: nn.Module, scfg: StageConfig,
-                 data: Data, groups: list[dict], prefix: str = "", **extra):
+                 data: TrainingData, groups: list[dict], prefix: str = "", **extra):
         self.name, self.student = name, student
         super().__init__(module, groups, scfg,
                          monitor="val_error" if data.val is not None else None,
@@ -39,7 +40,7 @@ class LabelStage(ClassifierStage):
     """Cross-entropy on the labels (back-propagation; ``fitnets train``), smoothed by the
     stage's label_smoothing."""
 
-    def __init__(self, name: str, student: nn.Module, scfg: StageConfig, data: Data):
+    def __init__(self, name: str, student: nn.Module, scfg: StageConfig, data: TrainingData):
         super().__init__(name, student, student, scfg, data, student_groups(student, scfg))
         self.smoothing = scfg.label_smoothing
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from fitnets import names
 from fitnets.config import Config
-from fitnets.data.memory import Data
+from fitnets.data.training import TrainingData
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.stage import StagePlan
@@ -56,7 +56,7 @@ class Setup:
     cfg: Config
     student: nn.Module
     teacher: Teacher | None  # None when the method needs none
-    data: Data
+    data: TrainingData
     input_shape: tuple
 
 
