@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from fitnets.data import augment
+from fitnets.data.augment import augment_with_flips
+
+
+def augment(x: torch.Tensor, g: torch.Generator, **kw) -> torch.Tensor:
+    """The augmented batch the in-memory and streamed paths train on."""
+    return augment_with_flips(x, g, **kw)[0]
 
 
 def gen(seed: int) -> torch.Generator:

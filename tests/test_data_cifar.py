@@ -81,20 +81,12 @@ def test_cifar10_from_extracted_folder(tmp_path):
     assert ds.val is None and len(ds.train) == 30
 
 
-@pytest.mark.parametrize("labels,n", [("fine", 100), ("coarse", 20)])
-def test_cifar100_fine_and_coarse(tmp_path, labels, n):
+def test_cifar100_fine_labels(tmp_path):
     m = cifar100_members(np.random.default_rng(2))
     write_tar(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python", m)
-    ds = load_dataset("cifar100", tmp_path, val_size=5, labels=labels, download=False)
-    assert ds.num_classes == n
-    np.testing.assert_array_equal(ds.test.y.numpy(), batch(m, "test")[f"{labels}_labels".encode()])
-
-
-def test_cifar100_bad_labels_option(tmp_path):
-    write_tar(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python",
-              cifar100_members(np.random.default_rng(2)))
-    with pytest.raises(FitnetsError, match="'fine' or 'coarse'"):
-        load_dataset("cifar100", tmp_path, labels="medium", download=False)
+    ds = load_dataset("cifar100", tmp_path, val_size=5, download=False)
+    assert ds.num_classes == 100 and ds.classes[:2] == ["f0", "f1"]
+    np.testing.assert_array_equal(ds.test.y.numpy(), batch(m, "test")[b"fine_labels"])
 
 
 def test_garbage_pickle_names_member(tmp_path):

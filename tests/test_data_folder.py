@@ -141,16 +141,16 @@ def test_cifar10_falls_back_to_jpeg_zip(tmp_path):
 def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
     z = write_zip(tmp_path / "imgs.zip", tree(np.random.default_rng(4)))
     first = load_dataset("folder", tmp_path, path=str(z), val_size=0)
-    real = folder.decode_folder
+    real = folder.decode
 
     def boom(*a, **k):
         raise AssertionError("decoded again instead of using the cache")
-    monkeypatch.setattr(folder, "decode_folder", boom)
+    monkeypatch.setattr(folder, "decode", boom)
     second = load_dataset("folder", tmp_path, path=str(z), val_size=0)
     assert (first.train.x == second.train.x).all() and second.classes == first.classes
     with pytest.raises(AssertionError, match="decoded again"):  # options are in the key
         load_dataset("folder", tmp_path, path=str(z), mode="L")
-    monkeypatch.setattr(folder, "decode_folder", real)
+    monkeypatch.setattr(folder, "decode", real)
     write_zip(z, tree(np.random.default_rng(5), n=2))  # new file, new size: new key
     assert len(load_dataset("folder", tmp_path, path=str(z), val_size=0).train) == 6
 

@@ -10,8 +10,11 @@ from fitnets.data import DATASETS, Dataset, Split, data_root, load_dataset
 from fitnets.errors import FitnetsError
 
 
-def test_datasets_tuple():
+def test_datasets_tuple_and_one_source_each():
+    from fitnets.data.load import SOURCE_CLASSES
+
     assert DATASETS == ("mnist", "digits", "cifar10", "cifar100", "svhn", "folder")
+    assert tuple(SOURCE_CLASSES) == DATASETS
 
 
 def test_unknown_dataset_lists_choices():
@@ -76,7 +79,7 @@ def test_split_and_dataset_helpers():
 
 
 def test_balanced_subset_shares_out_classes_that_are_too_small():
-    from fitnets.data.dataset import balanced_subset
+    from fitnets.data.splits import balanced_subset
 
     labels = np.array([0] * 50 + [1] * 3 + [2] * 50)
     keep = balanced_subset(labels, 30)

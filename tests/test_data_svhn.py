@@ -35,17 +35,6 @@ def test_reads_hwcn_and_maps_label_10_to_0(tmp_path):
     np.testing.assert_array_equal(ds.test.x.numpy(), tx.transpose(3, 2, 0, 1))
 
 
-def test_extra_is_appended_to_train(tmp_path):
-    rng = np.random.default_rng(1)
-    write_mat(tmp_path / "svhn" / "train_32x32.mat", rng, 10)
-    write_mat(tmp_path / "svhn" / "test_32x32.mat", rng, 4)
-    ex, _ = write_mat(tmp_path / "svhn" / "extra_32x32.mat", rng, 6)
-    assert len(load_dataset("svhn", tmp_path, val_size=0, download=False).train) == 10
-    ds = load_dataset("svhn", tmp_path, val_size=0, extra=True, download=False)
-    assert len(ds.train) == 16
-    np.testing.assert_array_equal(ds.train.x[10:].numpy(), ex.transpose(3, 2, 0, 1))
-
-
 def test_bad_mat_names_file(tmp_path):
     write_mat(tmp_path / "train_32x32.mat", np.random.default_rng(0), 5)
     (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB 5.0 MAT-file, but not really")

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fitnets.data.source import SPLITS, Decoded, Images
+
 CACHE_VERSION = 1
-Arrays = dict[str, np.ndarray]
 
 
 def cache_key(name: str, sources: Sequence[Path], options: dict) -> str:
@@ -30,6 +31,11 @@ def cache_key(name: str, sources: Sequence[Path], options: dict) -> str:
         ident.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
     blob = json.dumps([CACHE_VERSION, name, ident, options], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def entry(name: str, sources: Sequence[Path], options: dict) -> str:
+    """A cache entry's name: the dataset's, then ``cache_key``."""
+    return f"{name}-{cache_key(name, sources, options)}"
 
 
 def _looks_writable(path: Path) -> bool:
@@ -66,20 +72,24 @@ def cache_dir(root: Path) -> Path | None:
     return None
 
 
-def _load(path: Path) -> Arrays | None:
+def _load(path: Path) -> Decoded | None:
+    """An entry's arrays: ``<split>_x``, ``<split>_y`` for each split, and ``classes``."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            splits = {s: Images(z[f"{s}_x"], z[f"{s}_y"]) for s in SPLITS if f"{s}_x" in z}
+            return Decoded(splits, [str(c) for c in z["classes"]])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None  # a damaged cache entry is simply rebuilt
 
 
-def _save(path: Path, arrays: Arrays) -> None:
+def _save(path: Path, decoded: Decoded) -> None:
+    arrays = {f"{s}_{k}": a for s, images in decoded.splits.items()
+              for k, a in zip("xy", images)}
     # Write next to the target, then rename: readers never see a half-written file.
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays, classes=np.array(decoded.classes))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is as readable as its data
         os.replace(tmp, path)
     except OSError:
@@ -89,19 +99,16 @@ def _save(path: Path, arrays: Arrays) -> None:
             os.unlink(tmp)
 
 
-def cached(
-    root: Path, name: str, sources: Sequence[Path], options: dict,
-    decode: Callable[[], Arrays],
-) -> Arrays:
-    """Return ``decode()``'s arrays, from the cache when an entry for this key exists."""
+def cached(root: Path, name: str, decode: Callable[[], Decoded]) -> Decoded:
+    """``decode()``'s arrays, from the cache entry ``name`` (``entry``) when there is one."""
     folder = cache_dir(root)
     if folder is None:
         return decode()
-    path = folder / f"{name}-{cache_key(name, sources, options)}.npz"
+    path = folder / f"{name}.npz"
     if path.exists():
-        arrays = _load(path)
-        if arrays is not None:
-            return arrays
-    arrays = decode()
-    _save(path, arrays)
-    return arrays
+        decoded = _load(path)
+        if decoded is not None:
+            return decoded
+    decoded = decode()
+    _save(path, decoded)
+    return decoded

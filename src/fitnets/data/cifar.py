@@ -1,4 +1,5 @@
-"""CIFAR-10 / CIFAR-100 from the genuine python pickle batches (tar.gz or extracted)."""
+"""CIFAR-10 / CIFAR-100 from the genuine python pickle batches (tar.gz or extracted), or
+CIFAR-10 from its JPEG zip (an image-folder copy) when the pickles are absent."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from fitnets.data.download import download_file, missing_files_error
+from fitnets.data.folder import Folder
+from fitnets.data.images import FileRef
+from fitnets.data.source import Decoded, Images
 from fitnets.errors import FitnetsError
 
 SOURCES = {  # name -> (archive, extracted folder, url, md5, train members, test member, meta)
@@ -21,6 +25,9 @@ SOURCES = {  # name -> (archive, extracted folder, url, md5, train members, test
                  "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                  "eb9058c3a382ffc7106e4002c42a8d85", ["train"], "test", "meta"),
 }
+KEYS = {"cifar10": ("labels", "label_names"),  # name -> (labels, class names) in the batches
+        "cifar100": ("fine_labels", "fine_label_names")}
+JPEG_ZIP = {"cifar10": "cifar10-jpeg.zip"}  # name -> an image-folder copy under the data root
 
 # Only what a CIFAR batch needs: numpy array reconstruction. Anything else (os.system,
 # eval, ...) is refused, so a malicious file cannot run code while being unpickled.
@@ -67,8 +74,8 @@ class _Reader:
         if not path.is_file():
             if not download:
                 why = "downloading is disabled" + (
-                    " (cifar10-jpeg.zip, an image-folder copy, is also accepted)"
-                    if name == "cifar10" else "")
+                    f" ({JPEG_ZIP[name]}, an image-folder copy, is also accepted)"
+                    if name in JPEG_ZIP else "")
                 raise missing_files_error(name, [archive], root, why)
             try:
                 download_file(url, path, md5=md5)
@@ -116,27 +123,60 @@ def _names(meta: dict, key: str) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
 
 
-def read_cifar(root: Path, name: str, download: bool, labels: str = "fine") -> dict:
-    """Arrays train_x/train_y/test_x/test_y (x as N,3,32,32 uint8) and class names."""
-    if labels not in ("fine", "coarse"):
-        raise FitnetsError(f"labels={labels!r} is not valid for {name}; use 'fine' or 'coarse'.")
+def read_pickles(root: Path, name: str, download: bool) -> Decoded:
+    """Train and test (x as N,3,32,32 uint8) and the class names, from the pickles."""
     r = _Reader(root, name, download)
     _, _, _, _, train_members, test_member, meta_member = SOURCES[name]
-    label_key = "labels" if name == "cifar10" else f"{labels}_labels"
+    label_key, names_key = KEYS[name]
     try:
         parts = [_images(r.batch(m), m, label_key) for m in train_members]
-        test_x, test_y = _images(r.batch(test_member), test_member, label_key)
+        test = _images(r.batch(test_member), test_member, label_key)
         meta = r.batch(meta_member)
     finally:
         if r.tar is not None:
             r.tar.close()
-    names_key = "label_names" if name == "cifar10" else f"{labels}_label_names"
-    return {"train_x": np.concatenate([p[0] for p in parts]),
-            "train_y": np.concatenate([p[1] for p in parts]),
-            "test_x": test_x, "test_y": test_y, "classes": np.array(_names(meta, names_key))}
+    train = Images(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return Decoded({"train": train, "test": Images(*test)}, _names(meta, names_key))
 
 
 def has_pickles(root: Path, name: str) -> bool:
     """True when the genuine archive or extracted folder is under ``root``."""
     archive, folder = SOURCES[name][:2]
     return (root / archive).is_file() or (root / folder).is_dir()
+
+
+class Cifar:
+    """CIFAR-10 or CIFAR-100 from its pickles, downloaded when missing; from its JPEG zip
+    (decoded at 32x32 RGB, cached) when the zip is there and the pickles are not: a
+    ``Source``."""
+
+    OPTIONS = ()
+    paper_val = 10_000
+
+    def __init__(self, name: str, root: Path, *, download: bool = True, path: str | None = None):
+        self.name, self.root, self.download = name, root, download
+        zipped = root / JPEG_ZIP[name] if name in JPEG_ZIP else None
+        self.jpeg = None
+        if zipped is not None and not has_pickles(root, name) and zipped.is_file():
+            self.jpeg = Folder(f"{name}-jpeg", root, path=str(zipped), size=(32, 32), mode="RGB")
+        self._read: Decoded | None = None
+
+    def splits(self) -> tuple[str, ...]:
+        return self.jpeg.splits() if self.jpeg else ("train", "test")
+
+    def classes(self) -> list[str]:
+        return self.jpeg.classes() if self.jpeg else self._pickles().classes
+
+    def arrays(self, split: str) -> Images:
+        return self.jpeg.arrays(split) if self.jpeg else self._pickles().splits[split]
+
+    def files(self, split: str) -> list[FileRef] | None:
+        return self.jpeg.files(split) if self.jpeg else None
+
+    def cache_key(self) -> str | None:
+        return self.jpeg.cache_key() if self.jpeg else None
+
+    def _pickles(self) -> Decoded:
+        if self._read is None:
+            self._read = read_pickles(self.root, self.name, self.download)
+        return self._read

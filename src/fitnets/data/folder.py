@@ -7,10 +7,11 @@
 Any format Pillow reads, any sizes (``image_size``: shorter side resized, centre crop; see
 fitnets.data.images), gray or colour (``mode`` L/RGB, or auto: L when every image is single-
 channel). Class index = position of the class folder name in sorted order. Hidden files and
-macOS resource forks are skipped. ``list_folder`` only lists (cheap, for streaming);
-``decode_folder`` decodes everything into arrays (for the in-memory path). Because files come
-class by class, the decoded splits are put through a fixed-seed permutation: "the last
-``val_size`` images" then mix all classes, and the order is reproducible.
+macOS resource forks are skipped. ``Folder`` is the source: it lists the files once (all a
+streamed run needs) and decodes them into arrays, through the cache, for the in-memory path.
+Because files come class by class, each split's list is put through a fixed-seed
+permutation: "the last ``val_size`` images" then mix all classes, and the order is
+reproducible.
 """
 
 from __future__ import annotations
@@ -21,23 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
-from fitnets.data.images import (
-    BadImage,
-    FileRef,
-    center_fit,
-    image_mode,
-    open_image,
-    read_bytes,
-    to_array,
-)
+from fitnets.data import cache
+from fitnets.data.images import MODES, FileRef, decode_refs, image_mode, read_bytes
+from fitnets.data.source import SPLITS, Decoded, Images
 from fitnets.errors import FitnetsError
 
-MODES = ("RGB", "L")
 SHUFFLE_SEED = 0
-SPLITS = ("train", "val", "test")
 AUTO_SAMPLE = 2000  # files whose headers decide mode=auto when only listing (streaming)
 
 
@@ -47,7 +38,7 @@ class Listing:
 
     path: Path
     classes: list[str]
-    splits: dict[str, list[FileRef]]  # train, test, and val when the folder has val/
+    splits: dict[str, list[FileRef]]  # train, and test and/or val: the folder's own
 
 
 def _split_parts(rel: str) -> tuple[str, str] | None:
@@ -60,12 +51,18 @@ def _split_parts(rel: str) -> tuple[str, str] | None:
     return parts[-3], parts[-2]
 
 
-def _entries(path: Path) -> list[tuple[str, str, str, str | None]]:
-    """(split, class, name, container) for every image file of the folder or zip."""
+def walk(path: Path) -> list[Path]:
+    """Every file under a folder, in sorted order."""
+    return [f for f in sorted(path.rglob("*")) if f.is_file()]
+
+
+def _entries(path: Path, files: list[Path] | None) -> list[tuple[str, str, str, str | None]]:
+    """(split, class, name, container) for every image file of the folder (its ``files``,
+    when walked already) or zip."""
     if path.is_dir():
         found = []
-        for f in sorted(path.rglob("*")):
-            sc = _split_parts(f.relative_to(path).as_posix()) if f.is_file() else None
+        for f in walk(path) if files is None else files:
+            sc = _split_parts(f.relative_to(path).as_posix())
             if sc:
                 found.append((*sc, str(f), None))
         return found
@@ -99,9 +96,10 @@ def _classes(entries: list, path: Path) -> list[str]:
     return found["train"]
 
 
-def list_folder(path: Path) -> Listing:
-    """List the images of a folder or zip (nothing is decoded)."""
-    entries = _entries(path)
+def list_folder(path: Path, files: list[Path] | None = None) -> Listing:
+    """List the images of a folder (of its ``files``, when walked already) or zip (nothing
+    is decoded)."""
+    entries = _entries(path, files)
     classes = _classes(entries, path)
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
@@ -110,8 +108,6 @@ def list_folder(path: Path) -> Listing:
         if refs:
             perm = np.random.default_rng(SHUFFLE_SEED).permutation(len(refs))
             splits[s] = [refs[i] for i in perm]
-    if "test" not in splits:
-        splits["test"] = splits["val"]  # ImageNet's layout: val/ is what we test on
     return Listing(path, classes, splits)
 
 
@@ -126,86 +122,102 @@ def detect_mode(refs: list[FileRef], limit: int | None = None) -> str:
     return "L"
 
 
-def _fit(ref: FileRef, mode: str, size: tuple[int, int] | None, resize: bool,
-         image_size: int | None) -> np.ndarray:
-    img = open_image(read_bytes(ref), ref.shown(), mode)
-    if image_size:
-        return to_array(center_fit(img, image_size))
-    if size is not None and img.size != (size[1], size[0]):
-        if not resize:
-            raise FitnetsError(
-                f"Image {ref.shown()} is {img.size[1]}x{img.size[0]} (HxW) but the dataset's "
-                f"images are {size[0]}x{size[1]}. Set data.image_size=N to fit every image to "
-                "N x N (shorter side resized, centre crop), pass size=(H, W) with resize=True "
-                "to convert them on load, or remove the odd file.")
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
-    return to_array(img)
-
-
-def decode_refs(refs: list[FileRef], mode: str, *, size: tuple[int, int] | None = None,
-                resize: bool = False, image_size: int | None = None, skip_bad: bool = False,
-                desc: str = "decoding") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(uint8 images (N, C, H, W), labels, the names of bad files skipped)."""
-    bad: list[str] = []
-    arrays: list[np.ndarray] = []
-    labels: list[int] = []
-    bar = tqdm(refs, desc=desc, unit="img", disable=len(refs) < 1000, leave=False)
-    for ref in bar:
-        try:
-            a = _fit(ref, mode, size, resize, image_size)
-        except BadImage as e:
-            if not skip_bad:
-                raise FitnetsError(f"{e} Remove or replace it, or set "
-                                   "data.skip_bad_images=true to skip (and count) such files."
-                                   ) from e
-            bad.append(ref.shown())
-            continue
-        if size is None and image_size is None:
-            size = a.shape[1:]  # without a size every image must match the first
-        arrays.append(a)
-        labels.append(ref.label)
-    if not arrays:
-        raise FitnetsError(f"No readable image among the {len(refs)} files of {desc}.")
-    return np.stack(arrays), np.array(labels, dtype=np.int64), bad
-
-
-def source_files(path: Path) -> list[Path]:
-    """The files whose identity keys the cache: the zip, or every file in the folder."""
+def source_files(path: Path, files: list[Path] | None = None) -> list[Path]:
+    """The files whose identity keys the cache: the zip, or every file in the folder (its
+    ``files``, when walked already)."""
     if path.is_dir():  # hidden entries (our own .fitnets-cache included) are not sources
-        return [f for f in sorted(path.rglob("*")) if f.is_file()
-                and not any(p.startswith(".") for p in f.relative_to(path).parts)]
+        return [f for f in (walk(path) if files is None else files)
+                if not any(p.startswith(".") for p in f.relative_to(path).parts)]
     return [path]
 
 
-def decode_folder(path: Path, *, size: tuple[int, int] | None = None, mode: str = "RGB",
-                  resize: bool = False, image_size: int | None = None,
-                  skip_bad: bool = False, say: Callable[[str], None] = print,
-                  ) -> dict[str, np.ndarray]:
-    """Decode a folder or zip into train_x/train_y/test_x/test_y (val_x/val_y with val/)
-    and class names; bad files skipped (``skip_bad``) are counted and named by ``say``."""
-    if mode not in (*MODES, "auto"):
-        raise FitnetsError(f"mode={mode!r} is not valid for an image folder; use one of "
-                           f"{MODES} (or auto).")
-    if size is not None:
-        size = (int(size[0]), int(size[1]))
-    if resize and size is None:
-        raise FitnetsError("resize=True needs size=(H, W) to say what to resize to.")
-    listing = list_folder(path)
+def decode(listing: Listing, *, size: tuple[int, int] | None = None, mode: str = "RGB",
+           resize: bool = False, image_size: int | None = None, skip_bad: bool = False,
+           say: Callable[[str], None] = print) -> Decoded:
+    """Decode every split of ``listing`` (test: val/'s arrays when the folder has no test/);
+    bad files skipped (``skip_bad``) are counted and named by ``say``."""
     if mode == "auto":
         mode = detect_mode([r for refs in listing.splits.values() for r in refs])
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Images] = {}
     skipped: list[str] = []
     for s, refs in listing.splits.items():
-        if s == "test" and refs is listing.splits.get("val"):
-            out["test_x"], out["test_y"] = out["val_x"], out["val_y"]
-            continue
         x, y, bad = decode_refs(refs, mode, size=size, resize=resize, image_size=image_size,
                                 skip_bad=skip_bad, desc=f"decoding {s}")
-        out[f"{s}_x"], out[f"{s}_y"] = x, y
+        out[s] = Images(x, y)
         skipped += bad
         size = size or (None if image_size else x.shape[2:])  # later splits match train
+    if "test" not in out:  # its own entry, as the cache has always had it
+        out["test"] = out["val"]
     if skipped:
         say(f"skipped {len(skipped)} unreadable image(s) (data.skip_bad_images), e.g. "
             f"{', '.join(skipped[:3])}")
-    out["classes"] = np.array(listing.classes)
-    return out
+    return Decoded(out, listing.classes)
+
+
+def _resolve(root: Path, path: str) -> Path:
+    """``path``, or relative to the data root where it is not relative to the working folder."""
+    p = Path(path).expanduser()
+    return root / p if not p.exists() and not p.is_absolute() and (root / p).exists() else p
+
+
+class Folder:
+    """A folder or zip laid out as above, listed and decoded once: a ``Source``."""
+
+    OPTIONS = ("size", "mode", "resize", "image_size", "skip_bad")
+    paper_val = None
+
+    def __init__(self, name: str, root: Path, *, download: bool = True,
+                 path: str | None = None, size: tuple[int, int] | None = None,
+                 mode: str = "RGB", resize: bool = False, image_size: int | None = None,
+                 skip_bad: bool = False):
+        if path is None:
+            raise FitnetsError(f"Dataset '{name}' needs path= a folder or .zip laid out as "
+                               "train/<class>/* and test/<class>/*.")
+        self.name, self.root, self.path = name, root, _resolve(root, path)
+        if not self.path.exists():
+            raise FitnetsError(f"Image folder path {self.path} does not exist. Pass path= an "
+                               "existing folder or .zip with train/<class>/ and test/<class>/ "
+                               "inside.")
+        if mode not in (*MODES, "auto"):
+            raise FitnetsError(f"mode={mode!r} is not valid for an image folder; use one of "
+                               f"{MODES} (or auto).")
+        if resize and size is None:
+            raise FitnetsError("resize=True needs size=(H, W) to say what to resize to.")
+        # as given: the cache key has always had them so
+        self.options = {"size": size, "mode": mode, "resize": resize,
+                        "image_size": image_size, "skip_bad": skip_bad}
+        self._decoding = {**self.options, "size": None if size is None else
+                          (int(size[0]), int(size[1]))}
+        self._walked: list[Path] | None = None
+        self._listing: Listing | None = None
+        self._decoded: Decoded | None = None
+
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.listing().splits)
+
+    def classes(self) -> list[str]:
+        return self.listing().classes
+
+    def files(self, split: str) -> list[FileRef]:
+        splits = self.listing().splits
+        return splits[split] if split in splits else splits["val"]
+
+    def arrays(self, split: str) -> Images:
+        if self._decoded is None:
+            self._decoded = cache.cached(self.root, self.cache_key(),
+                                         lambda: decode(self.listing(), **self._decoding))
+        return self._decoded.splits[split]
+
+    def cache_key(self) -> str:
+        return cache.entry(self.name, source_files(self.path, self._files()), self.options)
+
+    def listing(self) -> Listing:
+        if self._listing is None:
+            self._listing = list_folder(self.path, self._files())
+        return self._listing
+
+    def _files(self) -> list[Path] | None:
+        """A folder's files, found once (None for a zip)."""
+        if self._walked is None and self.path.is_dir():
+            self._walked = walk(self.path)
+        return self._walked

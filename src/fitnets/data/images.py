@@ -1,4 +1,4 @@
-"""Decoding one image file into a uint8 (C, H, W) array: the rules every reader shares.
+"""Decoding image files into uint8 (C, H, W) arrays: the rules every reader shares.
 
 - **Channels**: ``L`` (grayscale) or ``RGB``; palette, CMYK, 16-bit and alpha images are
   converted by Pillow (alpha dropped, as on a white-less black background).
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 from fitnets.errors import FitnetsError
 
@@ -95,12 +96,6 @@ def to_array(img: Image.Image) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def decode(data: bytes, name: str, mode: str, size: int | None) -> np.ndarray:
-    """One file as a uint8 (C, H, W) array, fitted to ``size`` when given."""
-    img = open_image(data, name, mode)
-    return to_array(center_fit(img, size) if size else img)
-
-
 @dataclass(frozen=True)
 class FileRef:
     """One image: a file, or a member of a zip (``container``), and its class index."""
@@ -127,3 +122,46 @@ def read_bytes(ref: FileRef) -> bytes:
             _ZIPS.pop(old).close()
         _ZIPS[key] = zipfile.ZipFile(ref.container)
     return _ZIPS[key].read(ref.name)
+
+
+def decode_refs(refs: list[FileRef], mode: str, *, size: tuple[int, int] | None = None,
+                resize: bool = False, image_size: int | None = None, skip_bad: bool = False,
+                desc: str = "decoding") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(uint8 images (N, C, H, W), labels, the names of bad files skipped)."""
+    bad: list[str] = []
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    bar = tqdm(refs, desc=desc, unit="img", disable=len(refs) < 1000, leave=False)
+    for ref in bar:
+        try:
+            a = _fit(ref, mode, size, resize, image_size)
+        except BadImage as e:
+            if not skip_bad:
+                raise FitnetsError(f"{e} Remove or replace it, or set "
+                                   "data.skip_bad_images=true to skip (and count) such files."
+                                   ) from e
+            bad.append(ref.shown())
+            continue
+        if size is None and image_size is None:
+            size = a.shape[1:]  # without a size every image must match the first
+        arrays.append(a)
+        labels.append(ref.label)
+    if not arrays:
+        raise FitnetsError(f"No readable image among the {len(refs)} files of {desc}.")
+    return np.stack(arrays), np.array(labels, dtype=np.int64), bad
+
+
+def _fit(ref: FileRef, mode: str, size: tuple[int, int] | None, resize: bool,
+         image_size: int | None) -> np.ndarray:
+    img = open_image(read_bytes(ref), ref.shown(), mode)
+    if image_size:
+        return to_array(center_fit(img, image_size))
+    if size is not None and img.size != (size[1], size[0]):
+        if not resize:
+            raise FitnetsError(
+                f"Image {ref.shown()} is {img.size[1]}x{img.size[0]} (HxW) but the dataset's "
+                f"images are {size[0]}x{size[1]}. Set data.image_size=N to fit every image to "
+                "N x N (shorter side resized, centre crop), pass size=(H, W) with resize=True "
+                "to convert them on load, or remove the odd file.")
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    return to_array(img)

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import torch
 
 from fitnets.data.augment import alternating_flips, mirror
-from fitnets.data.dataset import Split
-from fitnets.errors import FitnetsError
 
 # (x, generator) -> (augmented x, each image's view or None: data/augment.py view_index)
 AugmentFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
@@ -127,26 +125,3 @@ def order(n: int, batch_size: int, generator: torch.Generator | None) -> Iterato
     perm = torch.randperm(n, generator=generator, device=dev)
     for i in range(0, n, batch_size):
         yield perm[i:i + batch_size]
-
-
-def batches(split: Split, batch_size: int, *, shuffle: bool,
-            generator: torch.Generator | None = None,
-            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) batches of a ``Split`` covering every example once per pass.
-
-    With ``shuffle`` the order is ``torch.randperm`` drawn from ``generator`` (on the
-    generator's device, then moved to the data's), so a seeded generator repeats epochs.
-    """
-    if batch_size <= 0:
-        raise FitnetsError(f"batch_size must be a positive integer, got {batch_size}.")
-    n = len(split)
-    stop = n - n % batch_size if drop_last else n
-    if not shuffle:
-        for start in range(0, stop, batch_size):
-            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
-        return
-    for idx in order(n, batch_size, generator):
-        if len(idx) < batch_size and drop_last:
-            return
-        idx = idx.to(split.x.device, non_blocking=True)
-        yield split.x[idx], split.y[idx.to(split.y.device, non_blocking=True)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fitnets.data.download import fetch, missing_files_error
+from fitnets.data.source import Images
 from fitnets.errors import FitnetsError
 
 MIRRORS = (
@@ -69,16 +70,36 @@ def _locate(root: Path, download: bool) -> dict[str, Path]:
     return found
 
 
-def read_mnist(root: Path, download: bool) -> dict[str, np.ndarray]:
-    """Arrays train_x/train_y/test_x/test_y (x as N,1,28,28 uint8) and class names."""
-    p = _locate(root, download)
-    out = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = read_idx(p[f"{prefix}-images-idx3-ubyte"], 3)
-        y = read_idx(p[f"{prefix}-labels-idx1-ubyte"], 1)
+class Mnist:
+    """MNIST's four IDX files, under the data root or its mnist/ folder: a ``Source``."""
+
+    OPTIONS = ()
+    paper_val = 10_000
+
+    def __init__(self, name: str, root: Path, *, download: bool = True, path: str | None = None):
+        self.name, self.root, self.download = name, root, download
+        self._found: dict[str, Path] | None = None
+
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test")
+
+    def classes(self) -> list[str]:
+        return list(CLASSES)
+
+    def arrays(self, split: str) -> Images:
+        """x as (N, 1, 28, 28) uint8."""
+        if self._found is None:
+            self._found = _locate(self.root, self.download)
+        prefix = "t10k" if split == "test" else "train"
+        x = read_idx(self._found[f"{prefix}-images-idx3-ubyte"], 3)
+        y = read_idx(self._found[f"{prefix}-labels-idx1-ubyte"], 1)
         if len(x) != len(y):
             raise FitnetsError(f"MNIST {split} images and labels disagree in count "
-                               f"({len(x)} vs {len(y)}) in {root}. Replace the files.")
-        out[f"{split}_x"], out[f"{split}_y"] = x[:, None], y.astype(np.int64)
-    out["classes"] = np.array(CLASSES)
-    return out
+                               f"({len(x)} vs {len(y)}) in {self.root}. Replace the files.")
+        return Images(x[:, None], y.astype(np.int64))
+
+    def files(self, split: str) -> None:
+        return None
+
+    def cache_key(self) -> None:
+        return None

@@ -11,32 +11,32 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader as Loader
 
 from fitnets.config import DataConfig
-from fitnets.data import folder
+from fitnets.data import folder, load
 from fitnets.data.augment import augment_with_flips
-from fitnets.data.dataset import balanced_subset
-from fitnets.data.images import open_image, read_bytes
-from fitnets.data.load import data_root, image_source, load_dataset, resolve_val_size
+from fitnets.data.images import FileRef, open_image, read_bytes
 from fitnets.data.memory import Arrays, Data
 from fitnets.data.preprocess import Preprocess, fit_preprocess
+from fitnets.data.source import Source
+from fitnets.data.splits import Plan, plan, read, take
 from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
+from fitnets.data.training import TrainingData
 from fitnets.errors import FitnetsError
 
 FIT_SAMPLE = 1000  # streamed: training images the preprocessing is fitted on
-_CHANNELS = {"rgb": "RGB", "gray": "L", "auto": "auto"}
+CHANNELS = {"rgb": "RGB", "gray": "L", "auto": "auto"}  # data.channels -> an image mode
 
 
 @dataclass
 class Prepared:
     """A dataset ready to train on, with what models and reports need to know of it."""
 
-    data: Data | StreamData
+    data: TrainingData
     input_shape: tuple
     num_classes: int
     preprocess: object  # fitnets.data.preprocess.Preprocess
@@ -48,23 +48,39 @@ class Prepared:
 def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)) -> Prepared:
     """Load (or list) the dataset ``d`` describes, ready on ``device``; ``shard``: this
     process's (rank, world) under torchrun, for streaming."""
-    listing = _listing(d)
-    if listing is None:
+    source = open_source(d)
+    files = source.files("train") if d.mode != "memory" else None
+    if files is None:  # not image files, or memory mode: then nothing needs listing
         if d.mode == "stream":
             raise FitnetsError(f"data.mode=stream reads image folders and zips; dataset "
                                f"'{d.name}' is read into memory (data.mode=auto or memory).")
-        return _in_memory(d, device, "")
-    mode, why = _choose(d, listing, device)
-    if mode == "memory":
-        return _in_memory(d, device, why)
-    return _streamed(d, listing, device, shard, why)
+        return _in_memory(d, source, device, "")
+    p = listed_plan(source, d)
+    size = d.image_size or _first_size(files)
+    mode = CHANNELS[d.channels]
+    if mode == "auto":
+        mode = folder.detect_mode(files, folder.AUTO_SAMPLE)
+    where, why = _choose(d, p, mode, size, device)
+    if where == "memory":
+        return _in_memory(d, source, device, why)
+    return _streamed(d, source, p, mode, size, device, shard, why)
 
 
-def _listing(d: DataConfig) -> folder.Listing | None:
-    path = image_source(d.name, Path(d.root).expanduser() if d.root else data_root(), d.path)
-    if path is None or not path.exists() or d.mode == "memory":
-        return None  # load_dataset reports a missing path; memory mode needs no listing
-    return folder.list_folder(path)
+def open_source(d: DataConfig) -> Source:
+    """The source ``data.name`` names, made once per run; the image-folder settings
+    (data.channels, image_size, skip_bad_images) go to the sources that take them."""
+    offered = {"mode": CHANNELS[d.channels], "image_size": d.image_size,
+               "skip_bad": d.skip_bad_images}
+    takes = load.source_options(d.name)
+    return load.open_source(d.name, d.root, download=d.download, path=d.path,
+                            **{k: v for k, v in offered.items() if k in takes})
+
+
+def listed_plan(source: Source, d: DataConfig) -> Plan:
+    """The plan (fitnets.data.splits) over a source's listed image files: nothing is read."""
+    labels = {s: np.array([f.label for f in source.files(s)]) for s in source.splits()}
+    return plan(source, labels, val_size=d.val_size, train_limit=d.train_limit,
+                test_limit=d.test_limit)
 
 
 def memory_limit(d: DataConfig, device: torch.device) -> float:
@@ -76,38 +92,27 @@ def memory_limit(d: DataConfig, device: torch.device) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2
 
 
-def _choose(d: DataConfig, listing: folder.Listing, device: torch.device) -> tuple[str, str]:
+def _choose(d: DataConfig, p: Plan, mode: str, size: int,
+            device: torch.device) -> tuple[str, str]:
     """Memory or stream, and the start line that says why: the images the run will hold
     (after data.train_limit / test_limit) at the channels they will be read with."""
-    counts = {k: len(v) for k, v in listing.splits.items()
-              if not (k == "test" and v is listing.splits.get("val"))}
-    if d.train_limit > 0 and "train" in counts:  # the held-out split comes off first
-        held = 0 if "val" in counts else resolve_val_size(d.name, counts["train"], d.val_size)
-        counts["train"] = min(counts["train"] - held, d.train_limit) + held
-    if d.test_limit > 0 and "test" in counts:
-        counts["test"] = min(counts["test"], d.test_limit)
-    n = sum(counts.values())
-    size = d.image_size or _first_size(listing)
-    mode = _CHANNELS[d.channels]
-    if mode == "auto":
-        mode = folder.detect_mode(listing.splits["train"], folder.AUTO_SAMPLE)
+    n = p.count()
     channels = 1 if mode == "L" else 3
     need = n * channels * size * size * 4  # float32, preprocessed, on the device
     limit = memory_limit(d, device)
-    mode = d.mode if d.mode != "auto" else ("memory" if need <= limit else "stream")
+    where = d.mode if d.mode != "auto" else ("memory" if need <= limit else "stream")
     why = (f"data: {n:,} images of {channels}x{size}x{size} = {need / 2**30:.2f} GiB as "
-           f"float32 (limit {limit / 2**30:.1f} GiB): {mode} mode"
+           f"float32 (limit {limit / 2**30:.1f} GiB): {where} mode"
            + ("" if d.mode == "auto" else " (data.mode)"))
-    return mode, why
+    return where, why
 
 
-def _first_size(listing: folder.Listing) -> int:
-    ref = listing.splits["train"][0]
-    w, h = open_image(read_bytes(ref), ref.shown(), "RGB").size
+def _first_size(files: list[FileRef]) -> int:
+    w, h = open_image(read_bytes(files[0]), files[0].shown(), "RGB").size
     return min(w, h)
 
 
-def _in_memory(d: DataConfig, device: torch.device, why: str) -> Prepared:
+def _in_memory(d: DataConfig, source: Source, device: torch.device, why: str) -> Prepared:
     """Decode once, fit the preprocessing on the training split and apply it to every split
     (as the authors preprocessed before augmenting); augmentation then works on whole
     batches on the device."""
@@ -115,12 +120,7 @@ def _in_memory(d: DataConfig, device: torch.device, why: str) -> Prepared:
         raise FitnetsError("data.random_crop needs data.mode=stream: in memory the images are "
                            "kept at data.image_size, too small to crop from. Use "
                            "data.augment_pad/augment_flip, or stream.")
-    opts = {}
-    if d.name == "folder":
-        opts = {"mode": _CHANNELS[d.channels], "image_size": d.image_size,
-                "skip_bad": d.skip_bad_images}
-    ds = load_dataset(d.name, d.root, val_size=d.val_size, train_limit=d.train_limit,
-                      test_limit=d.test_limit, download=d.download, path=d.path, **opts)
+    ds = read(source, val_size=d.val_size, train_limit=d.train_limit, test_limit=d.test_limit)
     pre = fit_preprocess(d.preprocess, ds.train.x)
 
     def arrays(split) -> Arrays | None:
@@ -151,24 +151,15 @@ def _augment(d: DataConfig, stream: bool = False):
     return aug
 
 
-def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
-              shard: tuple[int, int], why: str) -> Prepared:
+def _streamed(d: DataConfig, source: Source, p: Plan, mode: str, size: int,
+              device: torch.device, shard: tuple[int, int], why: str) -> Prepared:
     if d.preprocess == "gcn_zca":
         raise FitnetsError("data.preprocess=gcn_zca fits ZCA on the whole training split, "
                            "which streaming never holds; use data.mode=memory (if it fits) "
                            "or preprocess=standardize.")
-    mode = _CHANNELS[d.channels]
-    if mode == "auto":
-        mode = folder.detect_mode(listing.splits["train"], folder.AUTO_SAMPLE)
-    size = d.image_size or _first_size(listing)
-    train_refs = listing.splits["train"]
-    if "val" in listing.splits:
-        val_refs = listing.splits["val"]
-    else:
-        cut = len(train_refs) - resolve_val_size(d.name, len(train_refs), d.val_size)
-        train_refs, val_refs = train_refs[:cut], train_refs[cut:]
-    train_refs = _limit(train_refs, d.train_limit)
-    test_refs = _limit(listing.splits["test"], d.test_limit)
+    train_refs = take(source.files("train"), p.train)
+    val_refs = take(source.files(p.val_from), p.val) if p.val is not None else []
+    test_refs = take(source.files(p.test_from), p.test)
 
     def files(refs, crop=False):
         return ImageFiles(refs, mode, size, random_crop=crop, skip_bad=d.skip_bad_images)
@@ -183,14 +174,7 @@ def _streamed(d: DataConfig, listing: folder.Listing, device: torch.device,
     how = (f"{why}; {data.workers} loader workers, {size}x{size} {mode}"
            + (", random-resized crops" if d.random_crop else ""))
     shape = (1 if mode == "L" else 3, size, size)
-    return Prepared(data, shape, len(listing.classes), pre, d.name, how)
-
-
-def _limit(refs: list, n: int) -> list:
-    """data.train_limit / test_limit on listed files: the same balanced subset as in memory."""
-    if n <= 0 or n >= len(refs):
-        return refs
-    return [refs[i] for i in balanced_subset(np.array([r.label for r in refs]), n)]
+    return Prepared(data, shape, len(source.classes()), pre, d.name, how)
 
 
 def workers(d: DataConfig) -> int:

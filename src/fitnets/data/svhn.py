@@ -1,4 +1,4 @@
-"""SVHN cropped digits from the genuine MATLAB files (``*_32x32.mat``)."""
+"""SVHN cropped digits from the genuine MATLAB files (``train|test_32x32.mat``)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,22 @@ from pathlib import Path
 
 import numpy as np
 
+from fitnets.data import cache
 from fitnets.data.download import download_file, missing_files_error
+from fitnets.data.source import Decoded, Images
 from fitnets.errors import FitnetsError
 
 URL = "http://ufldl.stanford.edu/housenumbers/{}_32x32.mat"
 MD5 = {
     "train": "e26dedcc434d2e4c54c9b2d4a06d8373",
     "test": "eb5a983be6a315427106f1b69d4e8a2e",
-    "extra": "a93ce644f1a588dc4d68dda5feec44a7",
 }
 CLASSES = [str(d) for d in range(10)]
 
 
-def svhn_files(root: Path, extra: bool) -> dict[str, Path]:
-    """Paths of the .mat files needed (``root`` or ``root/svhn``), downloading if allowed."""
-    parts = ["train", "test"] + (["extra"] if extra else [])
-    return {p: _find(root, f"{p}_32x32.mat") for p in parts}
+def svhn_files(root: Path) -> dict[str, Path]:
+    """Where the .mat files are (``root`` or ``root/svhn``), or where a download puts them."""
+    return {p: _find(root, f"{p}_32x32.mat") for p in ("train", "test")}
 
 
 def _find(root: Path, name: str) -> Path:
@@ -62,10 +62,37 @@ def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, (y.astype(np.int64) % 10)
 
 
-def decode_svhn(files: dict[str, Path]) -> dict[str, np.ndarray]:
-    """Arrays train_x/train_y/test_x/test_y; ``extra`` is appended to train when present."""
-    train = [read_mat(files["train"])] + ([read_mat(files["extra"])] if "extra" in files else [])
-    test_x, test_y = read_mat(files["test"])
-    return {"train_x": np.concatenate([t[0] for t in train]),
-            "train_y": np.concatenate([t[1] for t in train]),
-            "test_x": test_x, "test_y": test_y, "classes": np.array(CLASSES)}
+class Svhn:
+    """SVHN's train and test .mat files, downloaded when missing, decoded once into the
+    cache: a ``Source``."""
+
+    OPTIONS = ()
+    paper_val = None
+
+    def __init__(self, name: str, root: Path, *, download: bool = True, path: str | None = None):
+        self.name, self.root, self.download = name, root, download
+        self._files = svhn_files(root)
+        self._decoded: Decoded | None = None
+
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test")
+
+    def classes(self) -> list[str]:
+        return list(CLASSES)
+
+    def arrays(self, split: str) -> Images:
+        if self._decoded is None:
+            self._decoded = cache.cached(self.root, self.cache_key(), self._decode)
+        return self._decoded.splits[split]
+
+    def files(self, split: str) -> None:
+        return None
+
+    def cache_key(self) -> str:
+        """Its entry's name (the files are downloaded first when missing)."""
+        ensure_svhn(self._files, self.root, self.download)
+        return cache.entry("svhn", list(self._files.values()), {})
+
+    def _decode(self) -> Decoded:
+        splits = {p: Images(*read_mat(f)) for p, f in self._files.items()}
+        return Decoded(splits, list(CLASSES))

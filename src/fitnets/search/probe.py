@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -40,24 +39,16 @@ def data_facts(d: DataConfig) -> DataFacts:
 
 
 def _read_facts(d: DataConfig) -> DataFacts:
-    from fitnets.data import folder
-    from fitnets.data.load import data_root, image_source, load_dataset, resolve_val_size
+    from fitnets.data.prepare import listed_plan, open_source
+    from fitnets.data.splits import read
 
-    root = Path(d.root).expanduser() if d.root else data_root()
-    source = image_source(d.name, root, d.path)
-    if source is not None and source.exists():  # a folder or zip: listed, not decoded
-        splits = folder.list_folder(source).splits
-        train = len(splits["train"])
-        if "val" in splits:
-            val = len(splits["val"])
-        else:
-            val = resolve_val_size(d.name, train, d.val_size)
-            train -= val
+    source = open_source(d)
+    if source.files("train") is not None:  # image files: listed, not decoded
+        p = listed_plan(source, d)
         channels = {"gray": 1, "rgb": 3}.get(d.channels)
         shape = (channels, d.image_size, d.image_size) if channels and d.image_size else None
-        return DataFacts(min(train, d.train_limit or train), val, shape, None)
-    ds = load_dataset(d.name, d.root, val_size=d.val_size, train_limit=d.train_limit,
-                      test_limit=d.test_limit, download=d.download, path=d.path)
+        return DataFacts(len(p.train), len(p.val) if p.val is not None else 0, shape, None)
+    ds = read(source, val_size=d.val_size, train_limit=d.train_limit, test_limit=d.test_limit)
     return DataFacts(len(ds.train.y), len(ds.val.y) if ds.val is not None else 0,
                      tuple(ds.input_shape), ds.num_classes)
 
