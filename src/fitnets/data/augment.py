@@ -11,12 +11,6 @@ import torch
 import torch.nn.functional as F
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, *, pad: int = 0,
-            flip: bool = False) -> torch.Tensor:
-    """See ``augment_with_flips``; returns only the batch."""
-    return augment_with_flips(x, generator, pad=pad, flip=flip)[0]
-
-
 def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int = 0,
                        flip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Randomly translate (crop HxW from the zero-padded image) and flip a (N,C,H,W) batch.

@@ -192,16 +192,16 @@ class StreamData:
         for (k, size, _), (x, y, idx, bad) in zip(plan, self._loader(self.train, self._plan)):
             self.skipped += bad
             x = self._ready(x)
-            flipped = None
+            view = None
             lo, hi = self._rows(size)
             if self.augment is not None:  # the global batch's draws, this rank's rows of them
                 g = torch.Generator().manual_seed(seed + k)
                 full = x.new_zeros((size, *x.shape[1:]))
                 full[lo:lo + len(x)] = x
-                x, flipped = self.augment(full, g)
+                x, view = self.augment(full, g)
                 x = x[lo:lo + len(idx)]
-                flipped = None if flipped is None else flipped[lo:lo + len(idx)]
-            yield Batch(x, y.to(self.device, non_blocking=True), None, flipped,
+                view = None if view is None else view[lo:lo + len(idx)]
+            yield Batch(x, y.to(self.device, non_blocking=True), None, view,
                         share=len(idx) / size if hi > lo else 0.0, size=size)
 
     def eval_batches(self, split, rows: tuple[int, int] | None = None,
