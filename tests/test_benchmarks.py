@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# integration: matplotlib, PyYAML (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

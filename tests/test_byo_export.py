@@ -22,6 +22,9 @@ from fitnets.errors import FitnetsError
 from fitnets.export import export_run
 from fitnets.models import build_model
 
+# integration: onnx, onnxruntime, onnxscript, safetensors (.ci/run's locked run: its pins)
+pytestmark = pytest.mark.integration
+
 SRC = str(Path(fitnets.__file__).parents[1])
 HAS_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
 

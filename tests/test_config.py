@@ -7,6 +7,9 @@ import pytest
 from fitnets import FitnetsError
 from fitnets.config import Config, describe, make_config
 
+# integration: PyYAML (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 
 

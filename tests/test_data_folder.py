@@ -13,6 +13,9 @@ from PIL import Image
 from fitnets.data import folder, load_dataset
 from fitnets.errors import FitnetsError
 
+# integration: Pillow (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 CLASSES = ["cat", "ant", "bee"]  # deliberately unsorted: index must follow sorted order
 
 

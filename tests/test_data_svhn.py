@@ -11,6 +11,9 @@ import pytest
 from fitnets.data import load_dataset, svhn
 from fitnets.errors import FitnetsError
 
+# integration: scipy (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 scipy_io = pytest.importorskip("scipy.io")
 
 

@@ -2,6 +2,9 @@
 
 import pytest
 
+# integration: scikit-learn (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("sklearn")
 
 from fitnets.demo import demo  # noqa: E402

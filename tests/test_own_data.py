@@ -20,6 +20,9 @@ from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.data import load_dataset
 
+# integration: Pillow (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 SRC = str(Path(fitnets.__file__).parents[1])
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}

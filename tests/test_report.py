@@ -14,6 +14,9 @@ from fitnets.errors import FitnetsError
 from fitnets.report import load_run, report
 from fitnets.report import test_error_at as error_at
 
+# integration: matplotlib (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("matplotlib")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -23,6 +23,9 @@ from fitnets.checkpoint import Checkpoints
 from fitnets.cli import main
 from fitnets.errors import FitnetsError
 
+# integration: hypothesis (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 TINY = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=20",
         "data.batch_size=25", "train.optim.name=adam", "train.optim.lr=0.003"]
 

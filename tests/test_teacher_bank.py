@@ -14,7 +14,12 @@ from torch import nn
 from fitnets.checkpoint import load_weights
 from fitnets.config import make_config
 from fitnets.data.augment import (
-    alternating_flips, apply_view, augment_with_flips, split_view, view_count)
+    alternating_flips,
+    apply_view,
+    augment_with_flips,
+    split_view,
+    view_count,
+)
 from fitnets.data.memory import Arrays, Data
 from fitnets.distill import teacher_cache
 from fitnets.distill.taps import run_to

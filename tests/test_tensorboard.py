@@ -11,6 +11,9 @@ from fitnets.config import make_config
 from fitnets.errors import FitnetsError
 from fitnets.runlog import RunLog
 
+# integration: tensorboard (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 
 def test_off_by_default_and_documented():
     from fitnets.config import describe

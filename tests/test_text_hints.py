@@ -24,6 +24,9 @@ from fitnets.distill.suggest import candidate_layers
 from fitnets.errors import FitnetsError
 from fitnets.models import build_model
 
+# integration: transformers (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 transformers = pytest.importorskip("transformers")
 
 SRC = str(Path(fitnets.__file__).parents[1])

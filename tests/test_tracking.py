@@ -13,6 +13,9 @@ from fitnets.errors import FitnetsError
 from fitnets.run import run
 from fitnets.tracking import numbers
 
+# integration: mlflow-skinny, wandb (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 
 def test_a_record_becomes_stage_slash_key_numbers():
     record = {"stage": "hints", "kind": "hints", "pair": 1, "epoch": 3, "lr": 0.005,

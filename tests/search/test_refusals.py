@@ -15,6 +15,9 @@ import yaml
 from fitnets.errors import FitnetsError
 from fitnets.search.command import prepare
 
+# integration: PyYAML, scikit-learn (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("sklearn")
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# integration: optuna, PyYAML (.ci/run's locked run checks these under its pins)
+pytestmark = pytest.mark.integration
+
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("sklearn")
 

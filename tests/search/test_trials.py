@@ -23,7 +23,8 @@ pytest.importorskip("sklearn")
 # and xdist 3.8 loadgroup groups nothing (xdist renames item._nodeid, which pytest 9 no
 # longer reads: the ids live in item._id), so each worker trains the teacher once (the
 # fixture is session-scoped: not once a module switch).
-pytestmark = pytest.mark.xdist_group("search-trials")
+# integration: optuna, PyYAML (.ci/run's locked run checks these under its pins)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("search-trials")]
 
 from fitnets.config import make_config  # noqa: E402
 from fitnets.search import load_spec  # noqa: E402
