@@ -214,7 +214,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
         digest = _sha256(part)
         atomic_write(sidecar(path), json.dumps(
             {**meta, "sha256": digest, "torch": torch.__version__,
-             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+             "created": datetime.datetime.now(datetime.UTC).isoformat(
                  timespec="seconds")}, indent=1).encode())
         os.replace(part, path)  # complete files only: a reader never sees a half-written one
         progress.unlink(missing_ok=True)
