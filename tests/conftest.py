@@ -13,10 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 # Under pytest-xdist (`-n auto`, as .ci/run runs) each worker gets one core: one torch thread, and
 # the commands the tests start (fitnets, torchrun) inherit OMP_NUM_THREADS=1. Two workers
 # with two threads each on two cores spin against each other.
+# The suite never touches the network: Hugging Face's hub is told so before anything imports
+# it (huggingface_hub reads HF_HUB_OFFLINE once, at import; a test that set it later still
+# waited on the hub's retries, 23 s).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
 if WORKERS > 1:
@@ -139,3 +144,24 @@ DIGITS = {
 def digits() -> dict:
     """The digits recipe (copy it before changing a nested key)."""
     return copy.deepcopy(DIGITS)
+
+
+# An image folder of the user's kind, for the data, distill and DDP tests.
+COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}
+
+
+def photos(root: Path, n_train=20, n_test=6, layout=("train", "test"), gray=False,
+           ext="jpg", seed=0) -> Path:
+    """Class-coloured photos of mixed sizes and aspect ratios."""
+    rng = np.random.default_rng(seed)
+    for split, n in zip(layout, (n_train, n_test)):
+        for c, col in COLOURS.items():
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = (int(v) for v in rng.integers(24, 70, 2))
+                a = (rng.integers(0, 50, (h, w, 3)) + np.array(col) * rng.uniform(0.7, 1))
+                img = Image.fromarray(a.clip(0, 255).astype(np.uint8))
+                img = img.convert("L") if gray else img
+                img.save(d / f"{i}.{ext}", **({"quality": 90} if ext in ("jpg", "JPEG") else {}))
+    return root

@@ -52,8 +52,7 @@ def test_reproduce_mnist_on_tiny_idx(tmp_path, capsys):
 def write_tiny_cifar(root: Path, per_batch: int, n_test: int) -> None:
     """The canonical CIFAR-10 pickles under ``root`` (random images, ``per_batch`` per batch)."""
     import numpy as np
-
-    from test_data_cifar import cifar10_members
+    from test_cifar import cifar10_members
 
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)

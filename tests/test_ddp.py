@@ -295,7 +295,7 @@ def test_sync_batchnorm_is_chosen_by_device_and_refused_on_cpus():
 def test_two_processes_on_the_streaming_path_match_one_process(tmp_path):
     """Streamed image folder: each rank reads only its rows of every global batch (random
     crops and flips seeded per epoch and image), and the result is the 1-process run's."""
-    from test_own_data import photos
+    from conftest import photos
 
     p = photos(tmp_path / "photos", gray=True, ext="png")
     args = [*ARGS[:3], "data.name=folder", f"data.path={p}", f"data.root={tmp_path}",

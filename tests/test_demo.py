@@ -10,6 +10,7 @@ pytest.importorskip("sklearn")
 from fitnets.demo import demo  # noqa: E402
 
 
+@pytest.mark.slow  # four trainings: 20 s
 def test_quick_demo_trains_teacher_and_three_students(tmp_path, capsys):
     rows = demo(tmp_path / "demo", quick=True, verbose=False)
     assert [r["method"] for r in rows] == ["teacher", "student: backprop", "student: KD",

@@ -23,8 +23,9 @@ pytest.importorskip("sklearn")
 # and xdist 3.8 loadgroup groups nothing (xdist renames item._nodeid, which pytest 9 no
 # longer reads: the ids live in item._id), so each worker trains the teacher once (the
 # fixture is session-scoped: not once a module switch).
-# integration: optuna, PyYAML (.ci/run's locked run checks these under its pins)
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("search-trials")]
+# integration: optuna, PyYAML (.ci/run's locked run checks these under its pins); slow: real
+# trials, 10-30 s a test (the locked run checks Optuna's API through test_study.py)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("search-trials")]
 
 from fitnets.config import make_config  # noqa: E402
 from fitnets.search import load_spec  # noqa: E402

@@ -13,7 +13,7 @@ from fitnets.errors import FitnetsError
 def test_datasets_tuple_and_one_source_each():
     from fitnets.data.load import SOURCE_CLASSES
 
-    assert DATASETS == ("mnist", "digits", "cifar10", "cifar100", "svhn", "folder")
+    assert DATASETS == ("mnist", "digits", "cifar10", "cifar100", "svhn", "folder", "text")
     assert tuple(SOURCE_CLASSES) == DATASETS
 
 

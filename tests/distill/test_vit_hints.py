@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import fitnets
+from conftest import photos
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.models import build_model
-from test_own_data import photos
 
 SRC = str(Path(fitnets.__file__).parents[1])
 # 3 classes x 20 photos, 12 for validation: 48 training images, batches of 16 -> 3 steps/epoch

@@ -93,6 +93,7 @@ def test_token_ids_pass_preprocessing_unchanged_and_floats_become_float32():
     assert Preprocess("none")(torch.ones(2, dtype=torch.float64)).dtype == torch.float32
 
 
+@pytest.mark.slow  # trainings: 10-45 s
 def test_a_bert_teacher_guides_a_thin_deep_bert_student_from_python(tmp_path):
     torch.manual_seed(0)
     teacher, student = Wrapped(bert(48, 2)), Wrapped(bert(16, 4))
@@ -130,6 +131,7 @@ def test_hf_text_folders_are_sequence_classifiers_that_mask_padding(folders):
         net(torch.zeros(1, 6))
 
 
+@pytest.mark.slow  # trainings: 10-45 s
 def test_hf_text_folders_distill_by_name_with_their_layers_listed(folders, tmp_path, capsys):
     r = fitnets.distill(teacher={"name": f"hf:{folders / 'teacher'}"},
                         student={"name": f"hf:{folders / 'student'}"},

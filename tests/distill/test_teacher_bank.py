@@ -327,7 +327,7 @@ def test_the_benchmark_measures_build_bank_inline_and_backprop(tmp_path):
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "teacher_bank.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "teacher_bank.py"
     spec = importlib.util.spec_from_file_location("bench_teacher_bank", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -18,7 +18,7 @@ from fitnets.models import MODELS, build_model, data_init
 from fitnets.models.fast import whitening_filters
 from fitnets.run import run
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def test_shapes_parameters_and_hint_layers():

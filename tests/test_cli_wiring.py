@@ -1,4 +1,4 @@
-"""Issues 3 and 8 wired to the command line: profile, layers pairs, export, joint mode, and
+"""The command line end to end: profile, layers pairs, export, joint mode, and
 distilling on any image-folder zip with the user's own nets."""
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import fitnets
+from conftest import COLOURS, photos
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.data import load_dataset
@@ -23,33 +23,14 @@ from fitnets.data import load_dataset
 # integration: Pillow (.ci/run's locked run checks these under its pins)
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SRC = str(Path(fitnets.__file__).parents[1])
-COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}
-
-
-def photos(root: Path, n_train=20, n_test=6, layout=("train", "test"), gray=False,
-           ext="jpg", seed=0) -> Path:
-    """Class-coloured photos of mixed sizes and aspect ratios."""
-    rng = np.random.default_rng(seed)
-    for split, n in zip(layout, (n_train, n_test)):
-        for c, col in COLOURS.items():
-            d = root / split / c
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                w, h = (int(v) for v in rng.integers(24, 70, 2))
-                a = (rng.integers(0, 50, (h, w, 3)) + np.array(col) * rng.uniform(0.7, 1))
-                img = Image.fromarray(a.clip(0, 255).astype(np.uint8))
-                img = img.convert("L") if gray else img
-                img.save(d / f"{i}.{ext}", **({"quality": 90} if ext in ("jpg", "JPEG") else {}))
-    return root
-
-
 FAST = ["device=cpu", "data.name=folder", "data.batch_size=16", "data.val_size=12",
         "data.preprocess=standardize",
         "train.optim.name=adam", "train.optim.lr=0.003", "model.name=resnet20", "--quiet"]
 
 
+@pytest.mark.slow  # trainings: 10-50 s
 def test_a_folder_of_mixed_size_jpegs_trains_end_to_end_through_the_cli(tmp_path, capsys):
     p = photos(tmp_path / "photos")
     args = ["train", *FAST, f"data.path={p}", f"data.root={tmp_path}", "train.epochs=3"]
@@ -142,6 +123,7 @@ def test_a_killed_streaming_run_resumes_mid_epoch_to_the_same_weights_and_metric
     _same_run(ref, cut)
 
 
+@pytest.mark.slow  # trainings: 10-50 s
 def test_the_readme_python_example_distills_a_user_dataset(tmp_path, monkeypatch):
     text = README.read_text()
     section = text[text.index("**3. Your own Python objects.**"):]
@@ -176,6 +158,7 @@ class SlowImages(torch.utils.data.Dataset):
         return torch.full((3, 8, 8), float(i % 2)), i % 2
 
 
+@pytest.mark.slow  # trainings: 10-50 s
 def test_a_loader_that_cannot_keep_up_is_named_as_the_bottleneck(tmp_path, capsys):
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
     fitnets.train(model=net, train=SlowImages(), test=SlowImages(), out=tmp_path / "r",
