@@ -78,7 +78,7 @@ part "teacher bank, maxout teacher -> FitNet 1" 75 python3 benchmarks/teacher_ba
 part "kill and resume at random points ($trials trials)" 120 python3 tools/kill_resume.py \
     --trials "$trials" --device "$DEVICE"
 part "CUDA-relevant tests" 150 python3 -m pytest -q -p no:cacheprovider \
-    tests/test_data_device.py tests/test_host_sync.py tests/test_speed_perf.py \
+    tests/data/test_device.py tests/test_host_sync.py tests/test_speed_perf.py \
     tests/test_cuda_graphs.py
 cp benchmarks/results/SPEED.md benchmarks/results/speed-*.json \
     benchmarks/results/fast-teacher-*.json benchmarks/results/teacher-bank-*.json "$dest/" \
