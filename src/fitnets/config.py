@@ -39,13 +39,21 @@ _DEVICE = rule("auto, cpu, cuda, cuda:N or mps",
 @dataclass
 class DataConfig:
     name: Literal[DATASETS] = "mnist"  # the one list: fitnets.names
-    """Dataset: mnist, digits, cifar10, cifar100, svhn or folder."""
+    """Dataset: mnist, digits, cifar10, cifar100, svhn, folder or text (a language model's)."""
     root: Optional[str] = None
     """Where datasets live; default $FITNETS_DATA, else ~/.cache/fitnets."""
     path: Optional[str] = None
-    """For name=folder: a directory or .zip laid out as train/<class>/*, test/<class>/*."""
+    """For name=folder: a directory or .zip laid out as train/<class>/*, test/<class>/*; for
+    name=text: a .txt file (documents split at blank lines), a folder or .zip of .txt/.py/.md
+    files (a document each) or a .jsonl file with a 'text' field (a document a line)."""
     val_size: Optional[int] = checked(None, ge(0))
-    """Images held out of the training set for validation; null = the paper's split, 0 = none."""
+    """Images held out of the training set for validation; null = the paper's split, 0 = none.
+    name=text: documents held out (null = 10%; 10% more are the test split)."""
+    tokenizer: str = "byte"
+    """name=text: byte (built in: UTF-8 bytes and an end-of-document id, 257 ids, no download)
+    or a local Hugging Face tokenizer folder (needs transformers)."""
+    block_size: int = checked(128, gt(0))
+    """name=text: tokens a block trains on (each predicts the next token at every position)."""
     train_limit: int = checked(0, ge(0))
     """Keep N training images (0 = all), for quick runs: a class-balanced subset chosen with a
     fixed seed (the same for every run seed), in the dataset's order."""
@@ -114,6 +122,12 @@ class ModelConfig:
     """Maxout nets: drop probability of every later layer's input (maxout paper: 0.5)."""
     dropout_input_rescale: bool = True
     """Scale kept inputs by 1/(1-p); the maxout paper's yaml files set false (input_scales 1)."""
+    width: Optional[int] = checked(None, gt(0))
+    """Sized models (gpt): the hidden width; null = the model's default."""
+    depth: Optional[int] = checked(None, gt(0))
+    """Sized models (gpt): the number of blocks; null = the model's default."""
+    heads: Optional[int] = checked(None, gt(0))
+    """Sized models (gpt): attention heads (must divide width); null = the model's default."""
 
 
 @dataclass

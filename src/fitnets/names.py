@@ -15,7 +15,7 @@ PROJECTION_KINDS = ("conv1x1", "strided", "transposed", "interp")
 REGRESSOR_KINDS = ("auto", "conv", "fc", "none", "token", *PROJECTION_KINDS)
 """hints.regressor: auto, the paper's conv/fc/none, token (transformers), projections."""
 
-DATASETS = ("mnist", "digits", "cifar10", "cifar100", "svhn", "folder")
+DATASETS = ("mnist", "digits", "cifar10", "cifar100", "svhn", "folder", "text")
 """data.name: one source class each, registered in fitnets.data.load."""
 
 PREPROCESS = ("scale", "standardize", "gcn_zca", "lcn", "gcn_zca_pylearn2")

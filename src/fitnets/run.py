@@ -22,14 +22,21 @@ import torch
 from torch import nn
 
 from fitnets import distributed
-from fitnets.checkpoint import Checkpoints, atomic_write, load_into, save_weights
+from fitnets.checkpoint import (
+    Checkpoints,
+    atomic_write,
+    load_into,
+    load_weights,
+    save_weights,
+)
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config, to_dict
 from fitnets.data.prepare import Prepared, dataset_classes, prepare, prepare_python
+from fitnets.data.text import tokenizer_id
 from fitnets.distill import methods
 from fitnets.distill.taps import compile_taps
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
-from fitnets.models import MaxoutOptions, build_model, data_init
+from fitnets.models import MaxoutOptions, build_model, data_init, takes
 from fitnets.models.counting import count_mults
 from fitnets.perf import resolve_perf
 from fitnets.stage import StagePlan
@@ -59,7 +66,7 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
     model = build_model(mcfg.name, num_classes=prepared.num_classes,
                         in_channels=prepared.input_shape[0] if images else None,
                         batchnorm=mcfg.batchnorm, maxout=MaxoutOptions.of(mcfg),
-                        pretrained=mcfg.pretrained, key=key)
+                        pretrained=mcfg.pretrained, key=key, sizes=sizes(mcfg, prepared))
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
         raise FitnetsError(
@@ -74,7 +81,40 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
     return model.to(device)
 
 
-def load_teacher(mcfg: ModelConfig, prepared: Prepared, device: torch.device) -> nn.Module:
+def sizes(mcfg: ModelConfig, prepared: Prepared) -> dict:
+    """The size keys (width, depth, heads) of a model section, and for a model over token
+    ids that takes one, its context: the data's block length."""
+    out = {"width": mcfg.width, "depth": mcfg.depth, "heads": mcfg.heads}
+    if not prepared.input_dtype.is_floating_point and takes(mcfg.name, "context"):
+        out["context"] = prepared.input_shape[0]
+    return out
+
+
+def same_vocabulary(weights: str, prepared: Prepared, tokenizer: str | None) -> None:
+    """A language-model teacher's run must have used this run's tokenizer: distillation
+    compares next-token distributions id by id, so other vocabularies are refused, naming
+    both and the way out (a teacher run's model.pt records its tokenizer and vocabulary)."""
+    path = Path(weights) / "model.pt" if Path(weights).is_dir() else Path(weights)
+    if path.suffix != ".pt" or not path.is_file():
+        return  # a state-dict file of another kind: load_into names what does not fit
+    bundle = load_weights(path)
+    if not isinstance(bundle, dict) or "num_classes" not in bundle:
+        return
+    theirs, vocab = bundle.get("tokenizer"), int(bundle["num_classes"])
+    tokenizer = tokenizer_id(tokenizer) if tokenizer is not None else None
+    if vocab != prepared.num_classes or (theirs is not None and tokenizer is not None
+                                         and theirs != tokenizer):
+        raise FitnetsError(
+            f"the teacher ({weights}) was trained on the vocabulary of tokenizer "
+            f"{theirs or 'unknown'!r} ({vocab:,} ids), but this run's data.tokenizer="
+            f"{tokenizer!r} gives {prepared.num_classes:,} ids: a student learns the "
+            "teacher's next-token distribution id by id, so both need one vocabulary. Set "
+            f"data.tokenizer={theirs or 'THE_TEACHERS'} (the teacher's), or train a teacher "
+            f"with data.tokenizer={tokenizer}.")
+
+
+def load_teacher(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
+                 tokenizer: str | None = None) -> nn.Module:
     if not mcfg.weights and (mcfg.pretrained or mcfg.name.startswith("hf:")):
         # the library's own weights; an hf: folder or hub id comes with its weights
         return build_net(mcfg, prepared, device, "teacher").eval().requires_grad_(False)
@@ -84,6 +124,8 @@ def load_teacher(mcfg: ModelConfig, prepared: Prepared, device: torch.device) ->
             "`fitnets train` run) or a state-dict file. Train one with e.g. "
             "`fitnets train recipes/mnist-teacher.yaml`."
         )
+    if not prepared.input_dtype.is_floating_point:
+        same_vocabulary(mcfg.weights, prepared, tokenizer)
     teacher = build_net(mcfg, prepared, device, "teacher")
     load_into(teacher, mcfg.weights, mcfg.name, prepared.preprocess.kind)
     return teacher.eval().requires_grad_(False)
@@ -311,7 +353,8 @@ def _models(cfg, command, prepared, dist, perf, say,
     teacher = None
     if methods.needs_teacher(command, cfg):
         net = (python.teacher.to(device).eval().requires_grad_(False) if python.teacher
-               is not None else load_teacher(cfg.teacher, prepared, device))
+               is not None else load_teacher(cfg.teacher, prepared, device,
+                                             cfg.data.tokenizer))
         _takes(net, prepared.input_dtype)
         perf.prepare(net)
         train_x = prepared.data.train_inputs()  # None: streamed, no cache
@@ -354,7 +397,13 @@ def _finish(r: _Run) -> dict:
                       "num_classes": prepared.num_classes,
                       "input_shape": list(prepared.input_shape),
                       "state_dict": student.state_dict(),
-                      "preprocess": prepared.preprocess.state_dict()}, r.run_dir / "model.pt")
+                      "preprocess": prepared.preprocess.state_dict(),
+                      # a sized model's (gpt) width, depth, heads and context, to rebuild it
+                      **({"sizes": dict(student.sizes)} if hasattr(student, "sizes") else {}),
+                      # token ids: whose (a teacher's vocabulary is checked against it)
+                      **({"tokenizer": tokenizer_id(cfg.data.tokenizer)}
+                         if cfg.data.name == "text" else {})},
+                     r.run_dir / "model.pt")
     history = trainer.history
     summary = {
         "command": command,
@@ -377,6 +426,12 @@ def _finish(r: _Run) -> dict:
         # result; the CLI exits with FAILED_TO_LEARN
         "stalled": any(s.get("stalled", False) for s in history["stages"]),
     }
+    if "ppl" in test or (val is not None and "ppl" in val):
+        # a language model: test_acc / val_acc are next-token accuracies; perplexity is
+        # exp(mean token loss), beside the training split's unigram one (the chance level)
+        summary.update(test_ppl=test.get("ppl"), val_ppl=None if val is None else val["ppl"],
+                       test_loss=test.get("loss"),
+                       unigram_ppl=getattr(prepared.data, "unigram_ppl", None))
     if tta != "none":  # test_acc and val_acc are then the augmented ones
         summary["tta"] = tta
     if write:
@@ -385,6 +440,9 @@ def _finish(r: _Run) -> dict:
         r.say(f"skipped {prepared.data.skipped} reads of unreadable images (data.skip_bad_images)")
     score = (f"test accuracy {100 * test['acc']:.2f}%" if test["acc"] is not None
              else f"validation accuracy {100 * val['acc']:.2f}% (test set not used)")
+    if summary.get("test_ppl") is not None:
+        score = (f"test perplexity {summary['test_ppl']:.3f} (unigram "
+                 f"{summary['unigram_ppl'] or float('nan'):.3f}), next-token {score}")
     if tta != "none":
         score += f" with {tta} test-time augmentation"
     r.say(f"done: {score} ({summary['params']:,} parameters); "

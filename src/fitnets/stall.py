@@ -32,8 +32,11 @@ import math
 MIN_STEPS = 5000  # optimiser steps of a stage before any verdict (a shorter stage: its end)
 MIN_FRACTION = 0.75  # ... and this fraction of the stage's steps; a chance verdict also needs
 #                      the accuracy at chance for this share of the steps so far
-MARGIN = 0.02  # accuracy within 2 points of chance counts as chance
+MARGIN = 0.02  # accuracy within 2 points of chance (perplexity: 2% of it) counts as chance
 LOSS_RTOL = 1e-3  # a train loss that never moved by more than this, relative, since epoch 1
+ACCURACY, PERPLEXITY = "accuracy", "perplexity"  # what the guard watches (held_out): a
+#   classifier's held-out accuracy against 1/classes (or the majority class), a language
+#   model's held-out perplexity against the training split's unigram perplexity
 
 
 def ready(steps_done: int, stage_steps: int) -> bool:
@@ -58,7 +61,7 @@ def new_state() -> dict:
     done at its end; the chance level; the verdict now (``epoch``/``step`` it was given,
     ``why``: chance or flat; None when none holds) and ``left``, where a stage at chance
     from its start first left it ({"epoch", "step"}; None)."""
-    return {"accs": [], "losses": [], "steps": [], "chance": None,
+    return {"accs": [], "losses": [], "steps": [], "chance": None, "metric": ACCURACY,
             "epoch": None, "step": None, "why": None, "left": None}
 
 
@@ -73,8 +76,23 @@ def restore(state: dict | None, steps_per_epoch: int) -> dict:
     return out
 
 
-def _at_chance(acc: float | None, chance: float) -> bool:
-    return acc is not None and acc <= chance + MARGIN
+def held_out(metrics: dict) -> tuple[float | None, str]:
+    """What the guard watches in a stage's metrics, and its kind: a language model's held-out
+    perplexity (validation, else test), else the held-out accuracy."""
+    for key in ("val_ppl", "test_ppl"):
+        if key in metrics:
+            return metrics[key], PERPLEXITY
+    return metrics.get("val_acc", metrics.get("test_acc")), ACCURACY
+
+
+def _at_chance(value: float | None, chance: float, metric: str = ACCURACY) -> bool:
+    """Accuracy within MARGIN (points) of chance, or perplexity within MARGIN (relative) of
+    the unigram one."""
+    if value is None:
+        return False
+    if metric == PERPLEXITY:
+        return value >= chance * (1 - MARGIN)
+    return value <= chance + MARGIN
 
 
 def _verdict(state: dict, stage_steps: int) -> str | None:
@@ -83,9 +101,9 @@ def _verdict(state: dict, stage_steps: int) -> str | None:
     done = steps[-1]
     if not ready(done, stage_steps):
         return None
-    chance = state["chance"]
+    chance, metric = state["chance"], state["metric"]
     streak = 0  # epochs at chance, counted back from the last
-    while streak < len(accs) and _at_chance(accs[-1 - streak], chance):
+    while streak < len(accs) and _at_chance(accs[-1 - streak], chance, metric):
         streak += 1
     if streak:
         since = steps[-1 - streak] if streak < len(accs) else 0
@@ -99,7 +117,8 @@ def _verdict(state: dict, stage_steps: int) -> str | None:
 
 
 def update(state: dict, epoch: int, acc: float | None, loss: float | None, chance: float,
-           steps_done: int, stage_steps: int, final: bool = False) -> str | None:
+           steps_done: int, stage_steps: int, final: bool = False,
+           metric: str = ACCURACY) -> str | None:
     """Add one epoch (its end: ``steps_done`` optimiser steps of the stage's ``stage_steps``;
     ``final``: the stage ends here, e.g. by early stopping, so it is judged on the steps it
     ran). Returns what changed: "stalled" (a verdict is given now), "left" (the stage has
@@ -109,7 +128,10 @@ def update(state: dict, epoch: int, acc: float | None, loss: float | None, chanc
     Stalled, once ``ready(steps_done, stage_steps)``: the held-out accuracy is within
     ``MARGIN`` of ``chance`` and has been for at least ``MIN_FRACTION`` of the steps so far,
     or the train loss (two epochs or more) has not moved by ``LOSS_RTOL`` since epoch 1.
+    ``metric=perplexity``: ``acc`` is a held-out perplexity and ``chance`` the unigram one
+    (at chance: within ``MARGIN`` of it, relative).
     """
+    state["metric"] = metric
     state["accs"].append(acc)
     state["losses"].append(loss)
     state["steps"].append(steps_done)
@@ -124,8 +146,8 @@ def update(state: dict, epoch: int, acc: float | None, loss: float | None, chanc
         return "stalled"
     state["epoch"] = state["step"] = state["why"] = None
     accs = state["accs"]
-    if (state["left"] is None and len(accs) >= 2 and not _at_chance(acc, chance)
-            and all(_at_chance(a, chance) for a in accs[:-1])):
+    if (state["left"] is None and len(accs) >= 2 and not _at_chance(acc, chance, metric)
+            and all(_at_chance(a, chance, metric) for a in accs[:-1])):
         state["left"] = {"epoch": epoch, "step": steps_done, "withdrawn": had}
         return "left"
     return "cleared" if had else None
@@ -165,13 +187,20 @@ def advice(stage: str, optim, after_hints: bool) -> str:
 def describe(state: dict, stage: str, event: str) -> str:
     """The line for an ``update`` event: a warning for "stalled", a note for "left" (a slow
     start) and "cleared" (a verdict withdrawn)."""
-    chance = state["chance"]
+    chance, metric = state["chance"], state.get("metric", ACCURACY)
+    ppl = metric == PERPLEXITY
+
+    def shown(v: float) -> str:
+        return f"{v:.2f}" if ppl else f"{100 * v:.2f}%"
+
+    what = "held-out perplexity" if ppl else "held-out accuracy"
     if event == "left":
         left = state["left"]
         at = left["epoch"] - 1
         return (f"note: [{stage}] left chance at step {left['step']:,} / epoch {left['epoch']} "
-                f"(held-out accuracy {100 * state['accs'][-1]:.2f}%, chance "
-                f"{100 * chance:.2f}%) after {at} epoch(s) at chance: a slow start, not a "
+                f"({what} {shown(state['accs'][-1])}, chance "
+                f"{shown(chance)}{' (unigram)' if ppl else ''}) after {at} epoch(s) at "
+                "chance: a slow start, not a "
                 "stall" + ("; the STALLED warning above is withdrawn." if left["withdrawn"]
                            else "."))
     if event == "cleared":
@@ -180,12 +209,13 @@ def describe(state: dict, stage: str, event: str) -> str:
     steps = state["steps"][-1]
     if state["why"] == "chance":
         accs = state["accs"]
-        streak = next((i for i, a in enumerate(reversed(accs)) if not _at_chance(a, chance)),
-                      len(accs))
+        streak = next((i for i, a in enumerate(reversed(accs))
+                       if not _at_chance(a, chance, metric)), len(accs))
         since = len(accs) - streak + 1
+        near = (f"{100 * MARGIN:.0f}% of the unigram perplexity ({chance:.2f})" if ppl else
+                f"{100 * MARGIN:.0f} points of chance ({100 * chance:.2f}%)")
         return (f"warning: [{stage}] STALLED at epoch {state['epoch']} (step {steps:,}): "
-                f"held-out accuracy {100 * accs[-1]:.2f}% has stayed within "
-                f"{100 * MARGIN:.0f} points of chance ({100 * chance:.2f}%) since epoch "
+                f"{what} {shown(accs[-1])} has stayed within {near} since epoch "
                 f"{since}: the network is not learning.")
     first, last = state["losses"][0], state["losses"][-1]
     return (f"warning: [{stage}] STALLED at epoch {state['epoch']} (step {steps:,}): the train "

@@ -200,9 +200,10 @@ class Trainer:
             stop = _early_stopping(es, stage, metrics, epoch, use_es, keep_best)
             event = None
             if chance is not None:  # the stall guard; the stage's last epoch is judged final
-                event = stall.update(guard, epoch, metrics.get("val_acc", metrics.get(
-                    "test_acc")), train_parts.get("train_loss"), chance, epoch * per_epoch,
-                    cfg.epochs * per_epoch, final=stop or epoch == cfg.epochs)
+                held, metric = stall.held_out(metrics)
+                event = stall.update(guard, epoch, held, train_parts.get("train_loss"),
+                                     chance, epoch * per_epoch, cfg.epochs * per_epoch,
+                                     final=stop or epoch == cfg.epochs, metric=metric)
             record = {"stage": stage.name, "kind": stage.kind, **stage.info, "epoch": epoch,
                       **({"step": epoch * per_epoch} if chance is not None else {}),
                       "lr": lr, **fields, **train_parts, **metrics,
@@ -381,17 +382,27 @@ class Trainer:
         the ranks: every rank gets the whole split's values (the correct count exactly, the
         loss up to the order of float additions).
         """
-        loss, correct, counts = 0.0, 0, None
+        loss, correct, counts, seen, tokens = 0.0, 0, None, 0, False
         for b in self.batches(arrays):
             logits = (model(b.x) if tta == "none" else tta_logits(model, b.x, tta)).float()
-            loss += F.cross_entropy(logits, b.y, reduction="sum").item()
-            correct += (logits.argmax(1) == b.y).sum().item()
-            found = torch.bincount(b.y.flatten(), minlength=logits.shape[1]).cpu()
-            counts = found if counts is None else counts + found[:len(counts)]
+            y = b.y
+            if logits.dim() == 3:  # a language model's (B, T, vocab): a prediction a position
+                logits, y, tokens = logits.flatten(0, 1), y.flatten(), True
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if not tokens:
+                found = torch.bincount(y.flatten(), minlength=logits.shape[1]).cpu()
+                counts = found if counts is None else counts + found[:len(counts)]
         counts = [] if counts is None else counts.tolist()
         per_class = {f"class{i}": float(c) for i, c in enumerate(counts)}
-        sums = self.dist.sum({"loss": loss, "correct": float(correct), **per_class})
-        n = max(len(arrays), 1)
+        sums = self.dist.sum({"loss": loss, "correct": float(correct), "seen": float(seen),
+                              **per_class})
+        n = max(sums["seen"], 1)
+        if tokens:  # chance: the training split's unigram perplexity (data/text.py)
+            return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n,
+                    "ppl": math.exp(sums["loss"] / n),
+                    "chance": getattr(self.data, "unigram_ppl", None)}
         chance = stall.chance_level([sums[k] for k in per_class])
         return {"loss": sums["loss"] / n, "acc": round(sums["correct"]) / n, "chance": chance}
 
@@ -407,9 +418,13 @@ class Trainer:
         if self.data.val is not None:
             v = self.evaluate(model, self.data.val)
             out.update(val_loss=v["loss"], val_acc=v["acc"], val_error=1.0 - v["acc"])
+            if "ppl" in v:  # a language model: perplexity, and accuracy of the next token
+                out["val_ppl"] = v["ppl"]
         if self.use_test:
             t = self.evaluate(model, self.data.test)
             out["test_acc"] = t["acc"]
+            if "ppl" in t:
+                out["test_ppl"] = t["ppl"]
         # for the stall guard (popped before logging): the held-out split's chance level
         out["chance"] = v["chance"] if self.data.val is not None else t["chance"]
         return out
@@ -470,7 +485,8 @@ def _early_stopping(es: dict, stage: Stage, metrics: dict, epoch: int, use_es: b
 def _epoch_line(r: dict, epochs: int, throughput: float | None = None) -> str:
     parts = [f"[{r['stage']}{'/' + str(r['pair']) if 'pair' in r else ''}] "
              f"epoch {r['epoch']}/{epochs}"]
-    for key in ("train_loss", "lambda", "val_hint_loss", "val_loss", "val_acc", "test_acc"):
+    for key in ("train_loss", "lambda", "val_hint_loss", "val_loss", "val_ppl", "val_acc",
+                "test_ppl", "test_acc"):
         if key in r:
             v = r[key]
             parts.append(f"{key} {100 * v:.2f}%" if key.endswith("acc") else f"{key} {v:.4g}")

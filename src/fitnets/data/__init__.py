@@ -1,6 +1,6 @@
 """Datasets from their sources to the batches the loop trains on:
 
-    source (one per format: mnist, digits, cifar, svhn, folder; load.open_source)
+    source (one per format: mnist, digits, cifar, svhn, folder, text; load.open_source)
       -> splits (the validation hold-out and limits planned once: splits.plan)
       -> memory (memory.Data) or stream (stream.StreamData): training.TrainingData
       -> batches (memory.Batch)

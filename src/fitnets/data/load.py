@@ -13,12 +13,13 @@ from fitnets.data.mnist import Mnist
 from fitnets.data.source import Source
 from fitnets.data.splits import Dataset, read
 from fitnets.data.svhn import Svhn
+from fitnets.data.text import Text
 from fitnets.errors import FitnetsError
 from fitnets.names import DATASETS
 
 SOURCE_CLASSES: dict[str, type] = {  # one for each of names.DATASETS
     "mnist": Mnist, "digits": Digits, "cifar10": Cifar, "cifar100": Cifar, "svhn": Svhn,
-    "folder": Folder,
+    "folder": Folder, "text": Text,
 }
 
 

@@ -25,6 +25,7 @@ from fitnets.data.preprocess import Preprocess, fit_preprocess
 from fitnets.data.source import Source
 from fitnets.data.splits import Plan, plan, read, take
 from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
+from fitnets.data.text import Text, prepare_text
 from fitnets.data.training import TrainingData
 from fitnets.errors import FitnetsError
 
@@ -49,6 +50,8 @@ def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)
     """Load (or list) the dataset ``d`` describes, ready on ``device``; ``shard``: this
     process's (rank, world) under torchrun, for streaming."""
     source = open_source(d)
+    if isinstance(source, Text):  # token ids, not images: their own path
+        return prepare_text(source, d, device)
     files = source.files("train") if d.mode != "memory" else None
     if files is None:  # not image files, or memory mode: then nothing needs listing
         if d.mode == "stream":
@@ -68,9 +71,11 @@ def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)
 
 def open_source(d: DataConfig) -> Source:
     """The source ``data.name`` names, made once per run; the image-folder settings
-    (data.channels, image_size, skip_bad_images) go to the sources that take them."""
+    (data.channels, image_size, skip_bad_images) and the text settings (data.tokenizer,
+    block_size, val_size) go to the sources that take them."""
     offered = {"mode": CHANNELS[d.channels], "image_size": d.image_size,
-               "skip_bad": d.skip_bad_images}
+               "skip_bad": d.skip_bad_images, "tokenizer": d.tokenizer,
+               "block_size": d.block_size, "val_size": d.val_size}
     takes = load.source_options(d.name)
     return load.open_source(d.name, d.root, download=d.download, path=d.path,
                             **{k: v for k, v in offered.items() if k in takes})

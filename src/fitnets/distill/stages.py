@@ -12,6 +12,7 @@ from torch import nn
 
 from fitnets.config import StageConfig
 from fitnets.data.memory import Batch
+from fitnets.data.text import TextData
 from fitnets.data.training import TrainingData
 from fitnets.optim import scaled_groups
 from fitnets.stage import Evaluator, Parts, Stage
@@ -28,8 +29,11 @@ class ClassifierStage(Stage):
     def __init__(self, name: str, module: nn.Module, student: nn.Module, scfg: StageConfig,
                  data: TrainingData, groups: list[dict], prefix: str = "", **extra):
         self.name, self.student = name, student
+        # a language model is judged by its validation loss (its log-perplexity), not by
+        # next-token accuracy, which can fall while the perplexity still improves
+        monitor = "val_loss" if isinstance(data, TextData) else "val_error"
         super().__init__(module, groups, scfg,
-                         monitor="val_error" if data.val is not None else None,
+                         monitor=monitor if data.val is not None else None,
                          max_norm_prefix=prefix, **extra)
 
     def evaluate(self, evaluator: Evaluator) -> dict[str, float]:
@@ -45,9 +49,17 @@ class LabelStage(ClassifierStage):
         self.smoothing = scfg.label_smoothing
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
-        value = F.cross_entropy(self.net(batch.x).float(), batch.y,
-                                label_smoothing=self.smoothing)
+        logits, y = per_position(self.net(batch.x).float(), batch.y)
+        value = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
         return value, {"loss": value.detach()}
+
+
+def per_position(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A language model's next-token logits (B, T, V) and targets (B, T) as B*T predictions
+    (every position counts once); a classifier's (B, C) and (B,) as they are."""
+    if logits.dim() == 3:
+        return logits.flatten(0, 1), y.flatten()
+    return logits, y
 
 
 def student_groups(model: nn.Module, scfg: StageConfig, pretrained: list[nn.Parameter] = (),

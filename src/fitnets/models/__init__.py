@@ -15,7 +15,7 @@ from torch import nn
 
 from fitnets.checkpoint import load_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import cifar, ecosystem, fast, paper, vit
+from fitnets.models import cifar, ecosystem, fast, gpt, paper, vit
 from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet, MaxoutOptions
 from fitnets.models.counting import (
     count_layers,
@@ -50,6 +50,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     **cifar.MODELS,
     **fast.MODELS,
     **vit.MODELS,
+    **gpt.MODELS,
 }
 
 
@@ -78,6 +79,7 @@ def _shown(v) -> str:
 def build_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False,
     maxout: MaxoutOptions | None = None, pretrained: bool = False, key: str = "model",
+    sizes: dict | None = None,
 ) -> nn.Module:
     """Build the registered model ``name``; ``in_channels=None`` keeps the model's default.
 
@@ -86,8 +88,11 @@ def build_model(
     name with a ':' is the user's own builder (``package.module:fn`` or ``file.py:fn``).
     ``maxout`` (pool rounding, untied biases, dropout) applies to the built-in maxout nets;
     anything but the defaults for another model is an error that names the config keys
-    (``key``: the model's section, model / teacher / student).
+    (``key``: the model's section, model / teacher / student). ``sizes`` (width, depth,
+    heads, context; None values left out) go to the built-in models that take them (gpt);
+    one set for a model that does not take it is an error naming the key.
     """
+    sizes = {k: v for k, v in (sizes or {}).items() if v is not None}
     if maxout is not None and maxout != MaxoutOptions() and name not in MAXOUT_NETS:
         if name in MODELS or ":" in str(name):  # else: the unknown-name error below
             fields = [(f, getattr(maxout, a), getattr(MaxoutOptions(), a))
@@ -104,7 +109,20 @@ def build_model(
     if ecosystem.is_ecosystem(name):
         return ecosystem.build(name, num_classes, in_channels, pretrained)
     extra = {"options": maxout} if name in MAXOUT_NETS and maxout is not None else {}
+    if sizes and name in MODELS:
+        bad = [k for k in sizes if not takes(name, k)]
+        if bad:
+            sized = ", ".join(n for n in MODELS if takes(n, "width"))
+            raise FitnetsError(f"model {name!r} has no {' or '.join(bad)} to set: leave "
+                               + ", ".join(f"{key}.{k}" for k in bad)
+                               + f" out (null). Models sized by these keys: {sized}.")
+        extra.update(sizes)
     return _build(name, num_classes, in_channels, batchnorm, extra)
+
+
+def takes(name: str, option: str) -> bool:
+    """Whether the built-in model ``name``'s builder takes ``option`` (e.g. gpt: width)."""
+    return name in MODELS and option in inspect.signature(MODELS[name]).parameters
 
 
 def _build(name: str, num_classes: int, in_channels: int | None, batchnorm: bool,
@@ -150,6 +168,7 @@ __all__ = [
     "layer_table",
     "paper_init_",
     "profile",
+    "takes",
 ]
 
 
@@ -175,4 +194,4 @@ def build_described(d: dict) -> nn.Module:
     maxout = MaxoutOptions(**d["maxout"]) if d.get("maxout") else None
     return build_model(d["model"], num_classes=int(d["num_classes"]), maxout=maxout,
                        in_channels=int(d["input_shape"][0]),
-                       batchnorm=bool(d.get("batchnorm", False)))
+                       batchnorm=bool(d.get("batchnorm", False)), sizes=d.get("sizes"))
