@@ -10,7 +10,7 @@ import torch
 from fitnets.distill.hint import guided_params
 from fitnets.distill.losses import kd_loss, teacher_weight
 from fitnets.distill.methods import Offer, Range
-from fitnets.distill.stages import ClassifierStage, student_groups
+from fitnets.distill.stages import ClassifierStage, per_position, student_groups
 from fitnets.distill.teacher import LOGITS
 from fitnets.stage import Parts, StagePlan
 
@@ -55,8 +55,11 @@ class KDStage(ClassifierStage):
         return {"lambda": lam}
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
-        t_logits = self.teacher.logits(batch)
-        total, hard, soft = kd_loss(self.net(batch.x), t_logits, batch.y, lam=self.lam,
+        # a language model's (B, T, vocab) logits: KD on the next-token distribution at
+        # every position, as B*T predictions
+        t_logits, _ = per_position(self.teacher.logits(batch), batch.y)
+        logits, y = per_position(self.net(batch.x), batch.y)
+        total, hard, soft = kd_loss(logits, t_logits, y, lam=self.lam,
                                     tau=self.k.tau, tau_squared=self.k.tau_squared,
                                     student_tau=self.k.student_tau)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
