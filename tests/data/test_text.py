@@ -161,6 +161,7 @@ def test_text_needs_a_path_and_enough_documents(tmp_path):
         source(tmp_path / "missing", tmp_path / "root").tokens()
 
 
+@pytest.mark.integration  # transformers and tokenizers
 def test_a_local_hugging_face_tokenizer(tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
