@@ -43,7 +43,6 @@ def teacher(tmp_path_factory):
     return args, out
 
 
-@pytest.mark.slow  # a teacher and a two-stage student trained (~25 s on 2 cores)
 def test_hints_then_kd_train_a_thinner_deeper_student(teacher, tmp_path):
     args, weights = teacher
     out = tmp_path / "student"
