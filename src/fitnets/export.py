@@ -81,6 +81,11 @@ def export_run(
     if out.is_symlink():  # write where it points, keep the link
         out = out.resolve()
     model, bundle = load_run_model(run_dir)
+    if bundle.get("tokenizer") is not None:  # traced/checked on image-shaped float inputs
+        raise FitnetsError(
+            f"'{run_dir}' holds a language model (tokenizer {bundle['tokenizer']!r}); fitnets "
+            "export writes image classifiers only so far. Its weights are in "
+            f"'{run_dir / 'model.pt'}' (fitnets.checkpoint.load_weights reads them).")
     rejected = out.with_name(out.name + ".rejected")
     for folder in (out, rejected):
         _refuse_foreign(folder)

@@ -86,3 +86,13 @@ def test_kd_on_every_position_is_kd_on_the_flattened_positions():
     p_t = torch.softmax(t / 3, -1)
     assert soft == pytest.approx(-(p_t * torch.log_softmax(s / 3, -1)).sum(-1).mean().item())
     assert hard == pytest.approx(torch.nn.functional.cross_entropy(s.transpose(1, 2), y).item())
+
+
+def test_exporting_a_language_model_run_is_refused_naming_its_weights(teacher, tmp_path):
+    from fitnets.export import export_run
+
+    _, run_dir = teacher
+    with pytest.raises(FitnetsError, match=r"holds a language model \(tokenizer 'byte.*"
+                                           r"export writes image classifiers only.*model\.pt"):
+        export_run(run_dir, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
