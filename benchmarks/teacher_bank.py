@@ -48,7 +48,7 @@ from fitnets.perf import resolve_perf
 from fitnets.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import hardware, sync  # noqa: E402
+from speed import hardware, sync, timed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "cifar10-teacher-fast.yaml"
@@ -162,14 +162,7 @@ def main(argv=None) -> dict:
     epochs = {"bank": epoch_fn("bank", a, bank_cfg, perf, data, banked, device),
               "inline": epoch_fn("inline", a, bank_cfg, perf, data, inline, device),
               "backprop": epoch_fn("backprop", a, bank_cfg, perf, data, None, device)}
-    times: dict[str, list[float]] = {k: [] for k in epochs}
-    for _ in range(a.repeats):
-        for name, fn in epochs.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
+    times = timed(epochs, a.repeats, device)
     rate = {k: n / statistics.median(v) for k, v in times.items()}
     full = a.full_images
     full_build_s = views * full / build_rate
