@@ -95,6 +95,31 @@ def _parser() -> argparse.ArgumentParser:
                     help="safetensors, state_dict, torch_export, torchscript and/or onnx "
                          "(default: all)")
 
+    g = sub.add_parser(
+        "generate", help="continue a prompt with a language-model run (data.name=text)",
+        description="Loads RUN_DIR's best weights (model.pt) and its tokenizer (byte, or the\n"
+                    "Hugging Face tokenizer folder the run recorded), or an export folder of\n"
+                    "such a run; encodes PROMPT, samples --tokens new tokens one at a time\n"
+                    "(the context cropped to the model's block size, data.block_size) and\n"
+                    "prints prompt + continuation.",
+        epilog="Examples:\n"
+               "  fitnets generate runs/text-teacher \"def main(\" --tokens 100 "
+               "--temperature 0      # greedy\n"
+               "  fitnets generate runs/text-teacher \"import \" --temperature 0.8 --top-k 20 "
+               "--seed 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("run_dir", metavar="RUN_DIR", help="a finished language-model run "
+                   "directory, or its export folder")
+    g.add_argument("prompt", metavar="PROMPT", help="the text to continue")
+    g.add_argument("--tokens", type=int, default=200, metavar="N",
+                   help="new tokens to sample (default 200)")
+    g.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="softmax temperature; 0 is greedy, the most likely token (default 1)")
+    g.add_argument("--top-k", type=int, metavar="K",
+                   help="sample among the K most likely tokens only (default: all)")
+    g.add_argument("--seed", type=int, metavar="S",
+                   help="seed of the draw: the same seed, the same text (default: random)")
+
     se = sub.add_parser(
         "search", help="which layers to hint: search pairs, regressors, tau and lambda "
                        "(Optuna; pip install 'fitnets[search]')",
@@ -346,6 +371,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from fitnets.generation import generate
+
+    out = generate(args.run_dir, args.prompt, tokens=args.tokens,
+                   temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    print(out.text)
+    return 0
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.replace("x", ",").split(","))
@@ -414,7 +448,7 @@ def _search(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": _train_or_distill, "distill": _train_or_distill, "layers": _layers,
             "config": _config, "demo": _demo, "report": _report, "profile": _profile,
-            "export": _export, "search": _search}
+            "export": _export, "generate": _generate, "search": _search}
 
 if __name__ == "__main__":
     raise SystemExit(main())
