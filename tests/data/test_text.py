@@ -3,9 +3,11 @@ changes, blocks whose targets are the inputs shifted by one."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 
 from fitnets import FitnetsError
 from fitnets.config import make_config
+from fitnets.data import text as text_module
 from fitnets.data.prepare import prepare
 from fitnets.data.text import (
     ByteTokenizer,
@@ -180,3 +183,14 @@ def test_a_local_hugging_face_tokenizer(tmp_path):
     assert (ids == 1).sum() == 30 and (ids == 0).sum() == 0  # one end per document, no unknowns
     with pytest.raises(FitnetsError, match="neither 'byte' nor a folder"):
         source(tmp_path / "c", tmp_path / "root", tokenizer="gpt2").tokens()
+
+
+def test_the_text_source_never_imports_the_modules_that_import_it():
+    # load -> text and prepare -> text: text importing either (even inside a function, to
+    # dodge the cycle) would make the dependency two-way again
+    tree = ast.parse(Path(text_module.__file__).read_text())
+    imported = {f"{n.module}.{a.name}" if n.module == "fitnets.data" else n.module
+                for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "fitnets.data.cache" in imported  # the walk sees text.py's imports
+    assert not imported & {"fitnets.data.prepare", "fitnets.data.load"}

@@ -25,7 +25,7 @@ from fitnets.data.preprocess import Preprocess, fit_preprocess
 from fitnets.data.source import Source
 from fitnets.data.splits import Plan, plan, read, take
 from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
-from fitnets.data.text import Text, prepare_text
+from fitnets.data.text import Text, TextData, blocks, unigram_perplexity
 from fitnets.data.training import TrainingData
 from fitnets.errors import FitnetsError
 
@@ -67,6 +67,49 @@ def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)
     if where == "memory":
         return _in_memory(d, source, device, why)
     return _streamed(d, source, p, mode, size, device, shard, why)
+
+
+def prepare_text(source: Text, d: DataConfig, device: torch.device) -> Prepared:
+    """A text corpus (fitnets.data.text): every split's blocks on ``device`` as int64 ids;
+    data.train_limit / test_limit keep the first N blocks."""
+    if d.augment_pad or d.augment_flip or d.tta != "none" or d.random_crop:
+        raise FitnetsError("data.augment_pad / augment_flip / random_crop / tta transform "
+                           "images; a text corpus has none: leave them at their defaults.")
+    tokens = source.tokens()
+
+    def split(name: str, limit: int = 0) -> Arrays | None:
+        b = torch.from_numpy(blocks(tokens.splits[name], d.block_size))
+        if limit:
+            b = b[:limit]
+        if len(b) == 0:
+            return None
+        b = b.to(device)
+        return Arrays(b[:, :-1], b[:, 1:])  # views of one tensor: a batch copies its rows
+
+    train = split("train", d.train_limit)
+    if train is None:
+        raise FitnetsError(f"the training split of {source.path} has "
+                           f"{len(tokens.splits['train']):,} tokens, fewer than one block of "
+                           f"data.block_size={d.block_size} + 1; lower data.block_size or add "
+                           "text.")
+    test = split("test", d.test_limit)
+    val = split("val")
+    if test is None:
+        raise FitnetsError(f"the test split of {source.path} has fewer tokens than one "
+                           f"block (data.block_size={d.block_size} + 1); lower "
+                           "data.block_size or add documents.")
+    data = TextData(train=train, val=val, test=test, batch_size=d.batch_size,
+                    eval_batch_size=d.eval_batch_size,
+                    unigram_ppl=unigram_perplexity(tokens.splits["train"], tokens.vocab_size))
+    counts = ", ".join(f"{s} {len(t):,}" for s, t in tokens.splits.items())
+    how = (f"data: text {source.path} ({counts} tokens; {len(train):,} training blocks of "
+           f"{d.block_size}), tokenizer "
+           f"{source.tokenizer_spec} ({tokens.vocab_size:,} ids), token file "
+           + (f"{tokens.path} ({'built' if tokens.built else 'reused'})" if tokens.path
+              else "not cached (no writable cache folder)")
+           + f"; unigram perplexity {data.unigram_ppl:.2f}")
+    return Prepared(data, (d.block_size,), tokens.vocab_size, Preprocess("none"), d.name, how,
+                    input_dtype=torch.long)
 
 
 def open_source(d: DataConfig) -> Source:

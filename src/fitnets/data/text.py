@@ -12,9 +12,10 @@
 
 Tokenizers: ``byte`` (built in, no download: the UTF-8 bytes, 256 ids, and 256 the end of a
 document) or a local Hugging Face tokenizer folder (``data.tokenizer=DIR``; needs
-transformers). The blocks are held in memory as a ``TextData``: ``memory.Data`` whose
-batches are (input ids, next-token ids) and which knows the training split's unigram
-perplexity (the stall guard's chance level for a language model).
+transformers). fitnets.data.prepare.prepare_text makes a run's ``TextData`` of them (this
+module never imports prepare.py): ``memory.Data`` whose batches are (input ids, next-token
+ids) and which knows the training split's unigram perplexity (the stall guard's chance level
+for a language model).
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fitnets.data import cache
-from fitnets.data.memory import Arrays, Data
+from fitnets.data.memory import Data
 from fitnets.data.source import Images
 from fitnets.errors import FitnetsError
 
@@ -359,53 +359,6 @@ class TextData(Data):
     (B, T) next ids; ``unigram_ppl``: the training split's unigram perplexity."""
 
     unigram_ppl: float | None = None
-
-
-def prepare_text(source: Text, d, device: torch.device):
-    """The ``Prepared`` of a text corpus (fitnets.data.prepare): every split's blocks on
-    ``device`` as int64 ids; data.train_limit / test_limit keep the first N blocks."""
-    from fitnets.data.prepare import Prepared
-    from fitnets.data.preprocess import Preprocess
-
-    if d.augment_pad or d.augment_flip or d.tta != "none" or d.random_crop:
-        raise FitnetsError("data.augment_pad / augment_flip / random_crop / tta transform "
-                           "images; a text corpus has none: leave them at their defaults.")
-    tokens = source.tokens()
-
-    def split(name: str, limit: int = 0) -> Arrays | None:
-        b = torch.from_numpy(blocks(tokens.splits[name], d.block_size))
-        if limit:
-            b = b[:limit]
-        if len(b) == 0:
-            return None
-        b = b.to(device)
-        return Arrays(b[:, :-1], b[:, 1:])  # views of one tensor: a batch copies its rows
-
-    train = split("train", d.train_limit)
-    if train is None:
-        raise FitnetsError(f"the training split of {source.path} has "
-                           f"{len(tokens.splits['train']):,} tokens, fewer than one block of "
-                           f"data.block_size={d.block_size} + 1; lower data.block_size or add "
-                           "text.")
-    test = split("test", d.test_limit)
-    val = split("val")
-    if test is None:
-        raise FitnetsError(f"the test split of {source.path} has fewer tokens than one "
-                           f"block (data.block_size={d.block_size} + 1); lower "
-                           "data.block_size or add documents.")
-    data = TextData(train=train, val=val, test=test, batch_size=d.batch_size,
-                    eval_batch_size=d.eval_batch_size,
-                    unigram_ppl=unigram_perplexity(tokens.splits["train"], tokens.vocab_size))
-    counts = ", ".join(f"{s} {len(t):,}" for s, t in tokens.splits.items())
-    how = (f"data: text {source.path} ({counts} tokens; {len(train):,} training blocks of "
-           f"{d.block_size}), tokenizer "
-           f"{source.tokenizer_spec} ({tokens.vocab_size:,} ids), token file "
-           + (f"{tokens.path} ({'built' if tokens.built else 'reused'})" if tokens.path
-              else "not cached (no writable cache folder)")
-           + f"; unigram perplexity {data.unigram_ppl:.2f}")
-    return Prepared(data, (d.block_size,), tokens.vocab_size, Preprocess("none"), d.name, how,
-                    input_dtype=torch.long)
-
 
 
 def stdlib_corpus(dest: str | os.PathLike, limit_bytes: int = 300_000,
