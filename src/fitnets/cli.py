@@ -88,7 +88,16 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export a finished run's student (safetensors + config, "
                                        "state dict, torch.export, TorchScript, ONNX) and "
-                                       "check the files")
+                                       "check the files",
+                        description="Writes the student of RUN_DIR (its model.pt) in each "
+                                    "format and checks every file against the PyTorch model. "
+                                    "A language-model run (data.name=text) exports the same "
+                                    "formats on int64 token ids with dynamic batch and "
+                                    "sequence axes; config.json records its sizes, vocabulary "
+                                    "and tokenizer (a Hugging Face tokenizer folder is copied "
+                                    "in, an hf: student also gets its save_pretrained folder), "
+                                    "so fitnets.load_exported and fitnets generate EXPORT_DIR "
+                                    "need neither the run nor the tokenizer folder.")
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/export)")
     ex.add_argument("--formats", nargs="+", metavar="FORMAT",
@@ -360,8 +369,14 @@ def _export(args: argparse.Namespace) -> int:
                            "finished run.")
     info = export_run(run_dir, args.out, tuple(args.formats or FORMATS))
     out = Path(args.out) if args.out else run_dir / "export"
-    print(f"exported {info['model']} (input {'x'.join(map(str, info['input_shape']))}, "
-          f"{info['num_classes']} classes) to {out}")
+    if info.get("task") == "causal-lm":
+        tok = info["tokenizer"]
+        print(f"exported {info['model']} (a language model: context {info['context']} tokens, "
+              f"vocabulary {info['vocab_size']:,}, tokenizer {tok.get('from', tok['kind'])}) "
+              f"to {out}")
+    else:
+        print(f"exported {info['model']} (input {'x'.join(map(str, info['input_shape']))}, "
+              f"{info['num_classes']} classes) to {out}")
     for kind, entry in info["files"].items():
         diff = entry.get("max_abs_diff")
         check = f"max abs difference {diff:.2e}" if diff is not None else entry.get("check", "")

@@ -30,6 +30,17 @@ An export stands alone:
 
 An export whose check fails is not installed: it is left in ``NAME.rejected`` for
 inspection, with the disagreement in its ``export.json``, and the previous export stays.
+
+A language-model run (``data.name=text``: its model.pt records a tokenizer) exports the
+same files, traced and checked on int64 token ids (batch, sequence) with a dynamic batch
+*and* sequence axis (up to the context, data.block_size; the check uses a shorter sequence
+than the trace). ``config.json`` then holds all a rebuild needs: the architecture and its
+sizes (width, depth, heads, context), the vocabulary and the tokenizer: ``byte`` is
+described, a Hugging Face tokenizer folder is copied into ``tokenizer/``, so
+``load_exported`` and ``load_exported_tokenizer`` (and ``fitnets generate EXPORT_DIR``)
+need neither the run directory nor the original tokenizer folder. A Hugging Face student
+(``hf:``) also gets its ``save_pretrained`` folder, ``hf/`` (with the tokenizer's files), which
+``transformers``' Auto classes load without fitnets; ``load_exported`` builds from it.
 """
 
 from __future__ import annotations
@@ -64,7 +75,9 @@ ONNX_MISSING = "skipped: onnx is not installed (pip install 'fitnets[onnx]')"
 CODE_DIR = "code"
 # what export writes at the top of its folder (student.* covers ONNX external data); a
 # folder holding anything else is not replaced
-_OURS = {"export.json", "config.json", "model.safetensors", "preprocess.pt", CODE_DIR}
+TOKENIZER_DIR, HF_DIR = "tokenizer", "hf"  # a language model's tokenizer; an hf: student's folder
+_OURS = {"export.json", "config.json", "model.safetensors", "preprocess.pt", CODE_DIR,
+         TOKENIZER_DIR, HF_DIR}
 
 
 def export_run(
@@ -81,11 +94,8 @@ def export_run(
     if out.is_symlink():  # write where it points, keep the link
         out = out.resolve()
     model, bundle = load_run_model(run_dir)
-    if bundle.get("tokenizer") is not None:  # traced/checked on image-shaped float inputs
-        raise FitnetsError(
-            f"'{run_dir}' holds a language model (tokenizer {bundle['tokenizer']!r}); fitnets "
-            "export writes image classifiers only so far. Its weights are in "
-            f"'{run_dir / 'model.pt'}' (fitnets.checkpoint.load_weights reads them).")
+    if is_language_model(bundle):
+        _tokenizer_folder(bundle["tokenizer"], run_dir)  # gone: say so before writing
     rejected = out.with_name(out.name + ".rejected")
     for folder in (out, rejected):
         _refuse_foreign(folder)
@@ -109,19 +119,63 @@ def export_run(
     return info
 
 
+def is_language_model(bundle: dict) -> bool:
+    """A run's model.pt (or an export's config.json) of a language model: it records the
+    tokenizer of its token ids."""
+    return bundle.get("tokenizer") is not None
+
+
+def _tokenizer_folder(spec: str, run_dir: Path) -> Path | None:
+    """A run's Hugging Face tokenizer folder (None: the byte tokenizer); gone: an error."""
+    if spec == "byte":
+        return None
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise FitnetsError(
+            f"the tokenizer of '{run_dir}' was the Hugging Face folder '{spec}' (its model.pt "
+            "records it), which is no longer there; the export copies it so that it stands "
+            "alone: put the folder back and export again.")
+    return folder
+
+
+def _outputs(out: Any) -> torch.Tensor:
+    return getattr(out, "logits", out)  # a Hugging Face output object, or the tensor
+
+
+def _inputs(bundle: dict, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the trace's input, the check's): images of batch 2, then 3 (the batch is dynamic);
+    for a language model token ids, (2, context) then (3, a shorter sequence)."""
+    gen = torch.Generator().manual_seed(0)
+    if not is_language_model(bundle):
+        return torch.randn(2, *shape, generator=gen), torch.randn(3, *shape, generator=gen)
+    vocab, context = int(bundle["num_classes"]), shape[0]
+    return (torch.randint(vocab, (2, context), generator=gen),
+            torch.randint(vocab, (3, max(1, context // 2 + 1)), generator=gen))
+
+
 def _write(model: nn.Module, bundle: dict, formats: tuple, out: Path) -> dict[str, Any]:
     """Every file of the export into ``out`` (the temporary folder), export.json last."""
     shape = tuple(int(s) for s in bundle["input_shape"])
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, *shape, generator=gen)  # traced / exported with batch 2 ...
-    check = torch.randn(3, *shape, generator=gen)  # ... checked with 3: the batch is dynamic
+    lm = is_language_model(bundle)
+    x, check = _inputs(bundle, shape)
     with torch.no_grad():
-        reference = model(check)
+        reference = _outputs(model(check))
 
     info: dict[str, Any] = {"model": bundle["model"], "num_classes": int(bundle["num_classes"]),
                             "input_shape": list(shape), "files": {}, "skipped": {}}
     described = dict(bundle)  # how load_exported will rebuild it
-    if "preprocess" in bundle:
+    if lm:
+        info.update(task="causal-lm", vocab_size=int(bundle["num_classes"]),
+                    context=shape[0], tokenizer=_copy_tokenizer(bundle["tokenizer"], out))
+        if info["tokenizer"].get("path"):
+            info["files"]["tokenizer"] = {"path": info["tokenizer"]["path"],
+                                          "what": "the run's Hugging Face tokenizer, copied"}
+        hf = _save_pretrained(model, info["tokenizer"], out)
+        if hf is not None:
+            info["files"]["hf"] = hf
+            described["model"] = f"hf:{out / HF_DIR}"  # rebuilt from the export's own folder
+        _written()
+    if "preprocess" in bundle and not lm:  # token ids: nothing to apply before the model
         save_weights(bundle["preprocess"], out / "preprocess.pt")
         info["files"]["preprocess"] = {"path": "preprocess.pt",
                                        "what": "preprocessing state (apply before the model)"}
@@ -133,10 +187,10 @@ def _write(model: nn.Module, bundle: dict, formats: tuple, out: Path) -> dict[st
         _written()
     if "safetensors" in formats:
         info["files"]["safetensors"] = _safetensors(model, bundle, described, shape, check,
-                                                    reference, out)
+                                                    reference, out, info.get("tokenizer"))
         _written()
     if "torch_export" in formats:
-        info["files"]["torch_export"] = _torch_export(model, x, check, reference, out)
+        info["files"]["torch_export"] = _torch_export(model, x, check, reference, out, lm)
         _written()
     if "state_dict" in formats:
         save_weights(model.state_dict(), out / "student_state_dict.pt")
@@ -150,7 +204,7 @@ def _write(model: nn.Module, bundle: dict, formats: tuple, out: Path) -> dict[st
         if importlib.util.find_spec("onnx") is None:
             info["skipped"]["onnx"] = ONNX_MISSING
         else:
-            info["files"]["onnx"] = _onnx(model, x, check, reference, out)
+            info["files"]["onnx"] = _onnx(model, x, check, reference, out, lm)
             _written()
     bad = {k: v["max_abs_diff"] for k, v in info["files"].items()
            if v.get("max_abs_diff") is not None and v["max_abs_diff"] > TOLERANCE}
@@ -168,6 +222,39 @@ def _written() -> None:
     """Test hook: FITNETS_TEST_KILL_AT=export-file:N stops after the N-th file is written."""
     if faults.ARMED:
         faults.reached("export-file")
+
+
+def _copy_tokenizer(spec: str, out: Path) -> dict:
+    """How a language model's ids are made: ``byte`` described, a Hugging Face tokenizer
+    folder copied into ``out/tokenizer`` (its files, as the run read them)."""
+    from fitnets.data.text import ByteTokenizer, make_tokenizer
+
+    if spec == "byte":
+        tok = ByteTokenizer()
+        return {"kind": "byte", "vocab_size": tok.vocab_size, "eod": tok.eod}
+    tok = make_tokenizer(spec)
+    (out / TOKENIZER_DIR).mkdir()
+    for f in tok.files():
+        shutil.copyfile(f, out / TOKENIZER_DIR / f.name)
+    return {"kind": "hf", "path": TOKENIZER_DIR, "from": str(spec),
+            "vocab_size": tok.vocab_size, "eod": tok.eod}
+
+
+def _save_pretrained(model: nn.Module, tokenizer: dict, out: Path) -> dict | None:
+    """A Hugging Face student's ``save_pretrained`` folder (``out/hf``), with the tokenizer's
+    files, so transformers' Auto classes load it without fitnets; None for other models."""
+    hf = next((m for m in model.modules() if callable(getattr(m, "save_pretrained", None))),
+              None)
+    if hf is None:
+        return None
+    hf.save_pretrained(str(out / HF_DIR), safe_serialization=True)
+    if tokenizer.get("path"):
+        for f in sorted((out / tokenizer["path"]).iterdir()):
+            if not (out / HF_DIR / f.name).exists():
+                shutil.copyfile(f, out / HF_DIR / f.name)
+    return {"path": HF_DIR, "class": type(hf).__name__,
+            "what": "Hugging Face save_pretrained folder (+ tokenizer files): "
+                    "AutoModelForCausalLM / AutoTokenizer .from_pretrained load it"}
 
 
 def _copy_model_code(spec: str, out: Path) -> dict | None:
@@ -311,6 +398,8 @@ def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocess | None]:
                            "export RUN_DIR --formats safetensors (plus any others).")
     config = json.loads((folder / "config.json").read_text())
     description = {**config, "model": config["architecture"]}
+    if config.get("hf"):  # a Hugging Face student: its save_pretrained folder in the export
+        description["model"] = f"hf:{folder.resolve() / config['hf']}"
     code = info["files"].get("model_code")
     if code is not None:  # the copy, wherever the folder and the current directory are
         source = (folder / code["path"]).resolve()
@@ -336,6 +425,28 @@ def load_exported(folder: str | Path) -> tuple[nn.Module, Preprocess | None]:
         return torch.export.load(str(folder / program)).module(), pre
     model.load_state_dict(load_safetensors(folder / "model.safetensors"))
     return model.eval(), pre
+
+
+def load_exported_tokenizer(folder: str | Path):
+    """The tokenizer of a language model's export folder (``ByteTokenizer``, or an
+    ``HFTokenizer`` read from the folder's own copy, ``tokenizer/``): ``encode`` text to the
+    ids the model takes, ``decode`` its ids back. An image classifier's export is refused."""
+    from fitnets.data.text import ByteTokenizer, HFTokenizer
+
+    folder = Path(folder)
+    info = _complete_export(folder)
+    config = json.loads((folder / "config.json").read_text()) if (
+        folder / "config.json").is_file() else {}
+    tok = config.get("tokenizer") or info.get("tokenizer")
+    if not tok:
+        shape = "x".join(str(s) for s in info.get("input_shape", []))
+        raise FitnetsError(
+            f"'{folder}' is the export of an image classifier ({info.get('model', '?')}, "
+            f"{info.get('num_classes', '?')} classes, input {shape}): it has no tokenizer. "
+            "A language model's export (fitnets export of a data.name=text run) has one.")
+    if tok["kind"] == "byte":
+        return ByteTokenizer()
+    return HFTokenizer(str(folder / tok["path"]))
 
 
 def _complete_export(folder: Path) -> dict[str, Any]:
@@ -386,37 +497,68 @@ def _diff(a: torch.Tensor, b: Any) -> float:
     return float((a - torch.as_tensor(b)).abs().max())
 
 
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict for safetensors, which refuses tensors sharing memory: a tied weight
+    (the GPT's output layer is its token embedding) is written once per name, copied."""
+    seen, out = set(), {}
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), v.numel())
+        out[k] = v.clone() if v.numel() and key in seen else v
+        seen.add(key)
+    return out
+
+
 def _safetensors(model: nn.Module, bundle: dict, described: dict, shape: tuple,
-                 check: torch.Tensor, ref: torch.Tensor, out: Path) -> dict:
+                 check: torch.Tensor, ref: torch.Tensor, out: Path,
+                 tokenizer: dict | None = None) -> dict:
     from safetensors.torch import load_file, save_file
 
     path = out / "model.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={"format": "pt"})
-    pre = bundle.get("preprocess", {})
-    config = {"architecture": bundle["model"], "num_classes": int(bundle["num_classes"]),
-              "input_shape": list(shape), "batchnorm": bool(bundle.get("batchnorm", False)),
-              "maxout": bundle.get("maxout"),
-              "preprocess": {k: (v.tolist() if isinstance(v, torch.Tensor) else v)
-                             for k, v in pre.items()}, "library": "fitnets"}
-    if described["model"] != bundle["model"]:  # built from the copied source
-        config["model_code"] = Path(described["model"]).relative_to(out).as_posix()
+    save_file(_tensors(model), str(path), metadata={"format": "pt"})
+    if tokenizer is not None:  # a language model: everything to rebuild it and its ids
+        config = {"architecture": bundle["model"], "task": "causal-lm",
+                  "num_classes": int(bundle["num_classes"]),
+                  "vocab_size": int(bundle["num_classes"]), "input_shape": list(shape),
+                  "context": int(shape[0]), "sizes": bundle.get("sizes"),
+                  "tokenizer": tokenizer, "input": "int64 token ids (batch, sequence <= "
+                  "context)", "output": "next-token logits (batch, sequence, vocab_size)",
+                  "library": "fitnets"}
+        if described["model"] != bundle["model"]:  # an hf: student, from the export's hf/
+            config["hf"] = HF_DIR
+    else:
+        pre = bundle.get("preprocess", {})
+        config = {"architecture": bundle["model"], "num_classes": int(bundle["num_classes"]),
+                  "input_shape": list(shape), "batchnorm": bool(bundle.get("batchnorm", False)),
+                  "maxout": bundle.get("maxout"),
+                  "preprocess": {k: (v.tolist() if isinstance(v, torch.Tensor) else v)
+                                 for k, v in pre.items()}, "library": "fitnets"}
+        if described["model"] != bundle["model"]:  # built from the copied source
+            config["model_code"] = Path(described["model"]).relative_to(out).as_posix()
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     twin = build_described(described)  # a fresh network as load_exported builds it
     twin.load_state_dict(load_file(str(path)))
     with torch.no_grad():
-        diff = _diff(ref, twin.eval()(check))
+        diff = _diff(ref, _outputs(twin.eval()(check)))
     return {"path": path.name, "config": "config.json", "max_abs_diff": diff,
             "what": "weights (safetensors, no pickle) + config.json; fitnets loads the folder "
                     "as teacher.weights"}
 
 
+def _dynamic(x: torch.Tensor, lm: bool) -> dict:
+    """torch.export's dynamic axes: the batch; a language model's sequence too (at most its
+    context, the length it was traced with)."""
+    axes = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if lm:
+        axes[1] = torch.export.Dim("sequence", min=1, max=int(x.shape[1]))
+    return axes
+
+
 def _torch_export(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
-                  out: Path) -> dict:
+                  out: Path, lm: bool = False) -> dict:
     path = out / "student.pt2"
-    batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(model, (x,), dynamic_shapes=(_dynamic(x, lm),))
     except Exception as e:  # a model torch.export cannot capture: say so, keep the others
         return {"path": None, "max_abs_diff": None,
                 "what": f"not exported: torch.export failed ({type(e).__name__}: "
@@ -424,9 +566,9 @@ def _torch_export(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: t
     torch.export.save(program, str(path))
     loaded = torch.export.load(str(path)).module()
     with torch.no_grad():
-        diff = _diff(ref, loaded(check))
-    return {"path": path.name, "what": "torch.export program (ExportedProgram), dynamic batch",
-            "max_abs_diff": diff}
+        diff = _diff(ref, _outputs(loaded(check)))
+    return {"path": path.name, "what": "torch.export program (ExportedProgram), dynamic batch"
+            + (" and sequence" if lm else ""), "max_abs_diff": diff}
 
 
 def _torchscript(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
@@ -442,14 +584,16 @@ def _torchscript(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: to
         traced.save(str(path))
         loaded = torch.jit.load(str(path))
     with torch.no_grad():
-        diff = _diff(ref, loaded(check))
+        diff = _diff(ref, _outputs(loaded(check)))
     return {"path": path.name, "what": "torch.jit.trace of the student (eval mode)",
             "max_abs_diff": diff}
 
 
 def _onnx(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Tensor,
-          out: Path) -> dict:
+          out: Path, lm: bool = False) -> dict:
     path = out / "student.onnx"
+    name = "input_ids" if lm else "input"  # a language model takes token ids (int64)
+    axes = {0: "batch", 1: "sequence"} if lm else {0: "batch"}
     # the current exporter (torch.export based, dynamo=True) needs onnxscript; without it,
     # the TorchScript-based one, which needs only onnx
     dynamo = importlib.util.find_spec("onnxscript") is not None
@@ -457,14 +601,16 @@ def _onnx(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Ten
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations
         if dynamo:
-            batch = torch.export.Dim("batch", min=1, max=4096)
-            torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
-                              input_names=["input"], output_names=["logits"])
+            torch.onnx.export(model, (x,), str(path), dynamo=True,
+                              dynamic_shapes=(_dynamic(x, lm),), input_names=[name],
+                              output_names=["logits"])
         else:
-            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
+            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[name],
                               output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    entry: dict[str, Any] = {"path": path.name, "what": "ONNX, dynamic batch axis",
+                              dynamic_axes={name: axes, "logits": axes})
+    entry: dict[str, Any] = {"path": path.name, "input": name,
+                             "what": ("ONNX, int64 token ids in, dynamic batch and sequence "
+                                      "axes" if lm else "ONNX, dynamic batch axis"),
                              "exporter": "torch.export (dynamo)" if dynamo else
                              "TorchScript-based (pip install onnxscript for the current one)",
                              "max_abs_diff": None}
@@ -474,6 +620,6 @@ def _onnx(model: nn.Module, x: torch.Tensor, check: torch.Tensor, ref: torch.Ten
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (result,) = session.run(None, {"input": check.numpy()})
+    (result,) = session.run(None, {name: check.numpy()})
     entry["max_abs_diff"] = _diff(ref, result)
     return entry

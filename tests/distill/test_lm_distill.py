@@ -88,11 +88,15 @@ def test_kd_on_every_position_is_kd_on_the_flattened_positions():
     assert hard == pytest.approx(torch.nn.functional.cross_entropy(s.transpose(1, 2), y).item())
 
 
-def test_exporting_a_language_model_run_is_refused_naming_its_weights(teacher, tmp_path):
-    from fitnets.export import export_run
+def test_a_language_model_run_exports_and_reloads_with_its_logits(teacher, tmp_path):
+    # once refused; tests/test_export_lm.py checks the LM export's formats and tokenizers
+    from fitnets.export import export_run, load_exported
+    from fitnets.models import load_run_model
 
     _, run_dir = teacher
-    with pytest.raises(FitnetsError, match=r"holds a language model \(tokenizer 'byte.*"
-                                           r"export writes image classifiers only.*model\.pt"):
-        export_run(run_dir, tmp_path / "export")
-    assert not (tmp_path / "export").exists()
+    info = export_run(run_dir, tmp_path / "export", formats=("safetensors",))
+    assert info["task"] == "causal-lm" and info["tokenizer"]["kind"] == "byte"
+    ids = torch.tensor([list(b"the cat sat")])
+    with torch.no_grad():
+        assert torch.equal(load_exported(tmp_path / "export")[0](ids),
+                           load_run_model(run_dir)[0](ids))

@@ -1,0 +1,241 @@
+"""fitnets export of a language-model run: every format traced on token ids with dynamic
+batch and sequence axes and checked (ONNX through onnxruntime); the export reloads with the
+run's logits and its tokenizer from its own folder (a Hugging Face tokenizer is copied), so
+fitnets generate gives the same text from the export as from the run; an hf: student's
+save_pretrained folder loads in transformers alone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+
+from fitnets.checkpoint import save_weights
+from fitnets.cli import main
+from fitnets.config import make_config
+from fitnets.data.text import ByteTokenizer, HFTokenizer
+from fitnets.errors import FitnetsError
+from fitnets.export import export_run, load_exported, load_exported_tokenizer
+from fitnets.generation import generate
+from fitnets.models import build_model, load_run_model
+from fitnets.run import run
+
+# integration: onnx, onnxruntime, onnxscript, safetensors, transformers (.ci/run's locked run)
+pytestmark = pytest.mark.integration
+
+HAS_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+SIZES = {"width": 16, "depth": 2, "heads": 2, "context": 16}
+
+
+def fake_lm_run(path, tokenizer="byte", vocab=257, seed=0):
+    """A run directory as `fitnets train` leaves it for a GPT on text (random weights)."""
+    torch.manual_seed(seed)
+    model = build_model("gpt", num_classes=vocab, sizes=SIZES)
+    path.mkdir(parents=True)
+    save_weights({"model": "gpt", "batchnorm": False, "num_classes": vocab,
+                  "input_shape": [SIZES["context"]], "state_dict": model.state_dict(),
+                  "preprocess": {"kind": "none"}, "sizes": dict(SIZES),
+                  "tokenizer": tokenizer}, path / "model.pt")
+    return path, model.eval()
+
+
+def hf_tokenizer(folder):
+    """A word-level Hugging Face tokenizer saved to ``folder`` (no download): 32 ids."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    words = [f"w{i:02d}" for i in range(30)]
+    vocab = {"[UNK]": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]",
+                                                eos_token="</s>")
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="needs onnx and onnxruntime (pip install 'fitnets[onnx]')")
+def test_every_format_matches_the_run_on_token_ids_of_another_length(tmp_path):
+    run_dir, model = fake_lm_run(tmp_path / "run")
+    info = export_run(run_dir)
+    out = run_dir / "export"
+    assert info["task"] == "causal-lm" and info["context"] == 16 and info["vocab_size"] == 257
+    assert info["tokenizer"] == {"kind": "byte", "vocab_size": 257, "eod": 256}
+    for kind in ("safetensors", "torch_export", "torchscript", "onnx"):
+        assert info["files"][kind]["max_abs_diff"] <= 1e-4, (kind, info["files"][kind])
+    assert not (out / "preprocess.pt").exists()  # token ids: nothing to apply first
+    config = json.loads((out / "config.json").read_text())
+    assert config["sizes"] == SIZES and config["architecture"] == "gpt"
+    assert config["tokenizer"]["kind"] == "byte" and config["context"] == 16
+
+    # the ONNX file by hand: int64 ids, batch and sequence both other than the trace's
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / "student.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    for shape in ((1, 5), (4, 16)):
+        ids = torch.randint(257, shape, generator=torch.Generator().manual_seed(1))
+        (logits,) = session.run(None, {"input_ids": ids.numpy()})
+        with torch.no_grad():
+            expected = model(ids)
+        assert logits.shape == (*shape, 257)
+        assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
+    program = torch.export.load(str(out / "student.pt2")).module()
+    ids = torch.randint(257, (2, 7))
+    with torch.no_grad():
+        assert torch.allclose(program(ids), model(ids), atol=1e-5)
+
+
+def test_the_export_reloads_without_the_run_and_generates_the_same_text(tmp_path, capsys):
+    run_dir, _ = fake_lm_run(tmp_path / "run")
+    out = tmp_path / "exported"
+    assert main(["export", str(run_dir), "--out", str(out), "--formats", "safetensors"]) == 0
+    printed = capsys.readouterr().out
+    assert "a language model: context 16 tokens, vocabulary 257, tokenizer byte" in printed
+    ids = torch.randint(257, (3, 11), generator=torch.Generator().manual_seed(2))
+    run_model, _ = load_run_model(run_dir)
+    with torch.no_grad():
+        expected = run_model(ids)
+    text_from_run = generate(run_dir, "def main(", tokens=12, temperature=0).text
+    sampled_from_run = generate(run_dir, "import ", tokens=12, temperature=0.9, top_k=20,
+                                seed=4).ids
+    shutil.rmtree(run_dir)  # the export stands alone
+    model, pre = load_exported(out)
+    assert pre is None
+    with torch.no_grad():
+        assert torch.equal(model(ids), expected)  # the same weights, tied ones included
+    assert model.head.weight is model.tok_emb.weight
+    assert isinstance(load_exported_tokenizer(out), ByteTokenizer)
+    assert generate(out, "def main(", tokens=12, temperature=0).text == text_from_run
+    assert generate(out, "import ", tokens=12, temperature=0.9, top_k=20,
+                    seed=4).ids == sampled_from_run
+
+
+def test_a_hugging_face_tokenizer_is_copied_into_the_export(tmp_path):
+    tok_dir = hf_tokenizer(tmp_path / "tok")
+    vocab = HFTokenizer(str(tok_dir)).vocab_size
+    run_dir, _ = fake_lm_run(tmp_path / "run", tokenizer=str(tok_dir.resolve()), vocab=vocab)
+    prompt = "w01 w02 w03"
+    from_run = generate(run_dir, prompt, tokens=6, temperature=0)
+    info = export_run(run_dir, formats=("safetensors",))
+    assert info["tokenizer"]["kind"] == "hf" and info["tokenizer"]["eod"] == 1
+    assert (run_dir / "export" / "tokenizer" / "tokenizer.json").is_file()
+    shutil.rmtree(tok_dir)  # the run's own tokenizer folder is gone ...
+    with pytest.raises(FitnetsError, match="no longer there"):
+        generate(run_dir, prompt)
+    tok = load_exported_tokenizer(run_dir / "export")  # ... the export's copy is read
+    assert tok.encode(prompt) == from_run.prompt_ids
+    assert generate(run_dir / "export", prompt, tokens=6, temperature=0).ids == from_run.ids
+    with pytest.raises(FitnetsError, match="no longer there.*export again"):
+        export_run(run_dir, out_dir=tmp_path / "again")
+
+
+def test_an_image_export_has_no_tokenizer_and_generate_says_so(tmp_path):
+    model = build_model("mnist_student", num_classes=10)
+    run_dir = tmp_path / "image"
+    run_dir.mkdir()
+    save_weights({"model": "mnist_student", "num_classes": 10, "input_shape": [1, 28, 28],
+                  "state_dict": model.state_dict(), "preprocess": {"kind": "scale"}},
+                 run_dir / "model.pt")
+    export_run(run_dir, formats=("safetensors",))
+    with pytest.raises(FitnetsError, match="export of an image classifier.*no tokenizer"):
+        generate(run_dir / "export", "hello")
+
+
+def test_a_real_run_exports_and_reloads_with_its_logits(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(12):
+        (corpus / f"{i}.txt").write_text(f"doc {i}: " + "lorem ipsum dolor sit amet " * (4 + i))
+    out = tmp_path / "run"
+    run(make_config(None, ["device=cpu", "data.name=text", f"data.path={corpus}",
+                           f"data.root={tmp_path}", "data.block_size=16", "data.batch_size=8",
+                           "model.name=gpt", "model.width=16", "model.depth=2",
+                           "model.heads=2", "train.epochs=1", "train.optim.name=adam",
+                           "train.optim.lr=0.01", f"out={out}"]), "train", out, verbose=False)
+    info = export_run(out, formats=("safetensors", "state_dict"))
+    assert info["files"]["safetensors"]["max_abs_diff"] == 0.0
+    ids = torch.tensor([list(b"lorem ipsum")])
+    model, _ = load_exported(out / "export")
+    with torch.no_grad():
+        assert torch.equal(model(ids), load_run_model(out)[0](ids))
+
+
+# --------------------------------------------------------------------------- hf: students
+
+
+class Wrapped(torch.nn.Module):
+    """A Hugging Face causal LM behind fitnets' calling convention (ids -> logits)."""
+
+    def __init__(self, hf):
+        super().__init__()
+        self.model = hf
+
+    def forward(self, ids):
+        return self.model(input_ids=ids).logits
+
+
+def tiny_gpt2(vocab: int):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=vocab, n_positions=16, n_embd=16, n_layer=2,
+                                     n_head=2)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def test_a_hugging_face_students_save_pretrained_folder_loads_in_transformers(tmp_path):
+    from fitnets.export import _save_pretrained
+
+    transformers = pytest.importorskip("transformers")
+    tok_dir = hf_tokenizer(tmp_path / "tok")
+    student = Wrapped(tiny_gpt2(HFTokenizer(str(tok_dir)).vocab_size))
+    out = tmp_path / "export"
+    (out / "tokenizer").mkdir(parents=True)
+    for f in tok_dir.iterdir():
+        shutil.copyfile(f, out / "tokenizer" / f.name)
+    entry = _save_pretrained(student, {"kind": "hf", "path": "tokenizer"}, out)
+    assert entry["path"] == "hf" and entry["class"] == "GPT2LMHeadModel"
+    assert _save_pretrained(build_model("gpt", num_classes=32, sizes=SIZES), {}, out) is None
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(out / "hf")).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(out / "hf"))
+    ids = torch.tensor([tok.encode("w01 w02 w05")])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, student(ids), atol=1e-6)
+
+
+def test_an_hf_causal_lm_run_exports_with_its_save_pretrained_folder(tmp_path):
+    from fitnets.models.ecosystem import build
+
+    tok_dir = hf_tokenizer(tmp_path / "tok")
+    vocab = HFTokenizer(str(tok_dir)).vocab_size
+    tiny_gpt2(vocab).save_pretrained(tmp_path / "hfgpt")
+    spec = f"hf:{tmp_path / 'hfgpt'}"
+    try:
+        student = build(spec, vocab, None, False)
+        with torch.no_grad():
+            logits = student(torch.zeros(1, 4, dtype=torch.long))
+    except Exception as e:  # noqa: BLE001 - any failure means the builder lacks them
+        pytest.skip(f"models/ecosystem.py does not build hf: causal LMs over token ids yet "
+                    f"(issue 33, hf causal LMs on text): {type(e).__name__}: {e}")
+    if getattr(logits, "logits", logits).dim() != 3:
+        pytest.skip("models/ecosystem.py builds hf: text models as sequence classifiers, not "
+                    "causal LMs with (batch, sequence, vocab) logits (issue 33, hf causal LMs "
+                    "on text)")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_weights({"model": spec, "num_classes": vocab, "input_shape": [16],
+                  "state_dict": student.state_dict(), "preprocess": {"kind": "none"},
+                  "tokenizer": str(tok_dir.resolve()),
+                  **({"sizes": dict(student.sizes)} if hasattr(student, "sizes") else {})},
+                 run_dir / "model.pt")
+    info = export_run(run_dir, formats=("safetensors",))
+    assert info["files"]["hf"]["path"] == "hf"
+    assert info["files"]["safetensors"]["max_abs_diff"] <= 1e-5
+    shutil.rmtree(tmp_path / "hfgpt")  # rebuilt from the export's own hf/ folder
+    model, _ = load_exported(run_dir / "export")
+    ids = torch.tensor([[2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.allclose(getattr(model(ids), "logits", model(ids)),
+                              getattr(student(ids), "logits", student(ids)), atol=1e-5)
