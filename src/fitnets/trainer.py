@@ -66,7 +66,7 @@ class Trainer:
         self.history: dict = {"stages": [], "elapsed": 0.0}
         self._t0 = time.perf_counter()
         self.checkpoint_steps = checkpoint_steps  # also checkpoint inside epochs (0: no)
-        self.throughput: float | None = None  # the last epoch's training images/s
+        self.throughput: tuple[float, str] | None = None  # the last epoch's (rows/s, unit)
         self._warned: set[str] = set()
         self.on_epoch: Callable[[dict], None] | None = None  # run.Hooks.on_epoch
         self.use_test = True  # False: the test split is never evaluated (run.Hooks)
@@ -287,7 +287,8 @@ class Trainer:
         epoch_rng = self.generator.get_state()  # what a checkpoint inside the epoch resumes
         n, b = len(self.data.train), self.data.batch_size
         total_steps = -(-n // b)
-        bar = tqdm(total=n, initial=min(start * b, n), unit="img", leave=False,
+        bar = tqdm(total=n, initial=min(start * b, n), leave=False,
+                   unit="img" if self.data.unit[0] == "img" else "block",
                    desc=f"{stage.name} {epoch}/{stage.cfg.epochs}", dynamic_ncols=True,
                    disable=None if self.log.verbose else True)
         t_start = t_ready = time.perf_counter()
@@ -353,10 +354,12 @@ class Trainer:
             self.log.say("warning: " + message)
             stage.summary["warning"] = message  # kept in summary.json's stage entry
 
-    def _note_speed(self, stage: Stage, images: int, seconds: float, waited: float) -> None:
-        """Keep the epoch's images/s for its line; warn once per stage when the loader,
-        not the model, set the pace (over a third of the epoch spent waiting for data)."""
-        self.throughput = images / seconds if seconds > 0 else None
+    def _note_speed(self, stage: Stage, rows: int, seconds: float, waited: float) -> None:
+        """Keep the epoch's images/s (tokens/s for text) for its line; warn once per stage
+        when the loader, not the model, set the pace (over a third of the epoch spent
+        waiting for data)."""
+        unit, per_row = self.data.unit
+        self.throughput = (rows * per_row / seconds, unit) if seconds > 0 else None
         key = f"loader:{stage.label}"
         if seconds > 2.0 and waited > seconds / 3 and key not in self._warned:
             self._warned.add(key)
@@ -482,7 +485,7 @@ def _early_stopping(es: dict, stage: Stage, metrics: dict, epoch: int, use_es: b
     return use_es and es["bad"] >= stage.cfg.patience
 
 
-def _epoch_line(r: dict, epochs: int, throughput: float | None = None) -> str:
+def _epoch_line(r: dict, epochs: int, throughput: tuple[float, str] | None = None) -> str:
     parts = [f"[{r['stage']}{'/' + str(r['pair']) if 'pair' in r else ''}] "
              f"epoch {r['epoch']}/{epochs}"]
     for key in ("train_loss", "lambda", "val_hint_loss", "val_loss", "val_ppl", "val_acc",
@@ -490,6 +493,6 @@ def _epoch_line(r: dict, epochs: int, throughput: float | None = None) -> str:
         if key in r:
             v = r[key]
             parts.append(f"{key} {100 * v:.2f}%" if key.endswith("acc") else f"{key} {v:.4g}")
-    speed = f", {throughput:,.0f} img/s" if throughput else ""
+    speed = f", {throughput[0]:,.0f} {throughput[1]}/s" if throughput else ""
     parts.append(f"({r['time']:.1f}s{speed})")
     return "  ".join(parts)

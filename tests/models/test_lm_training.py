@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,21 @@ def test_a_run_killed_mid_epoch_resumes_bit_exact(tmp_path):
     assert records(cut) == records(ref)
     a, b = load_weights(ref / "model.pt"), load_weights(cut / "model.pt")
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_the_epoch_line_counts_tokens_not_blocks(tmp_path, capsys):
+    data = corpus(tmp_path / "c")
+    out = tmp_path / "run"
+    run(make_config(None, ["device=cpu", "data.name=text", f"data.path={data}",
+                           f"data.root={tmp_path}", "data.block_size=16", "data.batch_size=8",
+                           "model.name=gpt", "model.width=16", "model.depth=2",
+                           "model.heads=2", "train.epochs=1", f"out={out}"]),
+        "train", out, verbose=True)
+    said = capsys.readouterr().out
+    line = next(x for x in said.splitlines() if "epoch 1/1" in x)
+    assert "img/s" not in line
+    seconds, speed = re.search(r"\((\d+\.\d)s, ([\d,]+) token/s\)", line).groups()
+    blocks = int(re.search(r"([\d,]+) training blocks of 16", said).group(1).replace(",", ""))
+    # 16 tokens a block: tokens/s is 16x the blocks/s over the training loop (the line's
+    # time also holds the evaluations, so it bounds the loop's rate from below)
+    assert int(speed.replace(",", "")) >= 16 * blocks / float(seconds) * 0.9

@@ -60,6 +60,7 @@ class Data:
 
     workers = 0  # no loader processes
     skipped = 0  # every image was decoded before training
+    unit = ("img", 1)  # a row is one image (training.TrainingData.unit)
 
     train: Arrays
     val: Arrays | None

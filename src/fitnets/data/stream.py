@@ -141,6 +141,7 @@ class StreamData:
         self.workers, self.rank, self.world = workers, shard[0], shard[1]
         self.layout = layout
         self.skipped = 0  # bad files skipped so far (data.skip_bad_images)
+        self.unit = ("img", 1)  # a row is one image (training.TrainingData.unit)
         self._plan = _Plan()
         self._loaders: dict[int, DataLoader] = {}
 

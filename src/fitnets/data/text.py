@@ -360,6 +360,10 @@ class TextData(Data):
 
     unigram_ppl: float | None = None
 
+    @property
+    def unit(self) -> tuple[str, int]:
+        return ("token", self.train.x.shape[1])  # a row is a block of T predicted tokens
+
 
 def stdlib_corpus(dest: str | os.PathLike, limit_bytes: int = 300_000,
                   largest: int = 40_000) -> Path:

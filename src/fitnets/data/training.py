@@ -37,6 +37,12 @@ class TrainingData(Protocol):
         ...
 
     @property
+    def unit(self) -> tuple[str, int]:
+        """What a training row holds, for speed figures: ("img", 1) for an image, ("token",
+        T) for a block of T tokens (tokens/s is an LM's figure, not blocks/s)."""
+        ...
+
+    @property
     def skipped(self) -> int:
         """Reads of unreadable images skipped so far (data.skip_bad_images)."""
         ...
