@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -202,3 +203,118 @@ def test_report_on_a_real_joint_run_finds_its_final_stage_and_test_error(tmp_pat
     assert f"{100 * (1 - records[-1]['test_acc']):.2f}" in row
     assert "STALLED at chance (joint epoch 2)" in row  # 2 tiny epochs: still at chance
     assert summary["method"] == "joint" and summary["teacher"] == "mnist_teacher"
+
+
+# --------------------------------------------------------------------------- language models
+
+
+def lm_records(val_losses: list[float], test_losses: list[float], stage: str = "train",
+               steps: int = 10) -> list[dict]:
+    """A language model's classifier epochs as the Trainer logs them (val_ppl and test_ppl
+    are exp of the mean token loss)."""
+    return [{"stage": stage, "kind": "classifier", "epoch": i, "step": i * steps, "lr": 0.01,
+             "train_loss": vl + 0.1, "val_loss": vl, "val_acc": 0.3 + 0.01 * i,
+             "val_error": 0.7 - 0.01 * i, "val_ppl": math.exp(vl), "test_acc": 0.3 + 0.02 * i,
+             "test_ppl": math.exp(tl), "time": 4.0}
+            for i, (vl, tl) in enumerate(zip(val_losses, test_losses), 1)]
+
+
+def lm_run(path: Path, records: list[dict], summary: dict | None, *overrides: str) -> Path:
+    path.mkdir(parents=True)
+    cfg = make_config(None, ["data.name=text", "data.path=corpus", "data.block_size=16",
+                             "data.batch_size=8", "model.name=gpt", "model.width=16",
+                             "model.depth=2", "model.heads=2", f"out={path}", *overrides])
+    (path / "config.yaml").write_text(dump_yaml(cfg))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def lm_summary(records: list[dict], seed: int = 0) -> dict:
+    best = min(records, key=lambda r: r["val_loss"])
+    return {"command": "train", "method": "train", "dataset": "text", "model": "gpt",
+            "params": 10960, "mults": 164096, "test_acc": best["test_acc"],
+            "val_acc": best["val_acc"], "epochs": {"train": len(records)},
+            "wall_time_s": 12.0, "seed": seed, "stalled": False,
+            "test_ppl": best["test_ppl"], "val_ppl": best["val_ppl"],
+            "test_loss": math.log(best["test_ppl"]), "unigram_ppl": 22.06}
+
+
+def test_a_language_model_is_reported_in_perplexity(tmp_path):
+    # the best epoch is the lowest validation loss (epoch 2), not the last (3)
+    recs = lm_records([2.0, 1.2, 1.3], [2.1, 1.25, 1.35])
+    d = lm_run(tmp_path / "lm", recs, lm_summary(recs))
+    text = report([d], tmp_path / "rep").read_text()
+    assert "## Language models" in text and "test error" not in text
+    row = table_row(text, "lm")
+    assert f"| {math.exp(1.2):.2f} (ep 2) | {math.exp(1.25):.2f} (ep 2) " \
+           f"| {math.exp(1.35):.2f} (ep 3) | 22.06 | 34.00% |" in row
+    # 10 steps x 8 blocks x 16 tokens an epoch, 3 epochs of 4 s
+    assert f"| {10 * 8 * 16 / 4:,.0f} | train 3 |" in row
+    assert "| 10,960 | 10,256 |" in row  # multiplications per token: 164,096 / 16
+    png = (tmp_path / "rep" / "curves-lm.png").read_bytes()
+    assert png[:8] == PNG_MAGIC
+
+
+def test_a_killed_language_model_run_is_counted_from_its_config(tmp_path):
+    d = lm_run(tmp_path / "cut", lm_records([2.0], [2.1]), None)
+    run = load_run(d)
+    assert run.language_model and run.status == "killed at stage train epoch 1"
+    from fitnets.models import build_model
+    from fitnets.models.counting import count_params
+
+    gpt = build_model("gpt", num_classes=257,
+                      sizes={"width": 16, "depth": 2, "heads": 2, "context": 16})
+    assert run.params == count_params(gpt)
+    row = table_row(report([d], tmp_path / "rep").read_text(), "cut")
+    assert "| - |" in row  # no summary: no unigram perplexity
+
+
+def test_language_model_seeds_average_the_test_perplexity(tmp_path):
+    dirs = []
+    for seed, loss in ((0, 1.0), (1, 1.2), (2, 1.4)):
+        recs = lm_records([loss + 0.05], [loss])
+        dirs.append(lm_run(tmp_path / f"s{seed}", recs, lm_summary(recs, seed), f"seed={seed}"))
+    text = report(dirs, tmp_path / "rep").read_text()
+    ppl = [math.exp(v) for v in (1.0, 1.2, 1.4)]
+    m, s = sum(ppl) / 3, statistics.stdev(ppl)
+    row = table_row(text, "s0, s1, s2")
+    assert f"{m:.2f} ± {s:.2f} (n=3)" in row and "32.00% ± 0.00% (n=3)" in row
+
+
+def test_image_and_language_model_runs_get_a_section_each(runs, tmp_path):
+    recs = lm_records([2.0, 1.5], [2.1, 1.6])
+    lm = lm_run(tmp_path / "lm", recs, lm_summary(recs))
+    text = report([runs[0], lm], tmp_path / "rep").read_text()
+    assert "1 image-classifier run(s) and 1 language-model run(s)" in text
+    images = text[text.index("## Image classifiers: runs"):text.index("## Language models")]
+    assert "| bp-s0 |" in images and "| lm |" not in images
+    lms = text[text.index("## Language models"):text.index("## Learning curves")]
+    assert "| lm |" in lms and "| bp-s0 |" not in lms
+    assert (tmp_path / "rep" / "curves-lm.png").is_file()
+    assert (tmp_path / "rep" / "curves-bp-s0.png").is_file()
+
+
+def test_report_on_a_real_language_model_run(tmp_path):
+    from fitnets.run import run
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(12):
+        (corpus / f"{i}.txt").write_text(f"doc {i}: " + "lorem ipsum dolor sit amet " * (4 + i))
+    out = tmp_path / "real-lm"
+    run(make_config(None, ["device=cpu", "data.name=text", f"data.path={corpus}",
+                           f"data.root={tmp_path}", "data.block_size=16", "data.batch_size=8",
+                           "model.name=gpt", "model.width=16", "model.depth=2",
+                           "model.heads=2", "train.epochs=2", "train.optim.name=adam",
+                           "train.optim.lr=0.01", f"out={out}"]), "train", out, verbose=False)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    best = min(records, key=lambda r: r["val_loss"])
+    row = table_row(report([out], tmp_path / "rep").read_text(), "real-lm")
+    # the table's perplexities are exp of the logged mean token losses
+    assert f"| {math.exp(best['val_loss']):.2f} (ep {best['epoch']}) " in row
+    assert f"| {math.exp(summary['test_loss']):.2f} (ep {best['epoch']}) " in row
+    assert f"| {summary['unigram_ppl']:.2f} | {100 * summary['test_acc']:.2f}% |" in row
+    assert (tmp_path / "rep" / "curves-real-lm.png").read_bytes()[:8] == PNG_MAGIC

@@ -4,6 +4,13 @@ A report never loads a checkpoint nor evaluates a network: it reads ``config.yam
 ``metrics.jsonl`` and, when the run finished, ``summary.json``. A killed run (no summary,
 maybe a partial log) is shown with the stage and epoch it reached. The one thing computed
 is the multiplication count, by building the config's model and counting (no weights).
+
+A language-model run (data.name=text: its metrics carry perplexities) is reported in
+perplexity: validation and test perplexity (exp of the mean token loss; the best epoch is
+the one of lowest validation loss, as the run chose it), next-token accuracy, the training
+split's unigram perplexity (the chance level: the best model that ignores context), training
+tokens/s and multiplications per token. Image classifiers and language models given to one
+report get a section each (their tables share no column that means the same).
 """
 
 from __future__ import annotations
@@ -37,6 +44,16 @@ class RunRecord:
     params: int | None = None
     mults: int | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def language_model(self) -> bool:
+        """A run on text (its next-token metrics carry perplexities)."""
+        if self.summary is not None and any(k in self.summary for k in ("test_ppl", "val_ppl",
+                                                                        "unigram_ppl")):
+            return True
+        if any("val_ppl" in r or "test_ppl" in r for r in self.records):
+            return True
+        return (self.config.get("data") or {}).get("name") == "text"
 
     @property
     def finished(self) -> bool:
@@ -142,7 +159,12 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
                     model, dataset)
     run.params = (summary or {}).get("params")
     run.mults = (summary or {}).get("mults")  # counted by the run (since issue 31)
-    if run.params is None or run.mults is None:  # an older or unfinished run: rebuild it
+    if run.language_model and (run.params is None or run.mults is None):
+        counted = _count_lm(model, config.get(model_key, {}), config.get("data", {}))
+        if counted is not None:
+            run.params = run.params if run.params is not None else counted[0]
+            run.mults = run.mults if run.mults is not None else counted[1]
+    elif run.params is None or run.mults is None:  # an older or unfinished run: rebuild it
         mcfg = config.get(model_key, {})
         counted = _count(model, dataset, mcfg.get("batchnorm", False),
                          tuple(sorted((k, v) for k, v in mcfg.items()
@@ -171,6 +193,29 @@ def _count(model: str, dataset: str, batchnorm: bool,
         return None
 
 
+def _count_lm(model: str, mcfg: dict, data: dict) -> tuple[int, int] | None:
+    """(params, multiplications per block) of a killed run's built-in GPT on the byte
+    tokenizer (its vocabulary is known without the corpus); None otherwise."""
+    if model != "gpt" or data.get("tokenizer", "byte") != "byte":
+        return None
+    sizes = {k: mcfg[k] for k in ("width", "depth", "heads") if mcfg.get(k) is not None}
+    return _count_gpt(tuple(sorted(sizes.items())), int(data.get("block_size") or 128))
+
+
+@functools.cache
+def _count_gpt(sizes: tuple, context: int) -> tuple[int, int] | None:
+    try:
+        from fitnets.data.text import ByteTokenizer
+        from fitnets.models import build_model
+        from fitnets.models.counting import count_mults, count_params
+
+        net = build_model("gpt", num_classes=ByteTokenizer.vocab_size,
+                          sizes={**dict(sizes), "context": context})
+        return count_params(net), count_mults(net, tuple(net.input_shape))
+    except Exception:  # only "not known": the report shows "-"
+        return None
+
+
 # --------------------------------------------------------------------------- numbers
 
 
@@ -196,6 +241,49 @@ def test_error_at(run: RunRecord) -> dict:
         best = min(with_val, key=lambda r: r["val_error"])  # min keeps the first of ties
         out.update(best=1.0 - best["test_acc"], best_epoch=best["epoch"])
     return out
+
+
+def perplexity_at(run: RunRecord) -> dict:
+    """A language model's numbers at the last logged epoch and at the best-validation epoch
+    (lowest validation loss, the earliest on ties: the weights the run keeps) of its final
+    classifier stage: validation and test perplexity (exp of the mean token loss) and
+    next-token accuracy, with those epochs."""
+    recs = final_stage_records(run)
+    out: dict = {"last_epoch": None, "best_epoch": None, "test_ppl": None, "val_ppl": None,
+                 "test_acc": None, "last_test_ppl": None, "last_val_ppl": None,
+                 "last_test_acc": None}
+    if not recs:
+        return out
+    last = recs[-1]
+    out.update(last_epoch=last["epoch"], last_test_ppl=last.get("test_ppl"),
+               last_val_ppl=_val_ppl(last), last_test_acc=last.get("test_acc"))
+    with_val = [r for r in recs if _num(r.get("val_loss"))]
+    best = min(with_val, key=lambda r: r["val_loss"]) if with_val else None
+    if best is not None:
+        out.update(best_epoch=best["epoch"], val_ppl=_val_ppl(best),
+                   test_ppl=best.get("test_ppl"), test_acc=best.get("test_acc"))
+    return out
+
+
+def _val_ppl(record: dict) -> float | None:
+    if _num(record.get("val_loss")):
+        return math.exp(record["val_loss"])
+    return record.get("val_ppl")
+
+
+def tokens_per_second(run: RunRecord) -> float | None:
+    """Training tokens per second of the language model's classifier epochs: the tokens of
+    each epoch's steps (steps x data.batch_size x data.block_size; a short last batch counts
+    whole) over the epochs' logged time (their evaluation included). None: not logged."""
+    data = run.config.get("data") or {}
+    batch, block = data.get("batch_size"), data.get("block_size")
+    recs = [r for r in run.records if is_classifier(r) and _num(r.get("step"))
+            and _num(r.get("time")) and r.get("epoch")]
+    if not (batch and block and recs):
+        return None
+    tokens = sum(r["step"] / r["epoch"] * batch * block for r in recs)
+    seconds = sum(r["time"] for r in recs)
+    return tokens / seconds if seconds > 0 else None
 
 
 def epochs_per_stage(run: RunRecord) -> dict[str, int]:
@@ -281,6 +369,59 @@ def comparison_table(runs: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
+def _ppl(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def lm_table(runs: list[RunRecord]) -> str:
+    head = ("| run | method | model | parameters | multiplications per token "
+            "| validation perplexity (best-val epoch) | test perplexity (best-val epoch) "
+            "| test perplexity (last epoch) | unigram perplexity (chance) "
+            "| next-token accuracy (test, best-val epoch) | training tokens/s "
+            "| epochs per stage | wall time | status |")
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    for run in runs:
+        p = perplexity_at(run)
+        block = (run.config.get("data") or {}).get("block_size")
+        mults = None if run.mults is None or not block else round(run.mults / block)
+        val = "-" if p["val_ppl"] is None else f"{_ppl(p['val_ppl'])} (ep {p['best_epoch']})"
+        best = "-" if p["test_ppl"] is None else f"{_ppl(p['test_ppl'])} (ep {p['best_epoch']})"
+        last = ("-" if p["last_test_ppl"] is None
+                else f"{_ppl(p['last_test_ppl'])} (ep {p['last_epoch']})")
+        speed = tokens_per_second(run)
+        eps = ", ".join(f"{k} {v}" for k, v in epochs_per_stage(run).items()) or "-"
+        lines.append(f"| {run.name} | {run.method} | {run.model} | {count_str(run.params)} "
+                     f"| {count_str(mults)} | {val} | {best} | {last} "
+                     f"| {_ppl((run.summary or {}).get('unigram_ppl'))} | {pct(p['test_acc'])} "
+                     f"| {'-' if speed is None else f'{speed:,.0f}'} | {eps} "
+                     f"| {_time_str(wall_time(run))} | {run.status} |")
+    return "\n".join(lines)
+
+
+def lm_seed_table(runs: list[RunRecord]) -> str:
+    groups = seed_groups(runs)
+    if not groups:
+        return "No runs that differ only by seed."
+    lines = ["| runs | method | model | seeds | n | test perplexity (best-val epoch), mean ± std "
+             "| next-token accuracy (test), mean ± std | stalled (not averaged) |",
+             "|---|---|---|---|---:|---:|---:|---|"]
+    for g in groups:
+        done, stalled = split_stalled(g)
+        failed = ", ".join(f"{r.name} (seed {r.config.get('seed')})" for r in stalled)
+        cells = []
+        for key, fmt in (("test_ppl", "{:.2f} ± {:.2f}"), ("test_acc", "{:.2%} ± {:.2%}")):
+            vals = [v for v in (perplexity_at(r)[key] for r in done) if v is not None]
+            if vals:
+                m, s_, n = mean_std(vals)
+                cells.append(fmt.format(m, s_) + f" (n={n})")
+            else:
+                cells.append("-")
+        seeds = ", ".join(str(r.config.get("seed")) for r in done) or "-"
+        lines.append(f"| {', '.join(r.name for r in g)} | {g[0].method} | {g[0].model} "
+                     f"| {seeds} | {len(done)} | {cells[0]} | {cells[1]} | {failed or '-'} |")
+    return "\n".join(lines)
+
+
 def seed_table(runs: list[RunRecord]) -> str:
     groups = seed_groups(runs)
     if not groups:
@@ -328,12 +469,19 @@ ACC_KEYS = ("val_acc", "test_acc")
 
 def plot_curves(run: RunRecord, path: Path) -> Path | None:
     """Losses (top) and accuracies with lambda on a second axis (bottom) against the epoch
-    counted across stages; dotted lines mark where each stage starts."""
+    counted across stages; dotted lines mark where each stage starts. A language model gets
+    a perplexity panel between them (validation and test, log scale, with the unigram
+    perplexity as a dashed line: chance), and its accuracies are next-token accuracies."""
     if not run.records:
         return None
     plt = pyplot()
     xs = list(range(1, len(run.records) + 1))
-    fig, (ax_l, ax_a) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    lm = run.language_model
+    if lm:
+        fig, (ax_l, ax_p, ax_a) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+        _plot_perplexity(run, xs, ax_p)
+    else:
+        fig, (ax_l, ax_a) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
     for key in LOSS_KEYS:
         pts = [(x, r[key]) for x, r in zip(xs, run.records) if _num(r.get(key))]
         if pts:
@@ -345,7 +493,7 @@ def plot_curves(run: RunRecord, path: Path) -> Path | None:
         pts = [(x, 100 * r[key]) for x, r in zip(xs, run.records) if _num(r.get(key))]
         if pts:
             ax_a.plot(*zip(*pts), marker=".", label=key)
-    ax_a.set_ylabel("accuracy (%)")
+    ax_a.set_ylabel("next-token accuracy (%)" if lm else "accuracy (%)")
     ax_a.set_xlabel("epoch (all stages)")
     lam = [(x, r["lambda"]) for x, r in zip(xs, run.records) if _num(r.get("lambda"))]
     if lam:
@@ -353,12 +501,13 @@ def plot_curves(run: RunRecord, path: Path) -> Path | None:
         ax_lam.plot(*zip(*lam), color="grey", linestyle="--", label="lambda (right axis)")
         ax_lam.set_ylabel("lambda")
         ax_lam.legend(loc="lower right", fontsize=8)
+    axes = (ax_l, ax_p, ax_a) if lm else (ax_l, ax_a)
     for x, label in _boundaries(run.records):
-        for ax in (ax_l, ax_a):
+        for ax in axes:
             ax.axvline(x - 0.5, color="black", linestyle=":", linewidth=1)
         ax_l.annotate(label, (x - 0.5, 1.0), xycoords=("data", "axes fraction"),
                       fontsize=8, va="bottom")
-    for ax in (ax_l, ax_a):
+    for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right" if ax is ax_l else "upper left", fontsize=8)
         ax.grid(alpha=0.3)
@@ -367,6 +516,22 @@ def plot_curves(run: RunRecord, path: Path) -> Path | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _plot_perplexity(run: RunRecord, xs: list[int], ax) -> None:
+    for key, label in (("val_ppl", "val_ppl"), ("test_ppl", "test_ppl")):
+        pts = [(x, _val_ppl(r) if key == "val_ppl" else r.get(key))
+               for x, r in zip(xs, run.records)]
+        pts = [(x, v) for x, v in pts if _num(v)]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label)
+    chance = (run.summary or {}).get("unigram_ppl")
+    if _num(chance):
+        ax.axhline(chance, color="grey", linestyle="--", label=f"unigram {chance:.1f} (chance)")
+    values = [v for line in ax.get_lines() for v in line.get_ydata()]
+    if values and min(values) > 0 and max(values) / min(values) > 10:
+        ax.set_yscale("log")  # early epochs near the vocabulary size, later ones near 1
+    ax.set_ylabel("perplexity")
 
 
 def _num(v) -> bool:
@@ -411,26 +576,25 @@ def report(run_dirs: list[str | Path], out: str | Path, title: str | None = None
     tables there).
     """
     pyplot()  # fail before writing anything when matplotlib is missing
-    runs = load_runs(run_dirs)
+    everything = load_runs(run_dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"# {title or 'FitNets report'}", ""]
     if preamble:
         parts += [preamble.rstrip(), ""]
-    parts += ["## Runs", "", comparison_table(runs), "",
-              "Test error (last epoch): the test error logged at the last epoch of the final "
-              "classifier stage. Test error (best-val epoch): the test error logged at the "
-              "epoch of that stage with the lowest validation error (the weights a run with "
-              "early stopping and restore_best keeps). Multiplications: per image, counted "
-              "on the model built from its name (\"-\": it could not be built here). "
-              "A killed run's wall time is the sum of its logged epochs.", "",
-              "## Seeds", "", seed_table(runs), "",
-              "Mean ± sample standard deviation (n - 1) over the finished runs whose resolved "
-              "configs differ only by seed and out; a run whose stage stalled at chance "
-              "is a failure, listed in its own column and never averaged.", "",
-              "## Learning curves", ""]
+    runs = [r for r in everything if not r.language_model]
+    lms = [r for r in everything if r.language_model]
+    if runs and lms:
+        parts += [f"{len(runs)} image-classifier run(s) and {len(lms)} language-model run(s): "
+                  "each kind has its own section (error rates and perplexities are not "
+                  "compared).", ""]
+    if runs:
+        parts += _image_sections(runs, "Image classifiers: " if lms else "")
+    if lms:
+        parts += _lm_sections(lms)
+    parts += ["## Learning curves", ""]
     used: set[str] = set()
-    for run in runs:
+    for run in everything:
         slug = _slug(run.name)
         while slug in used:
             slug += "_"
@@ -441,3 +605,36 @@ def report(run_dirs: list[str | Path], out: str | Path, title: str | None = None
     path = out / "report.md"
     path.write_text("\n".join(parts))
     return path
+
+
+def _image_sections(runs: list[RunRecord], prefix: str = "") -> list[str]:
+    return ["## " + (f"{prefix}runs" if prefix else "Runs"), "", comparison_table(runs), "",
+              "Test error (last epoch): the test error logged at the last epoch of the final "
+              "classifier stage. Test error (best-val epoch): the test error logged at the "
+              "epoch of that stage with the lowest validation error (the weights a run with "
+              "early stopping and restore_best keeps). Multiplications: per image, counted "
+              "on the model built from its name (\"-\": it could not be built here). "
+              "A killed run's wall time is the sum of its logged epochs.", "",
+            "## " + (f"{prefix}seeds" if prefix else "Seeds"), "", seed_table(runs), "",
+            SEEDS_NOTE, ""]
+
+
+SEEDS_NOTE = ("Mean ± sample standard deviation (n - 1) over the finished runs whose resolved "
+              "configs differ only by seed and out; a run whose stage stalled at chance "
+              "is a failure, listed in its own column and never averaged.")
+
+
+def _lm_sections(runs: list[RunRecord]) -> list[str]:
+    return ["## Language models", "", lm_table(runs), "",
+            "Perplexity: exp of the mean next-token loss (cross-entropy in nats) over every "
+            "position of the split's blocks. Best-val epoch: the epoch of the final "
+            "classifier stage with the lowest validation loss (the weights the run keeps in "
+            "model.pt); last epoch: that stage's last logged one. Unigram perplexity: the "
+            "training split's, the perplexity of the best model that ignores context (the "
+            "stall guard's chance level); a model worth its context is well below it. "
+            "Next-token accuracy: the share of positions whose most likely token is the "
+            "next one. Training tokens/s: each classifier epoch's steps x data.batch_size x "
+            "data.block_size over the epochs' logged time (evaluation included). "
+            "Multiplications per token: the run's count for one block of data.block_size "
+            "tokens, divided by it.", "",
+            "## Language models: seeds", "", lm_seed_table(runs), "", SEEDS_NOTE, ""]
