@@ -163,7 +163,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE")
     c.add_argument("--doc", action="store_true", help="every key: default, allowed values, meaning")
 
-    r = sub.add_parser("report", help="tables and learning-curve plots of finished or killed runs")
+    r = sub.add_parser("report", help="tables and learning-curve plots of finished or killed runs",
+                       description="Reads only the run directories' files (config.yaml, "
+                                   "metrics.jsonl, summary.json) and writes DIR/report.md and "
+                                   "one curves-RUN.png per run. Image classifiers: test error "
+                                   "at the last and best-validation epochs, multiplications "
+                                   "per image, seed means. Language-model runs (data.name="
+                                   "text): validation/test perplexity, next-token accuracy, "
+                                   "the unigram perplexity (chance), training tokens/s, "
+                                   "multiplications per token; given with image runs, each "
+                                   "kind gets its own section. A search directory gets its "
+                                   "ranked table.")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to report on")
     r.add_argument("--out", default="report", metavar="DIR", help="where report.md and the PNGs go")
     r.add_argument("--title", help="the report's title")
