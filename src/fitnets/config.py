@@ -51,7 +51,8 @@ class DataConfig:
     name=text: documents held out (null = 10%; 10% more are the test split)."""
     tokenizer: str = "byte"
     """name=text: byte (built in: UTF-8 bytes and an end-of-document id, 257 ids, no download)
-    or a local Hugging Face tokenizer folder (needs transformers)."""
+    or a local Hugging Face tokenizer folder (needs transformers); an hf: model must have this
+    vocabulary (its own folder's tokenizer, when it holds one)."""
     block_size: int = checked(128, gt(0))
     """name=text: tokens a block trains on (each predicts the next token at every position)."""
     train_limit: int = checked(0, ge(0))
@@ -102,7 +103,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "mnist_student"
-    """A built-in model name (see `fitnets layers --list`)."""
+    """A built-in model name (see `fitnets layers --list`), timm:NAME, torchvision:NAME or
+    hf:DIR_OR_ID; on data.name=text, hf:DIR is a causal LM folder (GPT-2, Llama, ...: a config,
+    and weights for a teacher) whose vocabulary is data.tokenizer's."""
     weights: Optional[str] = None
     """A run directory or a weights file (state dict) to load; needed for the teacher."""
     batchnorm: bool = False

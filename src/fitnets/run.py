@@ -31,13 +31,14 @@ from fitnets.checkpoint import (
 )
 from fitnets.config import Config, ModelConfig, dump_yaml, make_config, to_dict
 from fitnets.data.prepare import Prepared, dataset_classes, prepare, prepare_python
-from fitnets.data.text import tokenizer_id
+from fitnets.data.text import make_tokenizer, tokenizer_id
 from fitnets.distill import methods
 from fitnets.distill.taps import compile_taps
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.models import MaxoutOptions, build_model, data_init, takes
 from fitnets.models.counting import count_mults
+from fitnets.models.ecosystem import HFCausalLM, is_ecosystem
 from fitnets.perf import resolve_perf
 from fitnets.stage import StagePlan
 from fitnets.trainer import Trainer, check_checkpoint
@@ -63,10 +64,14 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
               key: str = "model") -> nn.Module:
     """The network ``mcfg`` (the config's section ``key``) describes, for ``prepared``."""
     images = prepared.input_dtype.is_floating_point  # else token ids: no channels
+    lm = prepared.tokenizer is not None  # data.name=text: a language model
     model = build_model(mcfg.name, num_classes=prepared.num_classes,
                         in_channels=prepared.input_shape[0] if images else None,
                         batchnorm=mcfg.batchnorm, maxout=MaxoutOptions.of(mcfg),
-                        pretrained=mcfg.pretrained, key=key, sizes=sizes(mcfg, prepared))
+                        pretrained=mcfg.pretrained, key=key, sizes=sizes(mcfg, prepared),
+                        task="lm" if lm else "classify")
+    if isinstance(model, HFCausalLM):
+        hf_vocabulary(model, prepared, key)
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
         raise FitnetsError(
@@ -85,9 +90,42 @@ def sizes(mcfg: ModelConfig, prepared: Prepared) -> dict:
     """The size keys (width, depth, heads) of a model section, and for a model over token
     ids that takes one, its context: the data's block length."""
     out = {"width": mcfg.width, "depth": mcfg.depth, "heads": mcfg.heads}
-    if not prepared.input_dtype.is_floating_point and takes(mcfg.name, "context"):
+    if not prepared.input_dtype.is_floating_point and (
+            takes(mcfg.name, "context")
+            or (prepared.tokenizer is not None and is_ecosystem(mcfg.name))):  # hf: LMs
         out["context"] = prepared.input_shape[0]
     return out
+
+
+def hf_vocabulary(model: HFCausalLM, prepared: Prepared, key: str) -> None:
+    """A Hugging Face language model reads and predicts the ids of the vocabulary it was
+    made for: refuse one whose vocabulary size is not data.tokenizer's, or whose folder
+    holds a tokenizer other than data.tokenizer (the teacher's and the student's ids would
+    mean different tokens), naming both and the way out."""
+    spec = prepared.tokenizer
+    folder = Path(model.where).expanduser()
+    own = folder if folder.is_dir() and any(
+        (folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")) else None
+    way_out = (f"Set data.tokenizer={own} (the tokenizer saved with the model)" if own
+               else "Set data.tokenizer to the tokenizer the model was made for")
+    if model.num_classes != prepared.num_classes:
+        raise FitnetsError(
+            f"{key} hf model '{model.where}' has a vocabulary of {model.num_classes:,} ids, "
+            f"but data.tokenizer={spec!r} gives {prepared.num_classes:,} ids: a language "
+            "model's logits score the ids of its own vocabulary (and a teacher's and a "
+            f"student's are compared id by id), so both need one. {way_out}, or save the "
+            f"model with vocab_size={prepared.num_classes} (its config) for this tokenizer.")
+    if own is None or tokenizer_id(str(own)) == tokenizer_id(spec):
+        return
+    theirs, ours = make_tokenizer(str(own)), make_tokenizer(spec)
+    if getattr(ours, "tok", None) is not None and ours.tok.get_vocab() == theirs.tok.get_vocab():
+        return  # a copy of the same tokenizer
+    raise FitnetsError(
+        f"{key} hf model '{model.where}' comes with its own tokenizer ({own}, "
+        f"{theirs.vocab_size:,} ids), which is not data.tokenizer={spec!r} "
+        f"({ours.vocab_size:,} ids): the same id would be another token for the model than "
+        f"for the data (and for a teacher than for its student). {way_out}, or give a "
+        "model made for data.tokenizer.")
 
 
 def same_vocabulary(weights: str, prepared: Prepared, tokenizer: str | None) -> None:
@@ -117,7 +155,13 @@ def load_teacher(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
                  tokenizer: str | None = None) -> nn.Module:
     if not mcfg.weights and (mcfg.pretrained or mcfg.name.startswith("hf:")):
         # the library's own weights; an hf: folder or hub id comes with its weights
-        return build_net(mcfg, prepared, device, "teacher").eval().requires_grad_(False)
+        teacher = build_net(mcfg, prepared, device, "teacher")
+        if isinstance(teacher, HFCausalLM) and not teacher.weights:
+            raise FitnetsError(
+                f"the teacher '{mcfg.name}' is a folder without weights (a config only): a "
+                "teacher must be trained. Save the trained model there (save_pretrained), "
+                "or set teacher.weights=RUN_DIR (a `fitnets train` run of this model).")
+        return teacher.eval().requires_grad_(False)
     if not mcfg.weights:
         raise FitnetsError(
             "the teacher needs trained weights: set teacher.weights=RUN_DIR (a finished "

@@ -44,6 +44,7 @@ class Prepared:
     dataset: str
     how: str = ""  # the start line's account of memory vs stream
     input_dtype: torch.dtype = torch.float32  # torch.long: token ids (a Python text dataset)
+    tokenizer: str | None = None  # data.name=text: data.tokenizer (a language model's run)
 
 
 def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)) -> Prepared:
@@ -109,7 +110,7 @@ def prepare_text(source: Text, d: DataConfig, device: torch.device) -> Prepared:
               else "not cached (no writable cache folder)")
            + f"; unigram perplexity {data.unigram_ppl:.2f}")
     return Prepared(data, (d.block_size,), tokens.vocab_size, Preprocess("none"), d.name, how,
-                    input_dtype=torch.long)
+                    input_dtype=torch.long, tokenizer=source.tokenizer_spec)
 
 
 def open_source(d: DataConfig) -> Source:

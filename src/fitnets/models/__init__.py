@@ -79,7 +79,7 @@ def _shown(v) -> str:
 def build_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, batchnorm: bool = False,
     maxout: MaxoutOptions | None = None, pretrained: bool = False, key: str = "model",
-    sizes: dict | None = None,
+    sizes: dict | None = None, task: str | None = None,
 ) -> nn.Module:
     """Build the registered model ``name``; ``in_channels=None`` keeps the model's default.
 
@@ -90,7 +90,9 @@ def build_model(
     anything but the defaults for another model is an error that names the config keys
     (``key``: the model's section, model / teacher / student). ``sizes`` (width, depth,
     heads, context; None values left out) go to the built-in models that take them (gpt);
-    one set for a model that does not take it is an error naming the key.
+    one set for a model that does not take it is an error naming the key. ``task`` (hf:
+    models): "lm" on data.name=text (a causal LM, its context ``sizes["context"]``),
+    "classify", or None: as the folder was saved (models/ecosystem.py).
     """
     sizes = {k: v for k, v in (sizes or {}).items() if v is not None}
     if maxout is not None and maxout != MaxoutOptions() and name not in MAXOUT_NETS:
@@ -107,7 +109,12 @@ def build_model(
                 + f". Maxout nets: {', '.join(sorted(MAXOUT_NETS))}."
             )
     if ecosystem.is_ecosystem(name):
-        return ecosystem.build(name, num_classes, in_channels, pretrained)
+        bad = [k for k in sizes if k != "context"]
+        if bad:
+            raise FitnetsError(f"model {name!r} is sized by its library's own config: leave "
+                               + ", ".join(f"{key}.{k}" for k in bad) + " out (null).")
+        return ecosystem.build(name, num_classes, in_channels, pretrained, task=task,
+                               context=sizes.get("context"))
     extra = {"options": maxout} if name in MAXOUT_NETS and maxout is not None else {}
     if sizes and name in MODELS:
         bad = [k for k in sizes if not takes(name, k)]
@@ -194,4 +201,5 @@ def build_described(d: dict) -> nn.Module:
     maxout = MaxoutOptions(**d["maxout"]) if d.get("maxout") else None
     return build_model(d["model"], num_classes=int(d["num_classes"]), maxout=maxout,
                        in_channels=int(d["input_shape"][0]),
-                       batchnorm=bool(d.get("batchnorm", False)), sizes=d.get("sizes"))
+                       batchnorm=bool(d.get("batchnorm", False)), sizes=d.get("sizes"),
+                       task="lm" if d.get("tokenizer") else "classify")

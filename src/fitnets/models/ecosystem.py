@@ -12,6 +12,13 @@
   ``model(x)`` returns the logits (a text model takes token ids ``(N, T)`` and masks the
   padding id), its layers under ``model.`` (``model.vit.layers.3``,
   ``model.bert.encoder.layer.3``); ``num_labels`` set.
+- ``hf:DIR`` of a causal language model (``GPT2LMHeadModel``, ``LlamaForCausalLM``, any
+  ``AutoModelForCausalLM`` type) on ``data.name=text`` (or, outside a run, a folder whose
+  config names a causal-LM architecture): ``HFCausalLM``, ids (B, T) in, next-token logits
+  (B, T, vocab) out as models/gpt.py's, its layers under their Hugging Face names
+  (``transformer.h.3``, ``model.layers.3``); the folder's weights when it has them, else
+  the config's fresh initialisation (a student). Masked LMs (``BertForMaskedLM``) are
+  refused: their objective is not next-token prediction.
 
 ``pretrained=True`` asks the library for its own weights (timm / torchvision download them;
 hf: loads the folder's or the hub's weights, which it always does); where the hub cannot be
@@ -64,7 +71,11 @@ def _library(lib: str, module: str):
 
 
 def build(spec: str, num_classes: int = 10, in_channels: int | None = None,
-          pretrained: bool = False) -> nn.Module:
+          pretrained: bool = False, task: str | None = None,
+          context: int | None = None) -> nn.Module:
+    """``task`` (hf: only): "lm" (a language model on data.name=text: a causal LM),
+    "classify" (an image or sequence classifier), None (the folder's architecture says);
+    ``context``: a language model's block length."""
     lib, name, kwargs = parse(spec)
     try:
         if lib == "timm":
@@ -80,6 +91,8 @@ def build(spec: str, num_classes: int = 10, in_channels: int | None = None,
                                    f"asked for {in_channels} (set data.channels=rgb).")
             return models.get_model(name, weights="DEFAULT" if pretrained else None,
                                     num_classes=num_classes, **kwargs)
+        if task != "classify" and (task == "lm" or is_causal_lm(name)):
+            return HFCausalLM.load(name, context, kwargs)
         return HFClassifier.load(name, num_classes, in_channels, kwargs)
     except FitnetsError:
         raise
@@ -140,3 +153,127 @@ class HFClassifier(nn.Module):
                                "input_ids (fitnets.distill(train=...), items (ids, label)).")
         mask = None if self.pad_token_id is None else (x != self.pad_token_id).long()
         return self.model(input_ids=x, attention_mask=mask).logits
+
+
+# ------------------------------------------------------------------- causal language models
+
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
+def _source(where: str) -> str:
+    local = Path(where).expanduser()
+    return str(local) if local.exists() else where
+
+
+def _lm_classes() -> tuple[set[str], set[str], set[str]]:
+    """The model types transformers builds as causal LMs, and the causal-LM and masked-LM
+    class names it knows."""
+    from transformers.models.auto import modeling_auto
+
+    def names(mapping) -> set[str]:
+        out: set[str] = set()
+        for v in mapping.values():
+            out.update([v] if isinstance(v, str) else v)
+        return out
+
+    causal = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    return (set(causal), names(causal),
+            names(modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES))
+
+
+def is_causal_lm(where: str) -> bool:
+    """Whether the hf folder (or hub id) ``where`` was saved as a causal language model (its
+    config's ``architectures``); False when it cannot be read here (the classifier path
+    then says why)."""
+    try:
+        transformers = _library("hf", "transformers")
+        config = transformers.AutoConfig.from_pretrained(_source(where))
+    except (OSError, ValueError, KeyError):
+        return False
+    _, causal, _ = _lm_classes()
+    return any(a in causal for a in (config.architectures or []))
+
+
+def has_weights(folder: Path) -> bool:
+    return folder.is_dir() and any(any(folder.glob(p)) for p in WEIGHT_FILES)
+
+
+class HFCausalLM(nn.Module):
+    """A Hugging Face causal LM as models/gpt.py's GPT: ``forward(ids)`` (B, T) int64 ->
+    next-token logits (B, T, vocab). The Hugging Face model's children are this module's
+    own (``transformer``, ``lm_head`` / ``model``, ``lm_head``), so its layers and its
+    state dict keep their Hugging Face names; ``default_hint`` / ``default_guided``: the
+    block before the middle, as the GPT's. ``weights``: the folder's weights were loaded
+    (False: a fresh initialisation from its config)."""
+
+    num_prefix_tokens = 0  # every token is a position of the text (token regressors read it)
+    input_dtype = torch.long
+
+    def __init__(self, model: nn.Module, context: int | None, weights: bool, where: str):
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        object.__setattr__(self, "_hf", model)  # not a child: its children are ours
+        config = model.config.get_text_config()
+        self.where, self.weights = where, weights
+        self.num_classes = int(config.vocab_size)
+        self.positions = _positions(config)
+        if context is not None and self.positions is not None and context > self.positions:
+            raise FitnetsError(f"hf model '{where}' has {self.positions} positions, fewer "
+                               f"than data.block_size={context}: lower data.block_size to "
+                               f"at most {self.positions}.")
+        self.input_shape = (context or min(self.positions or 128, 128),)
+        self.sizes = {"context": self.input_shape[0]}  # model.pt: rebuilt at this length
+        depth = int(getattr(config, "num_hidden_layers", 0) or 0)
+        lists = [n for n, m in self.named_modules()
+                 if isinstance(m, nn.ModuleList) and len(m) == depth and depth]
+        self.block_names = [f"{lists[0]}.{i}" for i in range(depth)] if lists else []
+        if self.block_names:
+            self.default_hint = self.default_guided = self.block_names[max(depth // 2 - 1, 0)]
+
+    @classmethod
+    def load(cls, where: str, context: int | None, kwargs: dict) -> HFCausalLM:
+        transformers = _library("hf", "transformers")
+        source = _source(where)
+        config = transformers.AutoConfig.from_pretrained(source)
+        types, causal, masked = _lm_classes()
+        archs, kind = config.architectures or [], config.model_type
+        saved_masked = any(a in masked for a in archs) and not any(a in causal for a in archs)
+        if saved_masked or kind not in types:
+            what = ", ".join(archs) or f"a '{kind}' model"
+            raise FitnetsError(
+                f"hf model '{where}' is {what}, not a causal language model: data.name=text "
+                "trains next-token prediction (GPT-2, Llama, ... saved as *LMHeadModel / "
+                "*ForCausalLM). Masked LMs (BertForMaskedLM) are not supported on text yet.")
+        local = Path(source)
+        weights = not local.exists() or has_weights(local)  # a hub id: from_pretrained's
+        auto = transformers.AutoModelForCausalLM
+        model = (auto.from_pretrained(source, **kwargs) if weights
+                 else auto.from_config(config, **kwargs))
+        return cls(model, context, weights, where)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.is_floating_point():
+            raise FitnetsError(f"hf causal LM '{self.where}' takes token ids (an integer "
+                               f"tensor B x T), got {ids.dtype} {tuple(ids.shape)}.")
+        return self._hf(input_ids=ids, use_cache=False).logits  # (B, T, vocab)
+
+    def save_pretrained(self, folder, **kwargs) -> None:
+        """The whole Hugging Face model's folder (not its first child's, which also has a
+        ``save_pretrained``): what an export writes for an hf: student."""
+        self._hf.save_pretrained(folder, **kwargs)
+
+    def train(self, mode: bool = True) -> HFCausalLM:
+        super().train(mode)
+        self._hf.training = mode  # the root is not a child; its children follow super()
+        return self
+
+
+def _positions(config) -> int | None:
+    """A text config's position limit (GPT-2: n_positions; most: max_position_embeddings)."""
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
