@@ -85,10 +85,12 @@ class DataConfig:
     files), else RGB."""
     mode: Literal["auto", "memory", "stream"] = "auto"
     """memory: decode everything once, keep it on the device; stream: decode on the fly in worker
-    processes (image folders); auto: memory when it fits in memory_limit_gb."""
+    processes (image folders), or for name=text read each batch's blocks from the memory-mapped
+    token file (corpora larger than memory; the same batches as memory mode); auto: memory when
+    it fits in memory_limit_gb."""
     memory_limit_gb: Optional[float] = None
-    """data.mode=auto: the most the in-memory path may hold (float32); null = half the machine's
-    (or GPU's) memory."""
+    """data.mode=auto: the most the in-memory path may hold (float32 images, int64 token blocks);
+    null = half the machine's (or GPU's) memory."""
     workers: int = -1
     """Stream mode: DataLoader worker processes; -1 = this machine's cores (shared by its torchrun
     processes), at most 8."""

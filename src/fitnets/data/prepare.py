@@ -25,7 +25,14 @@ from fitnets.data.preprocess import Preprocess, fit_preprocess
 from fitnets.data.source import Source
 from fitnets.data.splits import Plan, plan, read, take
 from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
-from fitnets.data.text import Text, TextData, blocks, unigram_perplexity
+from fitnets.data.text import (
+    StreamedTextData,
+    Text,
+    TextData,
+    TokenBlocks,
+    blocks,
+    unigram_perplexity,
+)
 from fitnets.data.training import TrainingData
 from fitnets.errors import FitnetsError
 
@@ -71,46 +78,68 @@ def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)
 
 
 def prepare_text(source: Text, d: DataConfig, device: torch.device) -> Prepared:
-    """A text corpus (fitnets.data.text): every split's blocks on ``device`` as int64 ids;
-    data.train_limit / test_limit keep the first N blocks."""
+    """A text corpus (fitnets.data.text) as int64 blocks of ids: every split on ``device``
+    (memory mode), or read a batch at a time from the memory-mapped token file (stream mode;
+    data.mode=auto streams when the blocks would not fit in memory_limit). data.train_limit /
+    test_limit keep the first N blocks."""
     if d.augment_pad or d.augment_flip or d.tta != "none" or d.random_crop:
         raise FitnetsError("data.augment_pad / augment_flip / random_crop / tta transform "
                            "images; a text corpus has none: leave them at their defaults.")
     tokens = source.tokens()
-
-    def split(name: str, limit: int = 0) -> Arrays | None:
-        b = torch.from_numpy(blocks(tokens.splits[name], d.block_size))
-        if limit:
-            b = b[:limit]
-        if len(b) == 0:
-            return None
-        b = b.to(device)
-        return Arrays(b[:, :-1], b[:, 1:])  # views of one tensor: a batch copies its rows
-
-    train = split("train", d.train_limit)
-    if train is None:
+    limits = {"train": d.train_limit, "val": 0, "test": d.test_limit}
+    streamed = {s: TokenBlocks(tokens.splits[s], d.block_size, limits[s]) for s in limits}
+    need = sum(len(b) for b in streamed.values()) * (d.block_size + 1) * 8  # int64
+    where, why = _text_mode(d, need, device)
+    if not len(streamed["train"]):
         raise FitnetsError(f"the training split of {source.path} has "
                            f"{len(tokens.splits['train']):,} tokens, fewer than one block of "
                            f"data.block_size={d.block_size} + 1; lower data.block_size or add "
                            "text.")
-    test = split("test", d.test_limit)
-    val = split("val")
-    if test is None:
+    if not len(streamed["test"]):
         raise FitnetsError(f"the test split of {source.path} has fewer tokens than one "
                            f"block (data.block_size={d.block_size} + 1); lower "
                            "data.block_size or add documents.")
-    data = TextData(train=train, val=val, test=test, batch_size=d.batch_size,
-                    eval_batch_size=d.eval_batch_size,
-                    unigram_ppl=unigram_perplexity(tokens.splits["train"], tokens.vocab_size))
+    common = dict(batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+                  unigram_ppl=unigram_perplexity(tokens.splits["train"], tokens.vocab_size))
+    if where == "stream":
+        data: TextData = StreamedTextData(
+            train=streamed["train"], val=streamed["val"] if len(streamed["val"]) else None,
+            test=streamed["test"], device=device, **common)
+    else:
+        def split(name: str) -> Arrays | None:
+            b = torch.from_numpy(blocks(tokens.splits[name], d.block_size))
+            if limits[name]:
+                b = b[:limits[name]]
+            if len(b) == 0:
+                return None
+            b = b.to(device)
+            return Arrays(b[:, :-1], b[:, 1:])  # views of one tensor: a batch copies its rows
+
+        data = TextData(train=split("train"), val=split("val"), test=split("test"), **common)
     counts = ", ".join(f"{s} {len(t):,}" for s, t in tokens.splits.items())
-    how = (f"data: text {source.path} ({counts} tokens; {len(train):,} training blocks of "
-           f"{d.block_size}), tokenizer "
+    how = (f"data: text {source.path} ({counts} tokens; {len(data.train):,} training blocks "
+           f"of {d.block_size}), tokenizer "
            f"{source.tokenizer_spec} ({tokens.vocab_size:,} ids), token file "
            + (f"{tokens.path} ({'built' if tokens.built else 'reused'})" if tokens.path
               else "not cached (no writable cache folder)")
-           + f"; unigram perplexity {data.unigram_ppl:.2f}")
+           + f"; unigram perplexity {data.unigram_ppl:.2f}; {why}")
     return Prepared(data, (d.block_size,), tokens.vocab_size, Preprocess("none"), d.name, how,
                     input_dtype=torch.long, tokenizer=source.tokenizer_spec)
+
+
+def _text_mode(d: DataConfig, need: int, device: torch.device) -> tuple[str, str]:
+    """Memory or stream for token blocks, and the start line's reason: data.mode, or auto:
+    memory when every split's int64 blocks fit in data.memory_limit_gb."""
+    if d.mode != "auto":
+        where, because = d.mode, " (data.mode)"
+    else:
+        limit = memory_limit(d, device)
+        where = "memory" if need <= limit else "stream"
+        because = f" (limit {limit / 2**30:.1f} GiB)"
+    what = ("blocks read a batch at a time from the token file" if where == "stream"
+            else "blocks held on the device")
+    return where, (f"{need / 2**30:.2f} GiB as int64 blocks: {where} mode{because}, "
+                   f"{what}")
 
 
 def open_source(d: DataConfig) -> Source:

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fitnets.data import cache
-from fitnets.data.memory import Data
+from fitnets.data.memory import Batch, Data, order
 from fitnets.data.source import Images
 from fitnets.errors import FitnetsError
 
@@ -41,6 +42,7 @@ TEST_FRACTION = 0.1  # of the documents
 VAL_FRACTION = 0.1  # of the documents, unless data.val_size says how many
 SUFFIXES = (".txt", ".py", ".md")  # the files of a folder or zip that are documents
 TOKEN_FILE_VERSION = 1
+COUNT_CHUNK = 1 << 24  # tokens counted at a time (the unigram perplexity of a large split)
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -297,7 +299,9 @@ def blocks(tokens: np.ndarray, block_size: int) -> np.ndarray:
 def unigram_perplexity(tokens: np.ndarray, vocab_size: int) -> float:
     """exp of the entropy of the tokens' frequencies: the perplexity of the best model that
     ignores context (a language model's chance level)."""
-    counts = np.bincount(np.asarray(tokens), minlength=vocab_size).astype(np.float64)
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for i in range(0, len(tokens), COUNT_CHUNK):  # a memmap: read a chunk at a time
+        counts += np.bincount(np.asarray(tokens[i:i + COUNT_CHUNK]), minlength=vocab_size)
     p = counts[counts > 0] / counts.sum()
     return float(math.exp(-(p * np.log(p)).sum()))
 
@@ -363,6 +367,76 @@ class TextData(Data):
     @property
     def unit(self) -> tuple[str, int]:
         return ("token", self.train.x.shape[1])  # a row is a block of T predicted tokens
+
+
+class TokenBlocks:
+    """One split's blocks read from its tokens on demand (data.mode=stream): row i is tokens
+    ``[i * block_size, (i + 1) * block_size + 1)``, as ``blocks`` cuts them, but only the rows
+    asked for are read from the token file (a memmap) and converted to int64; the first
+    ``limit`` rows when ``limit`` (data.train_limit / test_limit)."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, limit: int = 0):
+        self.tokens, self.block_size = tokens, block_size
+        n = max((len(tokens) - 1) // block_size, 0)
+        self.n = min(n, limit) if limit else n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _view(self) -> np.ndarray:
+        """(N, block_size + 1) over the token file: a view, nothing read."""
+        t = self.tokens
+        return np.lib.stride_tricks.as_strided(
+            t, shape=(self.n, self.block_size + 1),
+            strides=(t.strides[0] * self.block_size, t.strides[0]), writeable=False)
+
+    def rows(self, idx: np.ndarray) -> torch.Tensor:
+        """Blocks ``idx`` (in that order), (len(idx), block_size + 1) int64."""
+        return torch.from_numpy(self._view()[np.asarray(idx)].astype(np.int64))
+
+    def span(self, lo: int, hi: int) -> torch.Tensor:
+        """Blocks ``lo`` to ``hi`` - 1: one contiguous read."""
+        return torch.from_numpy(self._view()[lo:hi].astype(np.int64))
+
+
+@dataclass
+class StreamedTextData(TextData):
+    """``TextData`` whose splits stay in the token file (``TokenBlocks``): each batch's
+    blocks are read when it is drawn and copied to ``device``. The order is memory mode's
+    (``memory.order`` on the same generator), so both modes train on the same batches, and
+    a resumed epoch skips its first ``start`` batches without reading them."""
+
+    device: torch.device = torch.device("cpu")
+    layout: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+
+    @property
+    def unit(self) -> tuple[str, int]:
+        return ("token", self.train.block_size)
+
+    def _batch(self, b: torch.Tensor, idx: torch.Tensor | None = None) -> Batch:
+        b = b.to(self.device, non_blocking=True)
+        return Batch(self.layout(b[:, :-1]), b[:, 1:], idx)
+
+    def train_batches(self, generator: torch.Generator, start: int = 0,
+                      epoch: int = 1) -> Iterator[Batch]:
+        for k, idx in enumerate(order(len(self.train), self.batch_size, generator)):
+            if k >= start:
+                yield self._batch(self.train.rows(idx.cpu().numpy()), idx)
+
+    def eval_batches(self, arrays: TokenBlocks, rows: tuple[int, int] | None = None,
+                     ) -> Iterator[Batch]:
+        lo, hi = rows or (0, len(arrays))
+        for i in range(lo, hi, self.eval_batch_size):
+            yield self._batch(arrays.span(i, min(i + self.eval_batch_size, hi)))
+
+    def probe(self, n: int = 2) -> torch.Tensor:
+        return self._batch(self.train.span(0, min(n, len(self.train)))).x
+
+    def train_inputs(self) -> None:
+        return None  # never all read at once (no teacher bank over its rows)
+
+    def map_x(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.layout = fn  # applied to every batch as it is read
 
 
 def stdlib_corpus(dest: str | os.PathLike, limit_bytes: int = 300_000,
