@@ -24,8 +24,9 @@ stage's learning rate around the recipe's values. The recipe's ``search:`` secti
 built and checked (validation split, layers, regressors, teacher weights): what cannot work
 is refused (exit code 2) with the choices there are.
 
-Each trial is a run of the recipe on the short ``budget``, selected on validation accuracy;
-the test split is never evaluated. Trials are sampled by Optuna's TPE, seeded by the recipe's
+Each trial is a run of the recipe on the short ``budget``, selected on validation accuracy
+(a language model's, data.name=text: validation perplexity, lower is better); the test split
+is never evaluated. Trials are sampled by Optuna's TPE, seeded by the recipe's
 ``seed`` and the trial's number: with one worker the same command samples the same trials;
 with ``--parallel P`` a trial's sample also depends on which trials had ended when it was
 asked for, so parallel searches differ in their later trials. A trial is judged by the median

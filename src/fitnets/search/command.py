@@ -25,6 +25,7 @@ from fitnets.search.study import (
     create_or_join,
     default_storage,
     load_spec,
+    metric_of,
     open_study,
     save_spec,
     update_spec,
@@ -76,7 +77,7 @@ def prepare(recipe: str | None, overrides: list[str], out: Path, *, trials: int 
                 study=study or (Path(recipe).stem if recipe else "fitnets-search"),
                 space=[asdict(d) for d in space.values()], budget=budget, seed=base.seed,
                 startup_trials=max(2, min(10, n // 3)), prune_after=max(2, parallel),
-                parallel=parallel, train_size=facts.train)
+                parallel=parallel, train_size=facts.train, metric=metric_of(base))
     out.mkdir(parents=True, exist_ok=True)
     (out / BASE).write_text(dump_yaml(base))
     study_obj, joined = create_or_join(spec, base)
@@ -125,7 +126,7 @@ def _watch(spec: Spec, procs: list[subprocess.Popen], verbose: bool) -> None:
             seen.add(t.number)
             bar.update(1)
             if verbose:
-                tqdm.write(trial_line(t))
+                tqdm.write(trial_line(t, spec))
 
     poll()
     while any(p.poll() is None for p in procs):

@@ -23,8 +23,9 @@ class DataFacts:
 
     train: int
     val: int  # 0: no validation split
-    input_shape: tuple | None  # (C, H, W); None where only decoding would tell
-    classes: int | None
+    input_shape: tuple | None  # (C, H, W), (T,) for text; None where only decoding would tell
+    classes: int | None  # the vocabulary for text
+    text: bool = False  # token blocks (data.name=text): a language model's data
 
 
 _FACTS: dict[str, DataFacts] = {}
@@ -41,8 +42,15 @@ def data_facts(d: DataConfig) -> DataFacts:
 def _read_facts(d: DataConfig) -> DataFacts:
     from fitnets.data.prepare import listed_plan, open_source
     from fitnets.data.splits import read
+    from fitnets.data.text import Text
 
     source = open_source(d)
+    if isinstance(source, Text):  # blocks of the token file (built here once, then reused)
+        tokens = source.tokens()
+        # whole blocks of block_size + 1 tokens, overlapping by one (fitnets.data.text.blocks)
+        n = {s: max(0, (len(t) - 1) // d.block_size) for s, t in tokens.splits.items()}
+        train = min(n["train"], d.train_limit) if d.train_limit else n["train"]
+        return DataFacts(train, n["val"], (d.block_size,), tokens.vocab_size, text=True)
     if source.files("train") is not None:  # image files: listed, not decoded
         p = listed_plan(source, d)
         channels = {"gray": 1, "rgb": 3}.get(d.channels)
@@ -165,12 +173,17 @@ class Nets:
 def _model(m: ModelConfig, facts: DataFacts | None) -> nn.Module:
     """The model ``m`` names, as a run builds it (classes and channels from the data), without
     the library's pretrained weights (the layers are the same)."""
-    from fitnets.models import MaxoutOptions, build_model
+    from fitnets.models import MaxoutOptions, build_model, takes
 
     shape = facts.input_shape if facts is not None else None
+    text = facts is not None and facts.text
+    sizes = {"width": m.width, "depth": m.depth, "heads": m.heads}
+    if text and takes(m.name, "context"):
+        sizes["context"] = shape[0]  # a GPT's positions: the data's block length, as a run
     return build_model(m.name, num_classes=(facts.classes if facts and facts.classes else 10),
-                       in_channels=shape[0] if shape else None, batchnorm=m.batchnorm,
-                       maxout=MaxoutOptions.of(m), pretrained=False)
+                       in_channels=shape[0] if shape and not text else None,
+                       batchnorm=m.batchnorm, maxout=MaxoutOptions.of(m), pretrained=False,
+                       sizes=sizes)
 
 
 _NETS: dict[str, Nets] = {}
@@ -178,6 +191,8 @@ _NETS: dict[str, Nets] = {}
 
 def nets_of(cfg: Config, facts: DataFacts | None = None) -> Nets:
     """:class:`Nets` of ``cfg``'s student and teacher, built once per process."""
+    if facts is None and cfg.data.name == "text":  # a block's positions, read from the config
+        facts = DataFacts(0, 0, (cfg.data.block_size,), None, text=True)  # (no corpus read)
     key = json.dumps([asdict(cfg.student), asdict(cfg.teacher),
                       asdict(facts) if facts is not None else None], default=str)
     if key not in _NETS:

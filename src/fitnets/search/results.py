@@ -10,7 +10,14 @@ from typing import Any
 
 from fitnets.config import dump_yaml, make_config
 from fitnets.search.space import config_with
-from fitnets.search.study import BASE, Spec, load_optuna, load_spec, open_study
+from fitnets.search.study import (
+    BASE,
+    METRIC_NAMES,
+    Spec,
+    load_optuna,
+    load_spec,
+    open_study,
+)
 
 LABELS = {"pair": "pair", "hints.regressor": "regressor", "kd.tau": "tau",
           "kd.lambda_init": "lambda", "hints.stage.optim.lr": "hint lr",
@@ -36,7 +43,8 @@ def show_url(url: str) -> str:
 
 def describe_space(spec: Spec, rows: list[dict]) -> str:
     lines = [f"study '{spec.study}' in {show_url(spec.storage)}: {spec.trials} trials, TPE "
-             f"sampling (seed {spec.seed}), median pruning on validation accuracy late in the "
+             f"sampling (seed {spec.seed}), median pruning on {METRIC_NAMES[spec.metric]} late "
+             "in the "
              "KD stage; a trial that ends at chance (stall guard) counts as stalled"]
     for key, dim in spec.dims().items():
         lines.append(f"  {key:24s} {dim.describe()}")
@@ -54,33 +62,35 @@ def describe_space(spec: Spec, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def state(t) -> str:
+def state(t, spec: Spec) -> str:
     name = t.state.name
     last = max(t.intermediate_values) if t.intermediate_values else None
     if name == "COMPLETE":
-        return f"val {100 * t.value:.2f}%"
+        return f"val {spec.shown(t.value)}"
     if name == "PRUNED":
         why = "stalled" if t.user_attrs.get("stalled") else "pruned"
         v = t.intermediate_values.get(last) if last is not None else None
-        return f"{why} ep {last} " + (f"({100 * v:.2f}%)" if v is not None else "")
+        return f"{why} ep {last} " + (f"({spec.shown(v)})" if v is not None else "")
     if name == "FAIL":
         return "failed"
     return name.lower()
 
 
-def trial_line(t) -> str:
+def trial_line(t, spec: Spec) -> str:
     params = ", ".join(f"{label(k)} {fmt(v)}" for k, v in t.params.items())
-    return f"trial {t.number:3d} {state(t):22s} {params}"
+    return f"trial {t.number:3d} {state(t, spec):22s} {params}"
 
 
-def ranked(study) -> list:
-    """Complete trials by validation accuracy, then pruned ones by their last value, then
-    the rest."""
+def ranked(study, spec: Spec) -> list:
+    """Complete trials by the search's metric (validation accuracy, or perplexity), best
+    first, then pruned ones by their last value, then the rest."""
+    sign = 1 if spec.lower_is_better else -1
+
     def key(t):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values \
-            else -math.inf
+            else -sign * math.inf
         order = {"COMPLETE": 0, "PRUNED": 1}.get(t.state.name, 2)
-        return (order, -(t.value if t.value is not None else last), t.number)
+        return (order, sign * (t.value if t.value is not None else last), t.number)
     return sorted(study.get_trials(deepcopy=False), key=key)
 
 
@@ -88,11 +98,11 @@ def results_table(study, spec: Spec) -> str:
     keys = list(spec.dims())
     head = ["rank", "trial"] + [label(k) for k in keys] + ["validation", "KD epochs", "time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, t in enumerate(ranked(study), 1):
+    for i, t in enumerate(ranked(study, spec), 1):
         secs = t.duration.total_seconds() if t.duration is not None else None
         cells = [str(i), str(t.number) + (" (recipe)" if t.user_attrs.get("recipe") else "")]
         cells += [fmt(t.params.get(k, "-")) for k in keys]
-        cells += [state(t), str(t.user_attrs.get("last_epoch", "-")),
+        cells += [state(t, spec), str(t.user_attrs.get("last_epoch", "-")),
                   f"{secs:.0f} s" if secs is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     errors = [f"- trial {t.number} failed: {t.user_attrs['error']}" for t in study.trials
@@ -110,12 +120,13 @@ def write_best(search_dir: Path, study, spec: Spec) -> Path | None:
     done = complete(study)
     if not done:
         return None
-    best = max(done, key=lambda t: (t.value, -t.number))
+    sign = -1 if spec.lower_is_better else 1
+    best = max(done, key=lambda t: (sign * t.value, -t.number))
     base = make_config(Path(search_dir) / BASE)
     cfg = config_with(base, best.params, {})
     head = (f"# fitnets search: the best of {len(done)} complete trials of study "
-            f"'{spec.study}' (trial {best.number}, validation accuracy "
-            f"{100 * best.value:.2f}% on the search's budget: "
+            f"'{spec.study}' (trial {best.number}, {METRIC_NAMES[spec.metric]} "
+            f"{spec.shown(best.value)} on the search's budget: "
             f"{', '.join(f'{k}={v}' for k, v in spec.budget.items()) or 'the recipe'}).\n"
             f"# Searched: {', '.join(f'{label(k)} {fmt(v)}' for k, v in best.params.items())}"
             f"\n# Train it at full length: fitnets distill {Path(search_dir) / 'best.yaml'}\n")

@@ -47,9 +47,33 @@ class Spec:
     prune_after: int
     parallel: int = 1  # worker processes on this machine (--resume starts as many)
     train_size: int | None = None  # training images a trial's epoch steps over
+    # what trials are selected and pruned on: validation accuracy (higher is better), or
+    # for a language model (data.name=text) validation perplexity (lower is better)
+    metric: str = "val_acc"
 
     def dims(self) -> dict[str, Dim]:
         return {d["key"]: Dim(**d) for d in self.space}
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+    def shown(self, value: float) -> str:
+        """A value of the metric for people: 97.33% or perplexity 15.21."""
+        return f"ppl {value:.2f}" if self.metric == "val_ppl" else f"{100 * value:.2f}%"
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.lower_is_better else a > b
+
+
+LOWER_IS_BETTER = {"val_ppl"}
+METRIC_NAMES = {"val_acc": "validation accuracy", "val_ppl": "validation perplexity"}
+
+
+def metric_of(cfg: Config) -> str:
+    """The metric a search of ``cfg`` selects on: a language model's validation perplexity
+    (its best epoch is its lowest validation loss too), else validation accuracy."""
+    return "val_ppl" if cfg.data.name == "text" else "val_acc"
 
 
 def default_storage(search_dir: Path) -> str:
@@ -136,7 +160,8 @@ def create_or_join(spec: Spec, base: Config) -> tuple[Any, bool]:
     searches the same space, on the same budget, from the same recipe."""
     optuna = load_optuna()
     study = optuna.create_study(study_name=spec.study, storage=storage(spec.storage),
-                                direction="maximize", sampler=sampler(spec),
+                                direction="minimize" if spec.lower_is_better else "maximize",
+                                sampler=sampler(spec),
                                 pruner=pruner(spec), load_if_exists=True)
     mine = {"space": spec.space, "budget": spec.budget, "base": comparable(to_dict(base))}
     theirs = study.user_attrs.get("fitnets")

@@ -1,5 +1,6 @@
 """A worker process: claims trials one at a time (a lock on this machine), runs each as an
-ordinary run, reports its validation accuracy per KD epoch and tells the study how it ended.
+ordinary run, reports its validation accuracy (a language model's: validation perplexity) per
+KD epoch and tells the study how it ended.
 
 ``python -m fitnets.search.worker SEARCH_DIR [INDEX]`` (started by ``fitnets search``).
 """
@@ -26,7 +27,6 @@ from fitnets.errors import FitnetsError
 from fitnets.search.space import config_with, settings
 from fitnets.search.study import BASE, Spec, load_optuna, load_spec, open_study, sampler
 
-METRIC = "val_acc"
 # The median rule judges a trial only late in its KD stage, measured on digits (3 searches
 # of 8 trials, 8 or 15 KD epochs, nothing pruned, the rule replayed on the recorded
 # accuracies): before 67-75% of the stage it would have pruned one of the two best final
@@ -113,14 +113,14 @@ def may_prune(epoch: int, epochs: int, steps_per_epoch: int | None) -> bool:
     return stall.ready(epoch * steps_per_epoch, epochs * steps_per_epoch)
 
 
-def _reporter(trial, epochs: int, steps_per_epoch: int | None):
+def _reporter(trial, epochs: int, steps_per_epoch: int | None, metric: str):
     optuna = load_optuna()
 
     def on_epoch(record: dict) -> None:
-        if record.get("kind") != "classifier" or METRIC not in record:
+        if record.get("kind") != "classifier" or metric not in record:
             return
         epoch = record["epoch"]
-        trial.report(record[METRIC], epoch)
+        trial.report(record[metric], epoch)
         trial.set_user_attr("last_epoch", epoch)
         # a stage at chance is not pruned here: the stall guard's verdict may still change;
         # the trial ends, and its summary's final verdict decides (run_trial)
@@ -159,7 +159,8 @@ def run_trial(study, trial, spec: Spec, search_dir: Path, base: Config) -> str:
         cfg = config_with(base, params, spec.budget, str(run_dir))
         per_epoch = _steps_per_epoch(cfg, spec, asdict(config_with(base, {}, spec.budget).data))
         summary = run(cfg, spec.command, run_dir, resume=resume, verbose=True,
-                      hooks=Hooks(on_epoch=_reporter(trial, cfg.train.epochs, per_epoch),
+                      hooks=Hooks(on_epoch=_reporter(trial, cfg.train.epochs, per_epoch,
+                                                             spec.metric),
                                   held_out_only=True))
     except optuna.TrialPruned as e:
         trial.set_user_attr("pruned", str(e))
@@ -177,10 +178,10 @@ def run_trial(study, trial, spec: Spec, search_dir: Path, base: Config) -> str:
             trial.set_user_attr("stalled", True)
             state = optuna.trial.TrialState.PRUNED
         else:
-            state, value = optuna.trial.TrialState.COMPLETE, summary["val_acc"]
+            state, value = optuna.trial.TrialState.COMPLETE, summary[spec.metric]
     study.tell(trial, value, state=state)
-    print(f"trial {trial.number}: {state.name}" + (f" val_acc {value:.4f}" if value else ""),
-          flush=True)
+    print(f"trial {trial.number}: {state.name}"
+          + (f" {spec.metric} {value:.4f}" if value is not None else ""), flush=True)
     return state.name
 
 
