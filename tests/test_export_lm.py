@@ -166,76 +166,41 @@ def test_a_real_run_exports_and_reloads_with_its_logits(tmp_path):
 # --------------------------------------------------------------------------- hf: students
 
 
-class Wrapped(torch.nn.Module):
-    """A Hugging Face causal LM behind fitnets' calling convention (ids -> logits)."""
-
-    def __init__(self, hf):
-        super().__init__()
-        self.model = hf
-
-    def forward(self, ids):
-        return self.model(input_ids=ids).logits
-
-
-def tiny_gpt2(vocab: int):
+def test_an_hf_causal_lm_run_exports_a_save_pretrained_folder_transformers_loads(tmp_path):
     transformers = pytest.importorskip("transformers")
+    tok_dir = hf_tokenizer(tmp_path / "tok")
+    tok = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=vocab, n_positions=16, n_embd=16, n_layer=2,
-                                     n_head=2)
-    return transformers.GPT2LMHeadModel(config).eval()
-
-
-def test_a_hugging_face_students_save_pretrained_folder_loads_in_transformers(tmp_path):
-    from fitnets.export import _save_pretrained
-
-    transformers = pytest.importorskip("transformers")
-    tok_dir = hf_tokenizer(tmp_path / "tok")
-    student = Wrapped(tiny_gpt2(HFTokenizer(str(tok_dir)).vocab_size))
-    out = tmp_path / "export"
-    (out / "tokenizer").mkdir(parents=True)
-    for f in tok_dir.iterdir():
-        shutil.copyfile(f, out / "tokenizer" / f.name)
-    entry = _save_pretrained(student, {"kind": "hf", "path": "tokenizer"}, out)
-    assert entry["path"] == "hf" and entry["class"] == "GPT2LMHeadModel"
-    assert _save_pretrained(build_model("gpt", num_classes=32, sizes=SIZES), {}, out) is None
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(out / "hf")).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(str(out / "hf"))
-    ids = torch.tensor([tok.encode("w01 w02 w05")])
+    config = transformers.GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16,
+                                     n_layer=2, n_head=2, bos_token_id=1, eos_token_id=1)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hfgpt")
+    tok.save_pretrained(tmp_path / "hfgpt")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(12):
+        (corpus / f"{i}.txt").write_text(" ".join(f"w{(i * j) % 10:02d}" for j in range(60)))
+    out = tmp_path / "run"
+    run(make_config(None, ["device=cpu", "data.name=text", f"data.path={corpus}",
+                           f"data.root={tmp_path}", f"data.tokenizer={tok_dir}",
+                           "data.block_size=16", "data.batch_size=8",
+                           f"model.name=hf:{tmp_path / 'hfgpt'}", "train.epochs=1",
+                           "train.optim.name=adam", "train.optim.lr=0.01", f"out={out}"]),
+        "train", out, verbose=False)
+    ids = torch.tensor([tok.encode("w01 w02 w05 w03")])
+    student, _ = load_run_model(out)
     with torch.no_grad():
-        assert torch.allclose(reloaded(input_ids=ids).logits, student(ids), atol=1e-6)
-
-
-def test_an_hf_causal_lm_run_exports_with_its_save_pretrained_folder(tmp_path):
-    from fitnets.models.ecosystem import build
-
-    tok_dir = hf_tokenizer(tmp_path / "tok")
-    vocab = HFTokenizer(str(tok_dir)).vocab_size
-    tiny_gpt2(vocab).save_pretrained(tmp_path / "hfgpt")
-    spec = f"hf:{tmp_path / 'hfgpt'}"
-    try:
-        student = build(spec, vocab, None, False)
-        with torch.no_grad():
-            logits = student(torch.zeros(1, 4, dtype=torch.long))
-    except Exception as e:  # noqa: BLE001 - any failure means the builder lacks them
-        pytest.skip(f"models/ecosystem.py does not build hf: causal LMs over token ids yet "
-                    f"(issue 33, hf causal LMs on text): {type(e).__name__}: {e}")
-    if getattr(logits, "logits", logits).dim() != 3:
-        pytest.skip("models/ecosystem.py builds hf: text models as sequence classifiers, not "
-                    "causal LMs with (batch, sequence, vocab) logits (issue 33, hf causal LMs "
-                    "on text)")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    save_weights({"model": spec, "num_classes": vocab, "input_shape": [16],
-                  "state_dict": student.state_dict(), "preprocess": {"kind": "none"},
-                  "tokenizer": str(tok_dir.resolve()),
-                  **({"sizes": dict(student.sizes)} if hasattr(student, "sizes") else {})},
-                 run_dir / "model.pt")
-    info = export_run(run_dir, formats=("safetensors",))
-    assert info["files"]["hf"]["path"] == "hf"
-    assert info["files"]["safetensors"]["max_abs_diff"] <= 1e-5
-    shutil.rmtree(tmp_path / "hfgpt")  # rebuilt from the export's own hf/ folder
-    model, _ = load_exported(run_dir / "export")
-    ids = torch.tensor([[2, 3, 4, 5]])
+        expected = student(ids)
+    from_run = generate(out, "w01 w02", tokens=5, temperature=0).ids
+    info = export_run(out, formats=("safetensors",))
+    assert info["files"]["hf"]["class"] == "GPT2LMHeadModel"
+    assert info["files"]["safetensors"]["max_abs_diff"] == 0.0
+    shutil.rmtree(tmp_path / "hfgpt")  # neither the model's folder ...
+    shutil.rmtree(tok_dir)  # ... nor the tokenizer's is needed any more
+    hf = out / "export" / "hf"
+    alone = transformers.AutoModelForCausalLM.from_pretrained(str(hf)).eval()
+    assert transformers.AutoTokenizer.from_pretrained(str(hf)).encode("w01 w02") == [3, 4]
+    model, _ = load_exported(out / "export")  # built from the export's own hf/ folder
     with torch.no_grad():
-        assert torch.allclose(getattr(model(ids), "logits", model(ids)),
-                              getattr(student(ids), "logits", student(ids)), atol=1e-5)
+        assert torch.allclose(alone(input_ids=ids).logits, expected, atol=1e-6)
+        assert torch.allclose(model(ids), expected, atol=1e-6)
+    assert generate(out / "export", "w01 w02", tokens=5, temperature=0).ids == from_run

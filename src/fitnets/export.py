@@ -252,7 +252,11 @@ def _save_pretrained(model: nn.Module, tokenizer: dict, out: Path) -> dict | Non
         for f in sorted((out / tokenizer["path"]).iterdir()):
             if not (out / HF_DIR / f.name).exists():
                 shutil.copyfile(f, out / HF_DIR / f.name)
-    return {"path": HF_DIR, "class": type(hf).__name__,
+    try:  # the class transformers will build (the object may be a wrapper that delegates)
+        cls = json.loads((out / HF_DIR / "config.json").read_text())["architectures"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        cls = type(hf).__name__
+    return {"path": HF_DIR, "class": cls,
             "what": "Hugging Face save_pretrained folder (+ tokenizer files): "
                     "AutoModelForCausalLM / AutoTokenizer .from_pretrained load it"}
 
