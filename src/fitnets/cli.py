@@ -133,10 +133,10 @@ def _parser() -> argparse.ArgumentParser:
         "search", help="which layers to hint: search pairs, regressors, tau and lambda "
                        "(Optuna; pip install 'fitnets[search]')",
         description="Runs trials of a distillation recipe on a short budget, each an ordinary "
-                    "run directory, sampled by Optuna's TPE and pruned on validation accuracy; "
-                    "writes a ranked table (results.md) and the best trial's recipe "
-                    "(best.yaml). Several processes, here (--parallel) or on other machines "
-                    "(the same --storage and --study), share one study.",
+                    "run directory, sampled by Optuna's TPE and pruned on validation accuracy "
+                    "(perplexity for text); writes a ranked table (results.md) and the best "
+                    "trial's recipe (best.yaml). Several processes, here (--parallel) or on "
+                    "other machines (the same --storage and --study), share one study.",
         epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     se.add_argument("args", nargs="*", metavar="RECIPE|KEY=VALUE",
                     help="a distillation recipe and key=value overrides (kept in best.yaml)")
