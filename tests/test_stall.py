@@ -278,3 +278,21 @@ def test_a_slow_start_is_not_a_failure_and_resume_judges_the_same(tiny_mnist, tm
     assert a == b
     tail = [x for x in said.splitlines() if "slow start" in x or "withdrawn" in x]
     assert tail and all(x in resumed for x in tail)
+
+
+def test_a_perplexity_far_above_the_unigram_one_is_described_as_no_better_not_within():
+    # the held-out perplexity 62.35 of a run against a unigram perplexity of 14.43: at chance
+    # (no better than it), but not "within 2%" of it, as the warning once said
+    state = stall.new_state()
+    events = [stall.update(state, e, ppl, loss, 14.43, 10 * e, 20, final=e == 2,
+                           metric=stall.PERPLEXITY)
+              for e, (ppl, loss) in enumerate([(118.4, 27.2), (62.35, 26.5)], 1)]
+    assert events == [None, "stalled"]
+    said = stall.describe(state, "kd", "stalled")
+    assert "held-out perplexity 62.35 has stayed no more than 2% below the unigram " \
+           "perplexity (14.43) since epoch 1" in said
+    assert "within" not in said
+    # accuracy: 3% for 10 classes is below chance, not within 2 points of it
+    state, _ = _feed([0.03] * 3, MOVING, per_epoch=10, epochs=3)
+    said = stall.describe(state, "kd", "stalled")
+    assert "3.00% has stayed no more than 2 points above chance (10.00%)" in said

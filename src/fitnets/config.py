@@ -194,7 +194,8 @@ class StageConfig:
     on_stall: Literal["warn", "stop"] = "warn"
     """Classifier stages (train, kd, backprop, joint), judged on optimiser steps: after
     5,000 steps and 75% of the stage (a shorter stage at its end), a stage whose held-out
-    accuracy is within 2 points of chance, and has been for 75% of its steps so far, or whose
+    accuracy is no more than 2 points above chance (perplexity: no more than 2% below the
+    unigram one), and has been for 75% of its steps so far, or whose
     train loss has not moved since epoch 1, is STALLED (a warning, "stalled" in the metrics).
     The verdict follows the run: a stage that leaves chance later is a slow start ("left
     chance at step N / epoch E", slow_start in summary.json), not a failure; one that ends

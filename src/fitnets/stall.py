@@ -212,10 +212,13 @@ def describe(state: dict, stage: str, event: str) -> str:
         streak = next((i for i, a in enumerate(reversed(accs))
                        if not _at_chance(a, chance, metric)), len(accs))
         since = len(accs) - streak + 1
-        near = (f"{100 * MARGIN:.0f}% of the unigram perplexity ({chance:.2f})" if ppl else
-                f"{100 * MARGIN:.0f} points of chance ({100 * chance:.2f}%)")
+        # at chance is one-sided (_at_chance): worse than chance counts too, so the message
+        # says "no better than", never "within", of a perplexity far above the unigram one
+        near = (f"no more than {100 * MARGIN:.0f}% below the unigram perplexity "
+                f"({chance:.2f})" if ppl else
+                f"no more than {100 * MARGIN:.0f} points above chance ({100 * chance:.2f}%)")
         return (f"warning: [{stage}] STALLED at epoch {state['epoch']} (step {steps:,}): "
-                f"{what} {shown(accs[-1])} has stayed within {near} since epoch "
+                f"{what} {shown(accs[-1])} has stayed {near} since epoch "
                 f"{since}: the network is not learning.")
     first, last = state["losses"][0], state["losses"][-1]
     return (f"warning: [{stage}] STALLED at epoch {state['epoch']} (step {steps:,}): the train "
