@@ -280,6 +280,13 @@ class PerfConfig:
     bank holds every view): outputs equal inline ones up to rounding (the batches the
     kernels saw, and bf16/fp16 storage under that autocast). A hint layer too large for
     memory or disk is computed inline (with a message)."""
+    teacher_topk: int = checked(0, ge(0))
+    """Keep only the teacher's k largest logits per output row in the bank (0: all). For a
+    language model the bank holds vocabulary-size logits per token; with k it holds k values
+    and their token ids (fp32; 8k bytes a token), and the soft targets become the teacher's
+    distribution renormalised over its top k (the other tokens get probability 0), as cached
+    top-k logits elsewhere (trl, torchtune). Inline forwards (no bank) keep every logit; hint
+    layers are banked whole."""
 
 
 @dataclass
@@ -492,6 +499,10 @@ def validate(cfg: Config) -> Config:
     _check(k.lambda_saturate > k.lambda_start,
            f"config key 'kd.lambda_saturate' ({k.lambda_saturate}) must be greater than "
            f"'kd.lambda_start' ({k.lambda_start}).")
+    _check(not (cfg.perf.teacher_topk and cfg.perf.teacher_cache == "off"),
+           f"'perf.teacher_topk={cfg.perf.teacher_topk}' keeps the top logits of the teacher "
+           "bank, but 'perf.teacher_cache=off' builds none (inline forwards keep every logit): "
+           "set perf.teacher_cache=auto, memory or disk, or drop teacher_topk.")
     return cfg
 
 

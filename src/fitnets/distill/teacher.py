@@ -23,7 +23,13 @@ from fitnets.config import Config
 from fitnets.data.augment import view_count
 from fitnets.data.memory import Batch
 from fitnets.distill.taps import run_to
-from fitnets.distill.teacher_cache import TeacherCache, build_teacher_cache, cache_mode
+from fitnets.distill.teacher_cache import (
+    TeacherCache,
+    build_teacher_cache,
+    cache_mode,
+    pack_topk,
+    unpack_topk,
+)
 from fitnets.distributed import Dist
 from fitnets.errors import FitnetsError
 from fitnets.perf import Perf
@@ -55,6 +61,8 @@ class Teacher:
                              "more than computing inline"
                              if self.mode == "auto" and self.pad else "")
         self._perf, self._x, self._batch_size = perf, train_x, batch_size
+        self.topk = cfg.perf.teacher_topk  # the logits bank keeps each row's top k (0: all)
+        self._outputs = 0  # the teacher's logits per row (known once a top-k bank is built)
         self._say, self._dist = say, dist
         self._caches: dict[str, TeacherCache] = {}
         self._inline: set[str] = set()  # outputs the bank does not hold (said why once)
@@ -72,8 +80,12 @@ class Teacher:
             return
         for what in outputs:
             if what not in self._caches and what not in self._inline:
+                name = what
+                if what == LOGITS and self.topk:
+                    self._outputs = self._check_topk()
+                    name = f"{LOGITS} (top {self.topk} of {self._outputs})"  # in its key too
                 cache = build_teacher_cache(
-                    self._runner(what), self.net, self._x, what=what, flips=self.flips,
+                    self._runner(what), self.net, self._x, what=name, flips=self.flips,
                     mode=self.mode, perf=self._perf, batch_size=self._batch_size, say=self._say,
                     dist=self._dist, pad=self.pad, epochs=epochs)
                 if cache is None:
@@ -90,8 +102,11 @@ class Teacher:
 
     def _get(self, whats: list[str], batch: Batch) -> list[torch.Tensor]:
         if batch.idx is not None and all(w in self._caches for w in whats):
-            return [cached(self._caches[w], batch.idx, batch.view, batch.x.device)
-                    for w in whats]
+            out = [cached(self._caches[w], batch.idx, batch.view, batch.x.device)
+                   for w in whats]
+            if self.topk and whats == [LOGITS]:
+                out = [unpack_topk(out[0], self._outputs)]
+            return out
         # no_grad, not inference_mode: the outputs enter the step's loss, which perf.compile
         # compiles whole, and a compiled backward may save them (an inference tensor
         # cannot be saved for backward: measured, MNIST hint stage under bf16)
@@ -100,9 +115,19 @@ class Teacher:
                 return [self.net(batch.x)]
             return run_to(self.net, batch.x, whats)
 
+    def _check_topk(self) -> int:
+        """The teacher's outputs per row; a top k larger than that is refused."""
+        with torch.no_grad(), self._perf.autocast():
+            outputs = self.net(self._perf.layout(self._x[:1])).shape[-1]
+        if self.topk > outputs:
+            raise FitnetsError(f"perf.teacher_topk={self.topk} is more than the teacher's "
+                               f"{outputs} outputs per row: set it to at most {outputs}, or "
+                               "0 to bank every logit.")
+        return outputs
+
     def _runner(self, what: str) -> Callable[[torch.Tensor], torch.Tensor]:
         if what == LOGITS:
-            return self.net
+            return (lambda x: pack_topk(self.net(x), self.topk)) if self.topk else self.net
         return lambda x: run_to(self.net, x, [what])[0]
 
 

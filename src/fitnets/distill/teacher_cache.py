@@ -60,6 +60,24 @@ class TeacherCache:
         return len(self.store) // self.n
 
 
+def pack_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` largest logits of each row (last dimension) and their indices, packed into
+    one fp32 tensor (..., 2k): values, then indices (exact as floats below 2^24), so that a
+    bank of them is one tensor like any other."""
+    values, ids = logits.float().topk(k, dim=-1)
+    return torch.cat([values, ids.float()], dim=-1)
+
+
+def unpack_topk(packed: torch.Tensor, outputs: int) -> torch.Tensor:
+    """Dense logits (..., ``outputs``) from :func:`pack_topk`'s rows: the kept values in
+    their places, -inf elsewhere, so a softmax of them is the teacher's distribution
+    renormalised over its top k (probability 0 for every other output)."""
+    k = packed.shape[-1] // 2
+    dense = torch.full((*packed.shape[:-1], outputs), float("-inf"), dtype=packed.dtype,
+                       device=packed.device)
+    return dense.scatter_(-1, packed[..., k:].long(), packed[..., :k])
+
+
 def cache_mode(mode: str, augment_pad: int = 0) -> str | None:
     """memory/disk/auto, or None (off), for the config value ``mode``. Translations
     (``augment_pad``) are fine: the bank holds every view."""
