@@ -164,6 +164,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
     size = f"{nbytes / 2**20:.1f} MiB"
     kinds = f" ({2 if flips else 1} flip(s) x {(2 * pad + 1) ** 2} shifts)" if pad else ""
     writer = dist.local_rank == 0
+    unit = "images" if x.is_floating_point() else "blocks"  # token ids: blocks of text
     path = None
     if mode == "disk" or (mode == "auto" and (pad or nbytes > MEMORY_LIMIT)):
         path = cache_root() / f"{cache_key(teacher, x, what, views, perf, pad, flips)}.bin"
@@ -179,7 +180,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
             run = (f"this run's {epochs} epoch(s) with the teacher ({epochs * n:,} forwards)"
                    if epochs is not None else "this run (its epochs are not known here)")
             say(f"teacher cache: {what} computed inline: a bank of every view ({views} views"
-                f"{kinds} x {n} images = {total:,} teacher forwards, {size}) costs more than "
+                f"{kinds} x {n} {unit} = {total:,} teacher forwards, {size}) costs more than "
                 f"{run}. To build one bank shared by every run with this teacher and data, "
                 "run once with perf.teacher_cache=disk; later runs with auto reuse it.")
             return None
@@ -194,14 +195,14 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
     fits = nbytes <= (room - min(2**30, room // 10) if path is not None else room // 2)
     if not dist.all_true(fits or (path is not None and not writer)):
         where = f"on disk in {path.parent}" if path else f"in memory on {x.device}"
-        say(f"teacher cache: a bank of {what} ({views} view(s){kinds} x {n} images x "
+        say(f"teacher cache: a bank of {what} ({views} view(s){kinds} x {n} {unit} x "
             f"{list(shape)} {dname} = {size}) does not fit {where} ({room / 2**20:.0f} MiB "
             "free); computing it inline")
         return None
     where = f" in {path}" if path else " in memory"
     shared = f", shared by {dist.world} processes" if dist.enabled else ""
     forwards = f": {total:,} teacher forwards" if pad else ""
-    say(f"teacher cache: {views} view(s){kinds} x {n} images x {list(shape)} {dname} = "
+    say(f"teacher cache: {views} view(s){kinds} x {n} {unit} x {list(shape)} {dname} = "
         f"{size}{where}; computing it once{shared}{forwards}")
     if path is None:
         store = torch.empty((total, *shape), dtype=dtype, device=x.device)
