@@ -51,6 +51,10 @@ for pair in mnist cifar10-fitnet1; do
         benchmarks/speed.py --pair "$pair" --device "$DEVICE" --steps "$steps" \
         --repeats "$repeats" --only stage1,stage2,backprop --set perf.compile=true
 done
+# the language model's loop against its eager floor (issue 33: >= 0.95x for both stages), the
+# standard-library recipes' GPTs on synthetic blocks of 128 ids, batch 32 (steps / 2 batches)
+part "lm speed, eager" 60 python3 benchmarks/lm_speed.py --device "$DEVICE" \
+    --blocks "$((steps * 16))" --repeats "$repeats"
 part "speed mnist, compiled without graphs" 110 python3 benchmarks/speed.py --pair mnist \
     --device "$DEVICE" --steps "$steps" --repeats "$repeats" --only stage1,stage2,backprop \
     --set perf.compile=true perf.cuda_graphs=false
@@ -81,7 +85,8 @@ part "CUDA-relevant tests" 150 python3 -m pytest -q -p no:cacheprovider \
     tests/data/test_device.py tests/test_host_sync.py tests/test_speed_perf.py \
     tests/test_cuda_graphs.py
 cp benchmarks/results/SPEED.md benchmarks/results/speed-*.json \
-    benchmarks/results/fast-teacher-*.json benchmarks/results/teacher-bank-*.json "$dest/" \
+    benchmarks/results/fast-teacher-*.json benchmarks/results/teacher-bank-*.json \
+    benchmarks/results/lm-speed.md benchmarks/results/lm-speed-*.json "$dest/" \
     2>/dev/null || true
 cp -r benchmarks/results/stream "$dest/" 2>/dev/null || true
 say "" "done in ${SECONDS} s"

@@ -179,3 +179,30 @@ def test_fast_teacher_speed_probe_counts_flops_and_times_both_steps(tmp_path):
                                                         rel=0.05)
     assert out["bare_img_s"] > 0 and out["loop_img_s"] > 0 and out["matmul_gflops"] > 0
     assert json.loads((tmp_path / "fast-teacher-cpu.json").read_text()) == out
+
+
+def test_lm_speed_times_the_loop_and_the_floor_per_stage(tmp_path):
+    import json
+
+    # the recipes' models shrunk (the same pair, blocks.3 -> blocks.1) and 4-block batches:
+    # the structure of the report, not its figures
+    small = ["data.batch_size=4", "teacher.width=32", "teacher.depth=2", "student.width=16",
+             "student.depth=4", "perf.precision=fp32"]
+    try:
+        out = load("lm_speed").main(["--device", "cpu", "--blocks", "6", "--repeats", "1",
+                                     "--matmul", "256", "--out", str(tmp_path), "--set",
+                                     *small])
+    finally:
+        sys.modules.pop("speed", None)
+        sys.modules.pop("fast_teacher", None)
+    assert set(out["steps"]) == {"stage1", "stage2", "backprop"}
+    for v in out["steps"].values():
+        assert v["fitnets"] > 0 and v["floor"] > 0 and v["fitnets/floor"] > 0
+        assert len(v["epoch_s"]["fitnets"]) == len(v["epoch_s"]["floor"]) == 1
+    assert out["tokens"] == 6 * 128 and out["matmul_gflops"] > 0
+    c = out["teacher_cache"]
+    assert c["inline"] > 0 and c["bank"] > 0 and c["build_s"] > 0
+    (saved,) = tmp_path.glob("lm-speed-cpu*.json")
+    assert json.loads(saved.read_text())["steps"].keys() == out["steps"].keys()
+    text = (tmp_path / "lm-speed.md").read_text()
+    assert "| stage2 |" in text and "Matmul rate (float32" in text and "torch " in text
