@@ -165,7 +165,9 @@ def _write(model: nn.Module, bundle: dict, formats: tuple, out: Path) -> dict[st
                             "input_shape": list(shape), "files": {}, "skipped": {}}
     described = dict(bundle)  # how load_exported will rebuild it
     if lm:
-        info.update(task="causal-lm", vocab_size=int(bundle["num_classes"]),
+        masked = bundle.get("objective") == "masked"  # a BERT-style masked LM's run
+        info.update(task="masked-lm" if masked else "causal-lm",
+                    vocab_size=int(bundle["num_classes"]),
                     context=shape[0], tokenizer=_copy_tokenizer(bundle["tokenizer"], out))
         if info["tokenizer"].get("path"):
             info["files"]["tokenizer"] = {"path": info["tokenizer"]["path"],

@@ -55,6 +55,11 @@ class LanguageModel:
     source: Path
 
 
+MASKED = ("'{path}' is a masked language model (BERT-style): it fills in masked tokens "
+          "from both sides, it does not continue text, so it has nothing to generate. "
+          "Generate with a causal LM's run (gpt, hf:DIR of a *ForCausalLM).")
+
+
 def load_language_model(path: str | Path) -> LanguageModel:
     """The network and tokenizer of a finished language-model run directory, or of the
     folder ``fitnets export`` wrote for one. Refuses anything else, saying what it is."""
@@ -71,6 +76,8 @@ def load_language_model(path: str | Path) -> LanguageModel:
         tokenizer = load_exported_tokenizer(path)  # refuses an image classifier's export
         model, _ = load_exported(path)
         config = json.loads((path / "config.json").read_text())
+        if config.get("task") == "masked-lm":
+            raise FitnetsError(MASKED.format(path=path))
         return LanguageModel(model, tokenizer, int(config["context"]), path)
     if not (path / "model.pt").is_file():
         what = ("a run that has not finished (no model.pt yet; continue it with "
@@ -81,6 +88,8 @@ def load_language_model(path: str | Path) -> LanguageModel:
     if bundle.get("tokenizer") is None:
         raise FitnetsError(f"'{path}' holds {_describe(path, bundle)}, not a language model; "
                            f"{NEEDS}.")
+    if bundle.get("objective") == "masked" or getattr(model, "objective", "") == "masked":
+        raise FitnetsError(MASKED.format(path=path))
     tokenizer = _run_tokenizer(path, bundle["tokenizer"])
     context = int((getattr(model, "sizes", None) or {}).get("context")
                   or bundle["input_shape"][0])

@@ -37,8 +37,9 @@ from fitnets.distill.taps import compile_taps
 from fitnets.distill.teacher import Teacher
 from fitnets.errors import FitnetsError
 from fitnets.models import MaxoutOptions, build_model, data_init, takes
+from fitnets.models.bert import MODELS as MASKED_MODELS
 from fitnets.models.counting import count_mults
-from fitnets.models.ecosystem import HFCausalLM, is_ecosystem
+from fitnets.models.ecosystem import HFCausalLM, is_ecosystem, is_masked_lm
 from fitnets.perf import resolve_perf
 from fitnets.stage import StagePlan
 from fitnets.trainer import Trainer, check_checkpoint
@@ -72,6 +73,13 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
                         task="lm" if lm else "classify")
     if isinstance(model, HFCausalLM):
         hf_vocabulary(model, prepared, key)
+    objective = getattr(model, "objective", None)
+    if lm and objective is not None and (objective == "masked") != (prepared.masking
+                                                                    is not None):
+        raise FitnetsError(f"{key} '{mcfg.name}' is a {objective} language model, but this "
+                           "run trains the "
+                           + ("masked" if prepared.masking is not None else "causal")
+                           + " objective (the models' names decide it).")
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(prepared.input_shape):
         raise FitnetsError(
@@ -84,6 +92,34 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
             if hasattr(m, "reset_parameters") and m is not model:
                 m.reset_parameters()
     return model.to(device)
+
+
+def is_masked_name(name: str) -> bool:
+    """Whether the model ``name`` is a masked language model: the built-in ``bert``, or an
+    ``hf:DIR`` whose config names a *ForMaskedLM architecture."""
+    if name in MASKED_MODELS:
+        return True
+    return isinstance(name, str) and name.startswith("hf:") and is_masked_lm(name[3:])
+
+
+def lm_objective(cfg: Config, command: str) -> bool:
+    """On data.name=text, whether the run trains a masked language model: the objective
+    follows the models. A student (or ``fitnets train``'s model) and a teacher of which one
+    is masked and the other causal are refused, naming both."""
+    key = "model" if command == "train" else "student"
+    named = [(key, getattr(cfg, key).name)]
+    if command != "train" and methods.needs_teacher(command, cfg):
+        named.append(("teacher", cfg.teacher.name))
+    kinds = [(k, n, "masked" if is_masked_name(n) else "causal") for k, n in named]
+    if len({kind for *_, kind in kinds}) > 1:
+        said = " and ".join(f"the {k} '{n}' is a {kind} language model" for k, n, kind in kinds)
+        raise FitnetsError(
+            f"{said}: a teacher and its student must share one objective (next-token "
+            "prediction, or BERT's masked tokens), since KD compares their predictions "
+            "position by position. Pair a masked LM (bert, hf:DIR of a *ForMaskedLM) "
+            "with a masked LM, or a causal one (gpt, hf:DIR of a *ForCausalLM) with a "
+            "causal one.")
+    return kinds[0][2] == "masked"
 
 
 def sizes(mcfg: ModelConfig, prepared: Prepared) -> dict:
@@ -336,8 +372,11 @@ def _set_up(cfg: Config, command: str, run_dir: Path, resume: bool, verbose: boo
     seed_everything(cfg.seed)
     say = print if verbose else (lambda *a, **k: None)
     shard = (dist.rank, dist.world)
+    masked = cfg.data.name == "text" and python.data is None and (
+        lm_objective(cfg, command) if python.student is None
+        else getattr(python.student, "objective", None) == "masked")
     prepared = (prepare_python(python.data, cfg.data, dist.device, shard) if python.data
-                else prepare(cfg.data, dist.device, shard=shard))
+                else prepare(cfg.data, dist.device, shard=shard, masked=masked))
     prepared.data.map_x(perf.layout)
     if hooks.held_out_only and prepared.data.val is None:
         raise FitnetsError("a search selects on a validation split, never the test set, but "
@@ -401,9 +440,17 @@ def _models(cfg, command, prepared, dist, perf, say,
                                              cfg.data.tokenizer))
         _takes(net, prepared.input_dtype)
         perf.prepare(net)
-        train_x = prepared.data.train_inputs()  # None: streamed, no cache
+        if prepared.masking is not None and cfg.perf.teacher_cache not in ("auto", "off"):
+            raise FitnetsError(
+                f"perf.teacher_cache={cfg.perf.teacher_cache} banks the teacher's outputs "
+                "of each training row once, but a masked language model's rows are masked "
+                "afresh every batch (the teacher must see each batch's masks): use "
+                "perf.teacher_cache=auto or off.")
+        train_x = prepared.data.train_inputs()  # None: streamed, or masked: no cache
         teacher = Teacher(net, cfg, perf, train_x, prepared.data.eval_batch_size, say=say,
                           dist=dist)
+        if prepared.masking is not None:
+            teacher._why_off = "off: the inputs are masked afresh every batch"
     return student, teacher
 
 
@@ -446,7 +493,8 @@ def _finish(r: _Run) -> dict:
                       **({"sizes": dict(student.sizes)} if hasattr(student, "sizes") else {}),
                       # token ids: whose (a teacher's vocabulary is checked against it)
                       **({"tokenizer": tokenizer_id(cfg.data.tokenizer)}
-                         if cfg.data.name == "text" else {})},
+                         if cfg.data.name == "text" else {}),
+                      **({"objective": "masked"} if prepared.masking is not None else {})},
                      r.run_dir / "model.pt")
     history = trainer.history
     summary = {
@@ -476,6 +524,8 @@ def _finish(r: _Run) -> dict:
         summary.update(test_ppl=test.get("ppl"), val_ppl=None if val is None else val["ppl"],
                        test_loss=test.get("loss"),
                        unigram_ppl=getattr(prepared.data, "unigram_ppl", None))
+        if prepared.masking is not None:  # of the masked tokens (fixed masks, data/text.py)
+            summary["objective"] = "masked"
     if tta != "none":  # test_acc and val_acc are then the augmented ones
         summary["tta"] = tta
     if write:
@@ -485,8 +535,10 @@ def _finish(r: _Run) -> dict:
     score = (f"test accuracy {100 * test['acc']:.2f}%" if test["acc"] is not None
              else f"validation accuracy {100 * val['acc']:.2f}% (test set not used)")
     if summary.get("test_ppl") is not None:
-        score = (f"test perplexity {summary['test_ppl']:.3f} (unigram "
-                 f"{summary['unigram_ppl'] or float('nan'):.3f}), next-token {score}")
+        what = "masked-token" if prepared.masking is not None else "next-token"
+        score = (f"test {'masked-token ' if prepared.masking is not None else ''}perplexity "
+                 f"{summary['test_ppl']:.3f} (unigram "
+                 f"{summary['unigram_ppl'] or float('nan'):.3f}), {what} {score}")
     if tta != "none":
         score += f" with {tta} test-time augmentation"
     r.say(f"done: {score} ({summary['params']:,} parameters); "

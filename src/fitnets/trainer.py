@@ -393,7 +393,9 @@ class Trainer:
                 logits, y, tokens = logits.flatten(0, 1), y.flatten(), True
             loss += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            # a masked LM's labels are IGNORE (-100) off its masked positions, which
+            # cross_entropy leaves out of the sum: they count no prediction either
+            seen += (y != -100).sum().item() if tokens else len(y)
             if not tokens:
                 found = torch.bincount(y.flatten(), minlength=logits.shape[1]).cpu()
                 counts = found if counts is None else counts + found[:len(counts)]

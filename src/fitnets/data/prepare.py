@@ -26,11 +26,15 @@ from fitnets.data.source import Source
 from fitnets.data.splits import Plan, plan, read, take
 from fitnets.data.stream import ImageFiles, PythonData, StreamData, collate
 from fitnets.data.text import (
+    MASK_RATE,
+    Masking,
     StreamedTextData,
     Text,
     TextData,
     TokenBlocks,
     blocks,
+    fixed_masks,
+    masking_for,
     unigram_perplexity,
 )
 from fitnets.data.training import TrainingData
@@ -52,14 +56,17 @@ class Prepared:
     how: str = ""  # the start line's account of memory vs stream
     input_dtype: torch.dtype = torch.float32  # torch.long: token ids (a Python text dataset)
     tokenizer: str | None = None  # data.name=text: data.tokenizer (a language model's run)
+    masking: Masking | None = None  # a masked LM's run: its mask id (else next-token)
 
 
-def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)) -> Prepared:
+def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1),
+            masked: bool = False) -> Prepared:
     """Load (or list) the dataset ``d`` describes, ready on ``device``; ``shard``: this
-    process's (rank, world) under torchrun, for streaming."""
+    process's (rank, world) under torchrun, for streaming; ``masked``: a text corpus for a
+    masked language model (the run's models are masked LMs)."""
     source = open_source(d)
     if isinstance(source, Text):  # token ids, not images: their own path
-        return prepare_text(source, d, device)
+        return prepare_text(source, d, device, masked=masked)
     files = source.files("train") if d.mode != "memory" else None
     if files is None:  # not image files, or memory mode: then nothing needs listing
         if d.mode == "stream":
@@ -77,17 +84,21 @@ def prepare(d: DataConfig, device: torch.device, shard: tuple[int, int] = (0, 1)
     return _streamed(d, source, p, mode, size, device, shard, why)
 
 
-def prepare_text(source: Text, d: DataConfig, device: torch.device) -> Prepared:
+def prepare_text(source: Text, d: DataConfig, device: torch.device,
+                 masked: bool = False) -> Prepared:
     """A text corpus (fitnets.data.text) as int64 blocks of ids: every split on ``device``
     (memory mode), or read a batch at a time from the memory-mapped token file (stream mode;
     data.mode=auto streams when the blocks would not fit in memory_limit). data.train_limit /
-    test_limit keep the first N blocks."""
+    test_limit keep the first N blocks. ``masked``: a masked LM's data: inputs are the blocks
+    themselves, masked by BERT's rule (training: per batch; validation and test: fixed),
+    and the vocabulary has a mask id (the byte tokenizer's is one more id, 257)."""
     if d.augment_pad or d.augment_flip or d.tta != "none" or d.random_crop:
         raise FitnetsError("data.augment_pad / augment_flip / random_crop / tta transform "
                            "images; a text corpus has none: leave them at their defaults.")
     tokens = source.tokens()
+    masking = masking_for(source.tokenizer()) if masked else None
     limits = {"train": d.train_limit, "val": 0, "test": d.test_limit}
-    streamed = {s: TokenBlocks(tokens.splits[s], d.block_size, limits[s]) for s in limits}
+    streamed = {s: TokenBlocks(tokens.splits[s], d.block_size, limits[s], s) for s in limits}
     need = sum(len(b) for b in streamed.values()) * (d.block_size + 1) * 8  # int64
     where, why = _text_mode(d, need, device)
     if not len(streamed["train"]):
@@ -100,7 +111,8 @@ def prepare_text(source: Text, d: DataConfig, device: torch.device) -> Prepared:
                            f"block (data.block_size={d.block_size} + 1); lower "
                            "data.block_size or add documents.")
     common = dict(batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
-                  unigram_ppl=unigram_perplexity(tokens.splits["train"], tokens.vocab_size))
+                  unigram_ppl=unigram_perplexity(tokens.splits["train"], tokens.vocab_size),
+                  masking=masking)
     if where == "stream":
         data: TextData = StreamedTextData(
             train=streamed["train"], val=streamed["val"] if len(streamed["val"]) else None,
@@ -113,7 +125,11 @@ def prepare_text(source: Text, d: DataConfig, device: torch.device) -> Prepared:
             if len(b) == 0:
                 return None
             b = b.to(device)
-            return Arrays(b[:, :-1], b[:, 1:])  # views of one tensor: a batch copies its rows
+            if masking is None:
+                return Arrays(b[:, :-1], b[:, 1:])  # views of one tensor: a batch copies rows
+            if name == "train":  # masked per batch (TextData.train_batches)
+                return Arrays(b[:, :-1], b[:, :-1])
+            return Arrays(*fixed_masks(b[:, :-1], name, np.arange(len(b)), masking))
 
         data = TextData(train=split("train"), val=split("val"), test=split("test"), **common)
     counts = ", ".join(f"{s} {len(t):,}" for s, t in tokens.splits.items())
@@ -123,8 +139,13 @@ def prepare_text(source: Text, d: DataConfig, device: torch.device) -> Prepared:
            + (f"{tokens.path} ({'built' if tokens.built else 'reused'})" if tokens.path
               else "not cached (no writable cache folder)")
            + f"; unigram perplexity {data.unigram_ppl:.2f}; {why}")
-    return Prepared(data, (d.block_size,), tokens.vocab_size, Preprocess("none"), d.name, how,
-                    input_dtype=torch.long, tokenizer=source.tokenizer_spec)
+    if masking is not None:
+        how += (f"; masked LM: {100 * MASK_RATE:.0f}% of the positions predicted (BERT's "
+                f"80/10/10: mask id {masking.mask_id}, {masking.vocab:,} ids), perplexity "
+                "and accuracy of the masked tokens")
+    return Prepared(data, (d.block_size,), masking.vocab if masking else tokens.vocab_size,
+                    Preprocess("none"), d.name, how, input_dtype=torch.long,
+                    tokenizer=source.tokenizer_spec, masking=masking)
 
 
 def _text_mode(d: DataConfig, need: int, device: torch.device) -> tuple[str, str]:

@@ -306,6 +306,89 @@ def unigram_perplexity(tokens: np.ndarray, vocab_size: int) -> float:
     return float(math.exp(-(p * np.log(p)).sum()))
 
 
+# --------------------------------------------------------------------------- masking (BERT)
+
+MASK_RATE = 0.15  # of the positions, chosen for prediction
+MASK_KEEP = (0.8, 0.9)  # of the chosen: below 0.8 -> the mask id, below 0.9 -> a random id
+IGNORE = -100  # a label not predicted (F.cross_entropy's ignore_index)
+EVAL_MASK_SEED = 0x6D61736B  # the fixed masks of validation and test ("mask")
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class Masking:
+    """A masked language model's masking: the mask id, and the ids a random replacement is
+    drawn from (``[0, draw)``: the corpus's own vocabulary, never the mask id added for it).
+    ``vocab``: the ids a model predicts (the byte tokenizer's 257 and its mask id, 258)."""
+
+    mask_id: int
+    draw: int
+    vocab: int
+
+
+def masking_for(tok) -> Masking:
+    """The byte tokenizer gets the mask id 257 (one past its end-of-document id: masked runs
+    alone predict 258 ids; its token files, which never hold a mask, are those of causal
+    runs); a Hugging Face tokenizer has its own ``mask_token_id`` or is refused."""
+    if isinstance(tok, ByteTokenizer):
+        return Masking(mask_id=tok.vocab_size, draw=tok.vocab_size, vocab=tok.vocab_size + 1)
+    mask = getattr(getattr(tok, "tok", None), "mask_token_id", None)
+    if mask is None:
+        raise FitnetsError(f"data.tokenizer={tok.name!r} has no mask token (its "
+                           "mask_token_id is unset), which a masked language model "
+                           "predicts at the masked positions: give the tokenizer of a masked "
+                           "LM (BERT's, RoBERTa's: [MASK] / <mask>) or data.tokenizer=byte.")
+    return Masking(mask_id=int(mask), draw=tok.vocab_size, vocab=tok.vocab_size)
+
+
+def apply_masks(x: torch.Tensor, u: torch.Tensor, r: torch.Tensor, ids: torch.Tensor,
+                m: Masking) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's rule on (B, T) ids ``x`` from uniforms ``u`` (a position is chosen when below
+    MASK_RATE; a row with none chosen gets its lowest ``u`` chosen, so every row predicts at
+    least one token), ``r`` (what a chosen position becomes: the mask id 80%, the random id
+    ``ids`` 10%, itself 10%). Returns (inputs, labels): labels are the original ids at the
+    chosen positions and IGNORE elsewhere."""
+    chosen = u < MASK_RATE
+    lowest = u == u.min(dim=1, keepdim=True).values
+    chosen = chosen | (lowest & ~chosen.any(dim=1, keepdim=True))
+    inputs = torch.where(chosen & (r < MASK_KEEP[0]), m.mask_id, x)
+    inputs = torch.where(chosen & (r >= MASK_KEEP[0]) & (r < MASK_KEEP[1]), ids, inputs)
+    return inputs, torch.where(chosen, x, IGNORE)
+
+
+def draw_masks(x: torch.Tensor, generator: torch.Generator, m: Masking,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch's masks drawn from the run's ``generator`` (shuffling's; a resumed
+    run draws the same ones), applied to ``x``."""
+    u, r, ids = mask_draws(x.shape, generator, m)
+    dev = x.device
+    return apply_masks(x, u.to(dev), r.to(dev), ids.to(dev), m)
+
+
+def mask_draws(shape, generator: torch.Generator, m: Masking):
+    dev = generator.device
+    u = torch.rand(shape, generator=generator, device=dev)
+    r = torch.rand(shape, generator=generator, device=dev)
+    ids = torch.randint(0, m.draw, shape, generator=generator, device=dev)
+    return u, r, ids
+
+
+def fixed_masks(x: torch.Tensor, split: str, rows: np.ndarray, m: Masking,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validation / test masks: row ``rows[i]`` of ``split`` is masked alike on every call
+    (seeded by the split and the row, whatever the batch, the mode or the run), so every
+    epoch and every run is judged on the same positions."""
+    n, t = x.shape
+    u, r = np.empty((n, t)), np.empty((n, t))
+    ids = np.empty((n, t), dtype=np.int64)
+    for i, row in enumerate(np.asarray(rows)):
+        g = np.random.default_rng([EVAL_MASK_SEED, SPLIT_CODES[split], int(row)])
+        u[i], r[i], ids[i] = g.random(t), g.random(t), g.integers(0, m.draw, t)
+    dev = x.device
+    return apply_masks(x, torch.from_numpy(u).to(dev), torch.from_numpy(r).to(dev),
+                       torch.from_numpy(ids).to(dev), m)
+
+
 # --------------------------------------------------------------------------- the source
 
 
@@ -363,10 +446,36 @@ class TextData(Data):
     (B, T) next ids; ``unigram_ppl``: the training split's unigram perplexity."""
 
     unigram_ppl: float | None = None
+    # a masked LM's run (data/prepare.py): the training blocks are masked per batch from
+    # the run's generator, validation and test once (fixed_masks); None: next-token targets
+    masking: Masking | None = None
 
     @property
     def unit(self) -> tuple[str, int]:
         return ("token", self.train.x.shape[1])  # a row is a block of T predicted tokens
+
+    def train_batches(self, generator: torch.Generator, start: int = 0,
+                      epoch: int = 1) -> Iterator[Batch]:
+        if self.masking is None:
+            yield from super().train_batches(generator, start, epoch)
+            return
+        x = self.train.x  # the blocks themselves (not shifted): a masked LM's inputs
+        for k, idx in enumerate(order(len(self.train), self.batch_size, generator)):
+            # drawn for every batch, also those a resumed epoch skips: the generator is then
+            # where an uninterrupted epoch would have it
+            draws = mask_draws((len(idx), x.shape[1]), generator, self.masking)
+            if k >= start:
+                rows = idx.to(x.device, non_blocking=True)
+                yield Batch(*_masked(x[rows], draws, self.masking), idx)
+
+    def train_inputs(self) -> torch.Tensor | None:
+        # a masked LM's inputs are masked afresh every epoch: no teacher bank over them
+        return None if self.masking is not None else super().train_inputs()
+
+
+def _masked(x: torch.Tensor, draws, m: Masking) -> tuple[torch.Tensor, torch.Tensor]:
+    u, r, ids = (d.to(x.device, non_blocking=True) for d in draws)
+    return apply_masks(x, u, r, ids, m)
 
 
 class TokenBlocks:
@@ -375,8 +484,8 @@ class TokenBlocks:
     asked for are read from the token file (a memmap) and converted to int64; the first
     ``limit`` rows when ``limit`` (data.train_limit / test_limit)."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int, limit: int = 0):
-        self.tokens, self.block_size = tokens, block_size
+    def __init__(self, tokens: np.ndarray, block_size: int, limit: int = 0, split: str = ""):
+        self.tokens, self.block_size, self.split = tokens, block_size, split
         n = max((len(tokens) - 1) // block_size, 0)
         self.n = min(n, limit) if limit else n
 
@@ -417,17 +526,35 @@ class StreamedTextData(TextData):
         b = b.to(self.device, non_blocking=True)
         return Batch(self.layout(b[:, :-1]), b[:, 1:], idx)
 
+    def _masked_batch(self, b: torch.Tensor, masks, idx: torch.Tensor | None = None,
+                      ) -> Batch:
+        """A masked LM's batch: the block's first T tokens, masked by ``masks`` (x, m) ->
+        (inputs, labels)."""
+        inputs, labels = masks(b.to(self.device, non_blocking=True)[:, :-1], self.masking)
+        return Batch(self.layout(inputs), labels, idx)
+
     def train_batches(self, generator: torch.Generator, start: int = 0,
                       epoch: int = 1) -> Iterator[Batch]:
         for k, idx in enumerate(order(len(self.train), self.batch_size, generator)):
+            draws = (None if self.masking is None else
+                     mask_draws((len(idx), self.train.block_size), generator, self.masking))
             if k >= start:
-                yield self._batch(self.train.rows(idx.cpu().numpy()), idx)
+                b = self.train.rows(idx.cpu().numpy())
+                if draws is None:
+                    yield self._batch(b, idx)
+                else:
+                    yield self._masked_batch(b, lambda x, m, d=draws: _masked(x, d, m), idx)
 
     def eval_batches(self, arrays: TokenBlocks, rows: tuple[int, int] | None = None,
                      ) -> Iterator[Batch]:
         lo, hi = rows or (0, len(arrays))
         for i in range(lo, hi, self.eval_batch_size):
-            yield self._batch(arrays.span(i, min(i + self.eval_batch_size, hi)))
+            j = min(i + self.eval_batch_size, hi)
+            if self.masking is None:
+                yield self._batch(arrays.span(i, j))
+            else:  # the split's fixed masks of rows i..j-1, as memory mode holds them
+                yield self._masked_batch(arrays.span(i, j), lambda x, m, i=i, j=j: fixed_masks(
+                    x, arrays.split, np.arange(i, j), m))
 
     def probe(self, n: int = 2) -> torch.Tensor:
         return self._batch(self.train.span(0, min(n, len(self.train)))).x

@@ -15,7 +15,7 @@ from torch import nn
 
 from fitnets.checkpoint import load_weights
 from fitnets.errors import FitnetsError
-from fitnets.models import cifar, ecosystem, fast, gpt, paper, vit
+from fitnets.models import bert, cifar, ecosystem, fast, gpt, paper, vit
 from fitnets.models.blocks import ConvSpec, MaxoutConvBlock, MaxoutNet, MaxoutOptions
 from fitnets.models.counting import (
     count_layers,
@@ -51,6 +51,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     **fast.MODELS,
     **vit.MODELS,
     **gpt.MODELS,
+    **bert.MODELS,
 }
 
 

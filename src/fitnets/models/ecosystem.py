@@ -17,8 +17,13 @@
   config names a causal-LM architecture): ``HFCausalLM``, ids (B, T) in, next-token logits
   (B, T, vocab) out as models/gpt.py's, its layers under their Hugging Face names
   (``transformer.h.3``, ``model.layers.3``); the folder's weights when it has them, else
-  the config's fresh initialisation (a student). Masked LMs (``BertForMaskedLM``) are
-  refused: their objective is not next-token prediction.
+  the config's fresh initialisation (a student).
+- ``hf:DIR`` of a masked language model (``BertForMaskedLM``, ``RobertaForMaskedLM``,
+  ``DistilBertForMaskedLM``, any ``AutoModelForMaskedLM`` type, as its config's
+  ``architectures`` says) on ``data.name=text``: ``HFMaskedLM``, the same wrapper (ids in,
+  (B, T, vocab) logits out: at each position the token that was there), layers under
+  their Hugging Face names (``bert.encoder.layer.3``); a run of masked LMs trains the
+  masked objective (data/text.py).
 
 ``pretrained=True`` asks the library for its own weights (timm / torchvision download them;
 hf: loads the folder's or the hub's weights, which it always does); where the hub cannot be
@@ -91,7 +96,9 @@ def build(spec: str, num_classes: int = 10, in_channels: int | None = None,
                                    f"asked for {in_channels} (set data.channels=rgb).")
             return models.get_model(name, weights="DEFAULT" if pretrained else None,
                                     num_classes=num_classes, **kwargs)
-        if task != "classify" and (task == "lm" or is_causal_lm(name)):
+        if task != "classify" and (task == "lm" or is_causal_lm(name) or is_masked_lm(name)):
+            if is_masked_lm(name):
+                return HFMaskedLM.load(name, context, kwargs)
             return HFCausalLM.load(name, context, kwargs)
         return HFClassifier.load(name, num_classes, in_channels, kwargs)
     except FitnetsError:
@@ -195,6 +202,19 @@ def is_causal_lm(where: str) -> bool:
     return any(a in causal for a in (config.architectures or []))
 
 
+def is_masked_lm(where: str) -> bool:
+    """Whether the hf folder (or hub id) ``where`` was saved as a masked language model
+    (its config's ``architectures``: a *ForMaskedLM class and no causal-LM one)."""
+    try:
+        transformers = _library("hf", "transformers")
+        config = transformers.AutoConfig.from_pretrained(_source(where))
+    except (OSError, ValueError, KeyError, FitnetsError):
+        return False
+    _, causal, masked = _lm_classes()
+    archs = config.architectures or []
+    return any(a in masked for a in archs) and not any(a in causal for a in archs)
+
+
 def has_weights(folder: Path) -> bool:
     return folder.is_dir() and any(any(folder.glob(p)) for p in WEIGHT_FILES)
 
@@ -209,6 +229,7 @@ class HFCausalLM(nn.Module):
 
     num_prefix_tokens = 0  # every token is a position of the text (token regressors read it)
     input_dtype = torch.long
+    objective = "causal"  # next-token prediction (HFMaskedLM: "masked")
 
     def __init__(self, model: nn.Module, context: int | None, weights: bool, where: str):
         super().__init__()
@@ -245,7 +266,8 @@ class HFCausalLM(nn.Module):
             raise FitnetsError(
                 f"hf model '{where}' is {what}, not a causal language model: data.name=text "
                 "trains next-token prediction (GPT-2, Llama, ... saved as *LMHeadModel / "
-                "*ForCausalLM). Masked LMs (BertForMaskedLM) are not supported on text yet.")
+                "*ForCausalLM), or masked-token prediction when the folder's config names "
+                "a *ForMaskedLM architecture (BertForMaskedLM, RobertaForMaskedLM).")
         local = Path(source)
         weights = not local.exists() or has_weights(local)  # a hub id: from_pretrained's
         auto = transformers.AutoModelForCausalLM
@@ -268,6 +290,33 @@ class HFCausalLM(nn.Module):
         super().train(mode)
         self._hf.training = mode  # the root is not a child; its children follow super()
         return self
+
+
+class HFMaskedLM(HFCausalLM):
+    """A Hugging Face masked LM (``*ForMaskedLM``) as models/bert.py's BERT:
+    ``forward(ids)`` (B, T) int64, some of them the mask id -> (B, T, vocab) logits of the
+    tokens at every position; everything else as ``HFCausalLM`` (its names, its blocks as
+    hint layers, ``weights``)."""
+
+    objective = "masked"
+
+    @classmethod
+    def load(cls, where: str, context: int | None, kwargs: dict) -> HFMaskedLM:
+        transformers = _library("hf", "transformers")
+        source = _source(where)
+        config = transformers.AutoConfig.from_pretrained(source)
+        local = Path(source)
+        weights = not local.exists() or has_weights(local)
+        auto = transformers.AutoModelForMaskedLM
+        model = (auto.from_pretrained(source, **kwargs) if weights
+                 else auto.from_config(config, **kwargs))
+        return cls(model, context, weights, where)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.is_floating_point():
+            raise FitnetsError(f"hf masked LM '{self.where}' takes token ids (an integer "
+                               f"tensor B x T), got {ids.dtype} {tuple(ids.shape)}.")
+        return self._hf(input_ids=ids).logits  # (B, T, vocab); no padding in a block
 
 
 def _positions(config) -> int | None:

@@ -26,6 +26,8 @@ WIDTH, DEPTH, HEADS, CONTEXT = 128, 4, 4, 128  # the defaults of model.width/dep
 
 
 class GPT(nn.Module):
+    causal = True  # models/bert.py's BERT: False (bidirectional attention)
+    objective = "causal"  # next-token prediction (BERT: "masked")
     num_prefix_tokens = 0  # every token is a position of the text (token regressors read it)
     input_dtype = torch.long  # token ids (counting and layer listing make dummy ids)
 
@@ -34,7 +36,8 @@ class GPT(nn.Module):
         super().__init__()
         self.tok_emb = nn.Embedding(vocab, width)
         self.pos_emb = nn.Parameter(torch.zeros(1, context, width))
-        self.blocks = nn.Sequential(*(Block(width, heads, 4.0, causal=True) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(Block(width, heads, 4.0, causal=self.causal)
+                                      for _ in range(depth)))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab, bias=False)
         self.head.weight = self.tok_emb.weight  # tied: one matrix reads and writes tokens
@@ -63,8 +66,9 @@ class GPT(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         t = ids.shape[1]
         if t > self.pos_emb.shape[1]:
-            raise ValueError(f"{t} tokens, but this GPT has {self.pos_emb.shape[1]} positions "
-                             "(data.block_size when it was built)")
+            raise ValueError(f"{t} tokens, but this {type(self).__name__} has "
+                             f"{self.pos_emb.shape[1]} positions (data.block_size when it "
+                             "was built)")
         x = self.tok_emb(ids) + self.pos_emb[:, :t]
         return self.head(self.norm(self.blocks(x)))  # (B, T, vocab)
 

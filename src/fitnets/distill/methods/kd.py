@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fitnets.data.text import IGNORE
 from fitnets.distill.hint import guided_params
 from fitnets.distill.losses import kd_loss, teacher_weight
 from fitnets.distill.methods import Offer, Range
@@ -43,6 +44,8 @@ class KDStage(ClassifierStage):
         groups = student_groups(s.student, s.cfg.train, pretrained, k.pretrained_lr_scale)
         s.teacher.prepare([LOGITS], epochs=s.cfg.train.epochs)
         self.teacher = s.teacher
+        # a masked LM (data/text.py): both terms at the masked positions only
+        self.masked = getattr(s.data, "masking", None) is not None
         # lambda lives on the device: a new value each epoch is a new number, not a new graph
         self.lam = torch.zeros((), device=next(s.student.parameters()).device)
         super().__init__("kd", s.student, s.student, s.cfg.train, s.data, groups)
@@ -56,10 +59,11 @@ class KDStage(ClassifierStage):
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
         # a language model's (B, T, vocab) logits: KD on the next-token distribution at
-        # every position, as B*T predictions
+        # every position, as B*T predictions (a masked LM: at its masked positions)
         t_logits, _ = per_position(self.teacher.logits(batch), batch.y)
         logits, y = per_position(self.net(batch.x), batch.y)
         total, hard, soft = kd_loss(logits, t_logits, y, lam=self.lam,
                                     tau=self.k.tau, tau_squared=self.k.tau_squared,
-                                    student_tau=self.k.student_tau)
+                                    student_tau=self.k.student_tau,
+                                    keep=y != IGNORE if self.masked else None)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
