@@ -8,7 +8,9 @@
          keyed by the files (path, size, mtime) and the tokenizer, reused by every later run
       -> each split: its documents concatenated, each ended by the end-of-document token,
          cut into blocks of data.block_size + 1 tokens that overlap by one:
-         inputs = block[:-1], targets = block[1:] (every token is predicted once)
+         inputs = block[:-1], targets = block[1:] (every token is predicted once); a masked
+         LM's run (its models are masked LMs): inputs = block[:-1] masked by BERT's rule,
+         labels its original ids at the masked positions, IGNORE elsewhere (Masking below)
 
 Tokenizers: ``byte`` (built in, no download: the UTF-8 bytes, 256 ids, and 256 the end of a
 document) or a local Hugging Face tokenizer folder (``data.tokenizer=DIR``; needs
