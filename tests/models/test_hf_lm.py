@@ -220,9 +220,10 @@ def test_other_vocabularies_and_tokenizers_are_refused_naming_both(setup, tmp_pa
     gpt2(positions=8).save_pretrained(tmp_path / "short")
     message = refused([*distill, f"teacher.name=hf:{tmp_path / 'short'}"])
     assert "8 positions" in message and "data.block_size=16" in message
-    # a masked LM is not a next-token predictor
+    # a masked LM does not teach a next-token predictor (the objective follows the models)
     transformers.BertForMaskedLM(transformers.BertConfig(
         vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32)).save_pretrained(tmp_path / "bert")
     message = refused([*distill, f"teacher.name=hf:{tmp_path / 'bert'}"])
-    assert "BertForMaskedLM, not a causal language model" in message
+    assert "is a causal language model" in message
+    assert "bert' is a masked language model" in message
