@@ -100,3 +100,21 @@ def test_a_language_model_run_exports_and_reloads_with_its_logits(teacher, tmp_p
     with torch.no_grad():
         assert torch.equal(load_exported(tmp_path / "export")[0](ids),
                            load_run_model(run_dir)[0](ids))
+
+
+def test_joint_hints_and_cross_entropy_in_one_stage_on_every_position(teacher, tmp_path):
+    """method=joint (CE + beta * hint in one stage) once crashed on (B, T, V) logits: its
+    cross-entropy now counts every position, as KD's and back-propagation's do."""
+    args, weights = teacher
+    out = tmp_path / "joint"
+    summary = run(make_config(None, [
+        *args, "method=joint", "teacher.name=gpt", "teacher.width=32", "teacher.depth=2",
+        "teacher.heads=2", f"teacher.weights={weights}", "student.name=gpt",
+        "student.width=16", "student.depth=4", "student.heads=2", "data.train_limit=32",
+        "hints.pairs=[[blocks.1, blocks.0]]", "train.epochs=1"]), "distill", out,
+        verbose=False)
+    (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_ce", "train_hint", "val_ppl"} <= set(row)
+    assert row["train_loss"] == pytest.approx(row["train_ce"] + row["beta"] * row["train_hint"],
+                                              rel=1e-4)
+    assert summary["test_ppl"] > 0

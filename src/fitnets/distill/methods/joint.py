@@ -23,7 +23,7 @@ from fitnets.distill.hint import (
     regressor_for,
 )
 from fitnets.distill.methods import Offer, Range
-from fitnets.distill.stages import ClassifierStage
+from fitnets.distill.stages import ClassifierStage, per_position
 from fitnets.distill.taps import prepare_taps, run_with
 from fitnets.optim import scaled_groups
 from fitnets.stage import Parts, StagePlan
@@ -90,7 +90,7 @@ class JointStage(ClassifierStage):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, Parts]:
         targets = self.teacher.features(self.hints, batch)
         logits, preds = self.net(batch.x)
-        ce = F.cross_entropy(logits.float(), batch.y)
+        ce = F.cross_entropy(*per_position(logits.float(), batch.y))  # LMs: every position
         hint = sum(hint_loss(p, view(t), self.reduction)
                    for p, t, view in zip(preds, targets, self.views))
         total = ce + self.beta * hint
