@@ -1,17 +1,15 @@
 """`fitnets train` of the GPT on text: the short recipe learns (test perplexity well below
-the training split's unigram one), and a run killed mid-epoch resumes bit-exact."""
+the training split's unigram one), and its epoch line counts tokens. A run killed mid-epoch
+resuming bit-exact: tests/data/test_text_stream.py (streamed; memory mode draws the same
+batches, tested there too)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import fitnets
 from fitnets.checkpoint import load_weights
@@ -53,40 +51,6 @@ def corpus(folder: Path) -> Path:
     for i in range(12):
         (folder / f"{i}.txt").write_text(f"document {i}: " + "abcdefgh"[i % 8] * (60 + 9 * i))
     return folder
-
-
-def cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC}
-    env.pop("FITNETS_TEST_KILL_AT", None)
-    if kill_at:
-        env["FITNETS_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "fitnets", *args, "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_bit_exact(tmp_path):
-    data = corpus(tmp_path / "c")
-    args = ["train", "device=cpu", "data.name=text", f"data.path={data}",
-            f"data.root={tmp_path}", "data.block_size=16", "data.batch_size=8",
-            "model.name=gpt", "model.width=16", "model.depth=2", "model.heads=2",
-            "train.epochs=2", "train.optim.name=adam", "train.optim.lr=0.01",
-            "checkpoint_steps=2", "perf.precision=fp32"]
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    r = cli([*args, f"out={ref}"])
-    assert r.returncode in (0, 3), r.stderr
-    killed = cli([*args, f"out={cut}"], kill_at="step:3")  # epoch 1, after the step-2 save
-    assert killed.returncode == -9, killed.stderr
-    resumed = cli(["train", "--resume", str(cut)])
-    assert resumed.returncode == r.returncode, resumed.stderr
-
-    def records(d):
-        rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in row.items() if k != "time"} for row in rows]
-
-    assert records(cut) == records(ref)
-    a, b = load_weights(ref / "model.pt"), load_weights(cut / "model.pt")
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 def test_the_epoch_line_counts_tokens_not_blocks(tmp_path, capsys):

@@ -10,19 +10,22 @@ from fitnets.errors import FitnetsError
 from fitnets.models import (
     MODELS,
     MaxoutConvBlock,
+    bert,
     build_model,
     cifar,
     count_mults,
     count_params,
     fast,
+    gpt,
     vit,
 )
 
 # the paper's maxout nets; the modern CIFAR nets are tested in test_modern_cifar.py, the ViTs in
 # test_tokens.py, the fast CIFAR teacher in test_fast_teacher.py
-PAPER_MODELS = sorted(n for n in MODELS  # the GPT (token ids in): tests/models/test_gpt.py
+# the language models (token ids in): tests/models/test_gpt.py and test_masked_lm.py
+PAPER_MODELS = sorted(n for n in MODELS
                       if n not in cifar.MODELS and n not in vit.MODELS and n not in fast.MODELS
-                      and n != "gpt")
+                      and n not in gpt.MODELS and n not in bert.MODELS)
 
 
 def _out_shape(model: nn.Module, layer: str) -> tuple[int, ...]:
