@@ -38,7 +38,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,13 +61,11 @@ from fitnets.distill.methods import Setup, backprop, kd
 from fitnets.distill.taps import run_to
 from fitnets.distill.teacher import LOGITS, Teacher
 from fitnets.models import build_model
-from fitnets.optim import make_optimizer
 from fitnets.perf import resolve_perf
-from fitnets.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fast_teacher import matmul_rate  # noqa: E402
-from speed import hardware, rate, sync, timed  # noqa: E402
+from speed import hardware, rate, ready_epoch, sync, timed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "text-gpt-fitnet.yaml"  # teacher and student sizes, pair, kd, optim
@@ -137,22 +134,9 @@ def fitnets_epoch(kind, cfg, x, y, device, perf):
         stage = kd.KDStage(setup, guided=[pair[0]])
     else:
         stage = backprop.stages(setup)[0].build()
-    tmp = tempfile.TemporaryDirectory()
-    Trainer(Path(tmp.name), data, student, perf=perf, verbose=False).attach(stage)
-    opt = make_optimizer(stage.param_groups, stage.cfg.optim)
-    scaler = perf.scaler()
-    stage.start_epoch(1)
     rows = 2 * batch + len(y) % batch  # warm-up: full batches and the last partial one
     warm = text_data(x[:rows], y[:rows], batch)
-    Trainer(Path(tmp.name), warm, student, perf=perf, verbose=False).train_epoch(
-        stage, opt, scaler, 1)
-    trainer = Trainer(Path(tmp.name), data, student, perf=perf, verbose=False)
-
-    def epoch():
-        trainer.train_epoch(stage, opt, scaler, 1)
-
-    epoch.directory = tmp  # removed when the epoch function goes
-    return epoch, build_s
+    return ready_epoch(stage, data, warm, student, perf), build_s
 
 
 # --------------------------------------------------------------------------- (2) floor

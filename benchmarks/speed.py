@@ -139,15 +139,22 @@ def fitnets_epoch(kind, pair, xs, ys, device, perf, augment=True, cache=False):
         sync(device)
         build_s = time.perf_counter() - t0
     stage = make_stage(kind, cfg, teacher, student, data, pair)
-    tmp = tempfile.TemporaryDirectory()
-    # layout, and the step compiled (and graphed) as Trainer.fit does
-    Trainer(Path(tmp.name), data, student, perf=perf, verbose=False).attach(stage)
-    opt = make_optimizer(stage.param_groups, stage.cfg.optim)
-    stage.start_epoch(1)
     # warm-up: full batches and the last partial one (each shape compiles once)
     rows = 2 * BATCH + len(xs) % BATCH
     warm = Data(Arrays(data.train.x[:rows], data.train.y[:rows]), None, data.test, BATCH,
                 512, data.augment)
+    return ready_epoch(stage, data, warm, student, perf), build_s
+
+
+def ready_epoch(stage, data, warm, student, perf):
+    """A function running one training epoch of ``stage`` on ``data`` through the project's
+    Trainer (layout, and the step compiled and graphed, as Trainer.fit does), after one
+    warm-up epoch on ``warm`` (each batch shape compiles once). Shared by the LM speed
+    benchmark (lm_speed.py)."""
+    tmp = tempfile.TemporaryDirectory()
+    Trainer(Path(tmp.name), data, student, perf=perf, verbose=False).attach(stage)
+    opt = make_optimizer(stage.param_groups, stage.cfg.optim)
+    stage.start_epoch(1)
     scaler = perf.scaler()
     Trainer(Path(tmp.name), warm, student, perf=perf, verbose=False).train_epoch(
         stage, opt, scaler, 1)
@@ -157,7 +164,7 @@ def fitnets_epoch(kind, pair, xs, ys, device, perf, augment=True, cache=False):
         trainer.train_epoch(stage, opt, scaler, 1)
 
     epoch.directory = tmp  # removed when the epoch function goes
-    return epoch, build_s
+    return epoch
 
 
 def timed(epochs: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
