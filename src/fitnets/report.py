@@ -398,54 +398,47 @@ def lm_table(runs: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-def lm_seed_table(runs: list[RunRecord]) -> str:
+def _seed_table(runs: list[RunRecord], columns) -> str:
+    """Runs that differ only by seed, one row a group: the finished runs' mean ± std of each
+    column, the stalled ones listed by name and never averaged (killed runs are listed
+    elsewhere). ``columns``: (header, value of a run or None, format of (mean, std))."""
     groups = seed_groups(runs)
     if not groups:
         return "No runs that differ only by seed."
-    lines = ["| runs | method | model | seeds | n | test perplexity (best-val epoch), mean ± std "
-             "| next-token accuracy (test), mean ± std | stalled (not averaged) |",
-             "|---|---|---|---|---:|---:|---:|---|"]
+    lines = ["| runs | method | model | seeds | n | "
+             + " | ".join(head for head, _, _ in columns) + " | stalled (not averaged) |",
+             "|---|---|---|---|---:|" + "---:|" * len(columns) + "---|"]
     for g in groups:
         done, stalled = split_stalled(g)
         failed = ", ".join(f"{r.name} (seed {r.config.get('seed')})" for r in stalled)
         cells = []
-        for key, fmt in (("test_ppl", "{:.2f} ± {:.2f}"), ("test_acc", "{:.2%} ± {:.2%}")):
-            vals = [v for v in (perplexity_at(r)[key] for r in done) if v is not None]
+        for _, value, fmt in columns:
+            vals = [v for v in map(value, done) if v is not None]
             if vals:
-                m, s_, n = mean_std(vals)
-                cells.append(fmt.format(m, s_) + f" (n={n})")
+                m, s, n = mean_std(vals)
+                cells.append(fmt(m, s) + f" (n={n})")
             else:
                 cells.append("-")
         seeds = ", ".join(str(r.config.get("seed")) for r in done) or "-"
         lines.append(f"| {', '.join(r.name for r in g)} | {g[0].method} | {g[0].model} "
-                     f"| {seeds} | {len(done)} | {cells[0]} | {cells[1]} | {failed or '-'} |")
+                     f"| {seeds} | {len(done)} | " + " | ".join(cells)
+                     + f" | {failed or '-'} |")
     return "\n".join(lines)
+
+
+def lm_seed_table(runs: list[RunRecord]) -> str:
+    return _seed_table(runs, [
+        ("test perplexity (best-val epoch), mean ± std",
+         lambda r: perplexity_at(r)["test_ppl"], lambda m, s: f"{m:.2f} ± {s:.2f}"),
+        ("next-token accuracy (test), mean ± std",
+         lambda r: perplexity_at(r)["test_acc"], lambda m, s: f"{m:.2%} ± {s:.2%}")])
 
 
 def seed_table(runs: list[RunRecord]) -> str:
-    groups = seed_groups(runs)
-    if not groups:
-        return "No runs that differ only by seed."
-    lines = ["| runs | method | model | seeds | n | test error (last epoch), mean ± std "
-             "| test error (best-val epoch), mean ± std | stalled (not averaged) |",
-             "|---|---|---|---|---:|---:|---:|---|"]
-    for g in groups:
-        # killed runs are listed above, not averaged; nor are runs that stayed at chance
-        done, stalled = split_stalled(g)
-        failed = ", ".join(f"{r.name} (seed {r.config.get('seed')})" for r in stalled)
-        cells = []
-        for key in ("last", "best"):
-            vals = [test_error_at(r)[key] for r in done]
-            vals = [v for v in vals if v is not None]
-            if vals:
-                m, s, n = mean_std(vals)
-                cells.append(f"{100 * m:.2f} ± {100 * s:.2f}% (n={n})")
-            else:
-                cells.append("-")
-        seeds = ", ".join(str(r.config.get("seed")) for r in done) or "-"
-        lines.append(f"| {', '.join(r.name for r in g)} | {g[0].method} | {g[0].model} "
-                     f"| {seeds} | {len(done)} | {cells[0]} | {cells[1]} | {failed or '-'} |")
-    return "\n".join(lines)
+    error = lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}%"  # noqa: E731
+    return _seed_table(runs, [
+        ("test error (last epoch), mean ± std", lambda r: test_error_at(r)["last"], error),
+        ("test error (best-val epoch), mean ± std", lambda r: test_error_at(r)["best"], error)])
 
 
 # --------------------------------------------------------------------------- plots
