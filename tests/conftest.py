@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import functools
 import gzip
+import importlib.util
 import os
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,23 @@ THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
 torch.set_num_threads(THREADS)
+
+
+# the project's sources, for `python -m fitnets` in a subprocess (tests run from a checkout)
+SRC = str(Path(importlib.util.find_spec("fitnets").origin).parents[1])
+
+
+def fitnets_cli(args: list[str], kill_at: str | None = None, env: dict | None = None,
+                quiet: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """``python -m fitnets ARGS [--quiet]`` in a subprocess, its output captured; ``kill_at``
+    sets the test kill hook FITNETS_TEST_KILL_AT=EVENT:N (fitnets/faults.py), which is never
+    inherited from the caller; ``env`` adds variables; ``kw`` goes to subprocess.run."""
+    environ = {k: v for k, v in os.environ.items() if k != "FITNETS_TEST_KILL_AT"}
+    environ.update(PYTHONPATH=SRC, **(env or {}))
+    if kill_at:
+        environ["FITNETS_TEST_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "fitnets", *args, *(["--quiet"] * quiet)],
+                          env=environ, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:module|package|session)["']""")
@@ -165,3 +185,21 @@ def photos(root: Path, n_train=20, n_test=6, layout=("train", "test"), gray=Fals
                 img = img.convert("L") if gray else img
                 img.save(d / f"{i}.{ext}", **({"quality": 90} if ext in ("jpg", "JPEG") else {}))
     return root
+
+
+def train_tiny_lm(root: Path, out: Path, epochs: int = 1) -> Path:
+    """A real `fitnets train` of a tiny GPT (width 16, 2 blocks, byte tokens, blocks of 16)
+    on 12 short documents written under ``root``, into ``out`` (seconds on a CPU)."""
+    from fitnets.config import make_config
+    from fitnets.run import run
+
+    corpus = root / "corpus"
+    corpus.mkdir(exist_ok=True)
+    for i in range(12):
+        (corpus / f"{i}.txt").write_text(f"doc {i}: " + "lorem ipsum dolor sit amet " * (4 + i))
+    run(make_config(None, ["device=cpu", "data.name=text", f"data.path={corpus}",
+                           f"data.root={root}", "data.block_size=16", "data.batch_size=8",
+                           "model.name=gpt", "model.width=16", "model.depth=2",
+                           "model.heads=2", f"train.epochs={epochs}", "train.optim.name=adam",
+                           "train.optim.lr=0.01", f"out={out}"]), "train", out, verbose=False)
+    return out

@@ -13,6 +13,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import train_tiny_lm
 from fitnets.checkpoint import save_weights
 from fitnets.cli import main
 from fitnets.config import make_config
@@ -145,16 +146,7 @@ def test_an_image_export_has_no_tokenizer_and_generate_says_so(tmp_path):
 
 
 def test_a_real_run_exports_and_reloads_with_its_logits(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(12):
-        (corpus / f"{i}.txt").write_text(f"doc {i}: " + "lorem ipsum dolor sit amet " * (4 + i))
-    out = tmp_path / "run"
-    run(make_config(None, ["device=cpu", "data.name=text", f"data.path={corpus}",
-                           f"data.root={tmp_path}", "data.block_size=16", "data.batch_size=8",
-                           "model.name=gpt", "model.width=16", "model.depth=2",
-                           "model.heads=2", "train.epochs=1", "train.optim.name=adam",
-                           "train.optim.lr=0.01", f"out={out}"]), "train", out, verbose=False)
+    out = train_tiny_lm(tmp_path, tmp_path / "run", epochs=1)
     info = export_run(out, formats=("safetensors", "state_dict"))
     assert info["files"]["safetensors"]["max_abs_diff"] == 0.0
     ids = torch.tensor([list(b"lorem ipsum")])

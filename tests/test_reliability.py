@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import fitnets
+from conftest import fitnets_cli
 from fitnets.checkpoint import Checkpoints, load_weights
 from fitnets.cli import main
 
@@ -26,15 +27,6 @@ SRC = str(Path(fitnets.__file__).parents[1])
 TINY = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=20",
         "data.batch_size=25", "train.optim.name=adam", "train.optim.lr=0.003",
         "hints.stage.optim.name=adam", "hints.stage.optim.lr=0.003"]
-
-
-def fitnets_cli(args: list[str], kill_at: str | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC}
-    env.pop("FITNETS_TEST_KILL_AT", None)
-    if kill_at:
-        env["FITNETS_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "fitnets", *args, "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -297,18 +297,9 @@ def test_image_and_language_model_runs_get_a_section_each(runs, tmp_path):
 
 
 def test_report_on_a_real_language_model_run(tmp_path):
-    from fitnets.run import run
+    from conftest import train_tiny_lm
 
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(12):
-        (corpus / f"{i}.txt").write_text(f"doc {i}: " + "lorem ipsum dolor sit amet " * (4 + i))
-    out = tmp_path / "real-lm"
-    run(make_config(None, ["device=cpu", "data.name=text", f"data.path={corpus}",
-                           f"data.root={tmp_path}", "data.block_size=16", "data.batch_size=8",
-                           "model.name=gpt", "model.width=16", "model.depth=2",
-                           "model.heads=2", "train.epochs=2", "train.optim.name=adam",
-                           "train.optim.lr=0.01", f"out={out}"]), "train", out, verbose=False)
+    out = train_tiny_lm(tmp_path, tmp_path / "real-lm", epochs=2)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     best = min(records, key=lambda r: r["val_loss"])

@@ -4,10 +4,7 @@ a memory cap, exact resume of a killed streamed run, Python datasets, torchrun."
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import torch
 from PIL import Image
 
 import fitnets
-from conftest import COLOURS, photos
+from conftest import COLOURS, fitnets_cli, photos
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.data import load_dataset
@@ -24,7 +21,6 @@ from fitnets.data import load_dataset
 pytestmark = pytest.mark.integration
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-SRC = str(Path(fitnets.__file__).parents[1])
 FAST = ["device=cpu", "data.name=folder", "data.batch_size=16", "data.val_size=12",
         "data.preprocess=standardize",
         "train.optim.name=adam", "train.optim.lr=0.003", "model.name=resnet20", "--quiet"]
@@ -90,14 +86,6 @@ def test_a_folder_over_the_memory_cap_streams(tmp_path, capsys):
     assert m["test_acc"] == s["test_acc"]  # same order, same preprocessing: the same run
 
 
-def _cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if k != "FITNETS_TEST_KILL_AT"}
-    env.update(PYTHONPATH=SRC, **extra)
-    return subprocess.run([sys.executable, "-m", "fitnets", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def _same_run(a: Path, b: Path) -> None:
     wa, wb = load_weights(a / "model.pt")["state_dict"], load_weights(b / "model.pt")["state_dict"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -113,11 +101,11 @@ def test_a_killed_streaming_run_resumes_mid_epoch_to_the_same_weights_and_metric
             "data.mode=stream", "data.workers=2", "data.random_crop=true",
             "data.augment_flip=true", "train.epochs=2", "checkpoint_steps=2"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    assert _cli([*args, f"out={ref}"]).returncode == 0
+    assert fitnets_cli([*args, f"out={ref}"], quiet=False).returncode == 0
     # 60 training images, batch 16: 4 steps an epoch; killed after step 3 (checkpoint at 2)
-    killed = _cli([*args, f"out={cut}"], {"FITNETS_TEST_KILL_AT": "step:3"})
+    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:3", quiet=False)
     assert killed.returncode == -9, killed.stderr
-    resumed = _cli(["train", "--resume", str(cut)])
+    resumed = fitnets_cli(["train", "--resume", str(cut)], quiet=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at stage train, epoch 0, then step 2 of epoch 1" in resumed.stdout
     _same_run(ref, cut)

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import fitnets
+from conftest import fitnets_cli
 from fitnets.checkpoint import Checkpoints, load_weights
 from fitnets.config import make_config
 from fitnets.data import text as text_module
@@ -23,7 +20,6 @@ from fitnets.data.prepare import prepare
 from fitnets.data.text import StreamedTextData, TokenBlocks, unigram_perplexity
 from fitnets.run import run
 
-SRC = str(Path(fitnets.__file__).parents[1])
 prepare_module = importlib.import_module("fitnets.data.prepare")  # fitnets.data.prepare: a function
 
 
@@ -114,15 +110,6 @@ def test_memory_and_stream_runs_train_the_same_network(tmp_path):
     assert runs["memory"]["test_ppl"] == runs["stream"]["test_ppl"]
 
 
-def cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC}
-    env.pop("FITNETS_TEST_KILL_AT", None)
-    if kill_at:
-        env["FITNETS_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "fitnets", *args, "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow  # three fitnets processes
 def test_a_streamed_run_killed_mid_epoch_resumes_bit_exact(tmp_path):
     args = ["train", "device=cpu", *data_args(tmp_path), "data.mode=stream",
@@ -130,15 +117,16 @@ def test_a_streamed_run_killed_mid_epoch_resumes_bit_exact(tmp_path):
             "train.epochs=2", "train.optim.name=adam", "train.optim.lr=0.01",
             "checkpoint_steps=2", "perf.precision=fp32"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    r = cli([*args, f"out={ref}"])
+    r = fitnets_cli([*args, f"out={ref}"])
     assert r.returncode in (0, 3), r.stderr
-    killed = cli([*args, f"out={cut}"], kill_at="step:3")  # epoch 1, after the step-2 save
+    # epoch 1, after the step-2 save
+    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:3")
     assert killed.returncode == -9, killed.stderr
     assert not (cut / "summary.json").exists()
     # what --resume continues from: inside epoch 1, after its second step
     latest = Checkpoints(cut).load_latest()
     assert latest["loop"]["epoch"] == 0 and latest["loop"]["partial"]["step"] == 2
-    resumed = cli(["train", "--resume", str(cut)])
+    resumed = fitnets_cli(["train", "--resume", str(cut)])
     assert resumed.returncode == r.returncode, resumed.stderr
 
     def records(d):

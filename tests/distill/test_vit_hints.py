@@ -6,21 +6,16 @@ transformer run resumed bit-exact."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import fitnets
-from conftest import photos
+from conftest import fitnets_cli, photos
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.models import build_model
 
-SRC = str(Path(fitnets.__file__).parents[1])
 # 3 classes x 20 photos, 12 for validation: 48 training images, batches of 16 -> 3 steps/epoch
 FAST = ["device=cpu", "data.name=folder", "data.image_size=32", "data.batch_size=16",
         "data.val_size=12", "data.preprocess=standardize", "train.optim.name=adam",
@@ -124,15 +119,6 @@ def test_joint_method_on_token_pairs(setup, tmp_path):
     assert all(m["train_hint"] > 0 for m in metrics if "train_hint" in m)
 
 
-def _cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "FITNETS_TEST_KILL_AT"}
-    env["PYTHONPATH"] = SRC
-    if kill_at:
-        env["FITNETS_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "fitnets", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def _records(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k != "time"}
             for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -143,14 +129,14 @@ def test_a_killed_transformer_run_resumes_bit_exact(setup, tmp_path):
     root, data, teacher = setup
     args = [*distill_args(data, teacher), "data.augment_flip=true", "data.augment_pad=2"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    assert _cli([*args, f"out={ref}"]).returncode == 0
+    assert fitnets_cli([*args, f"out={ref}"], quiet=False).returncode == 0
     # killed inside stage 1 (step 5: epoch 2 of the hints), then inside KD (its step 4)
-    killed = _cli([*args, f"out={cut}"], kill_at="step:5")
+    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:5", quiet=False)
     assert killed.returncode == -9, killed.stderr
-    killed = _cli(["distill", "--resume", str(cut)], kill_at="step:5")
+    killed = fitnets_cli(["distill", "--resume", str(cut)], kill_at="step:5", quiet=False)
     assert killed.returncode == -9, killed.stderr
     assert not (cut / "summary.json").exists()
-    done = _cli(["distill", "--resume", str(cut)])
+    done = fitnets_cli(["distill", "--resume", str(cut)], quiet=False)
     assert done.returncode == 0, done.stderr
     want, got = (load_weights(d / "model.pt")["state_dict"] for d in (ref, cut))
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)

@@ -6,32 +6,17 @@ masked run killed mid-epoch resumes bit-exact; generate refuses a masked LM."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-import fitnets
+from conftest import fitnets_cli
 from fitnets import FitnetsError
 from fitnets.checkpoint import load_weights
 from fitnets.config import make_config
 from fitnets.generation import generate
 from fitnets.models import build_model
 from fitnets.run import run
-
-SRC = str(Path(fitnets.__file__).parents[1])
-
-
-def cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC}
-    env.pop("FITNETS_TEST_KILL_AT", None)
-    if kill_at:
-        env["FITNETS_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "fitnets", *args, "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def corpus(folder):
@@ -108,11 +93,12 @@ def test_a_masked_run_killed_mid_epoch_resumes_bit_exact(tmp_path):
     run_args = ["train", *common, "model.name=bert", "model.width=16", "model.depth=2",
                 "model.heads=2", "train.epochs=2", "data.batch_size=8", "checkpoint_steps=2"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    r = cli([*run_args, f"out={ref}"])
+    r = fitnets_cli([*run_args, f"out={ref}"])
     assert r.returncode in (0, 3), r.stderr
-    killed = cli([*run_args, f"out={cut}"], kill_at="step:3")  # epoch 1, after the step-2 save
+    # epoch 1, after the step-2 save
+    killed = fitnets_cli([*run_args, f"out={cut}"], kill_at="step:3")
     assert killed.returncode == -9, killed.stderr
-    resumed = cli(["train", "--resume", str(cut)])
+    resumed = fitnets_cli(["train", "--resume", str(cut)])
     assert resumed.returncode == r.returncode, resumed.stderr
 
     def records(d):
