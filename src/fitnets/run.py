@@ -39,7 +39,7 @@ from fitnets.errors import FitnetsError
 from fitnets.models import MaxoutOptions, build_model, data_init, takes
 from fitnets.models.bert import MODELS as MASKED_MODELS
 from fitnets.models.counting import count_mults
-from fitnets.models.ecosystem import HFCausalLM, is_ecosystem, is_masked_lm
+from fitnets.models.ecosystem import HFLanguageModel, is_ecosystem, is_masked_lm
 from fitnets.perf import resolve_perf
 from fitnets.stage import StagePlan
 from fitnets.trainer import Trainer, check_checkpoint
@@ -71,7 +71,7 @@ def build_net(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
                         batchnorm=mcfg.batchnorm, maxout=MaxoutOptions.of(mcfg),
                         pretrained=mcfg.pretrained, key=key, sizes=sizes(mcfg, prepared),
                         task="lm" if lm else "classify")
-    if isinstance(model, HFCausalLM):
+    if isinstance(model, HFLanguageModel):
         hf_vocabulary(model, prepared, key)
     objective = getattr(model, "objective", None)
     if lm and objective is not None and (objective == "masked") != (prepared.masking
@@ -133,7 +133,7 @@ def sizes(mcfg: ModelConfig, prepared: Prepared) -> dict:
     return out
 
 
-def hf_vocabulary(model: HFCausalLM, prepared: Prepared, key: str) -> None:
+def hf_vocabulary(model: HFLanguageModel, prepared: Prepared, key: str) -> None:
     """A Hugging Face language model reads and predicts the ids of the vocabulary it was
     made for: refuse one whose vocabulary size is not data.tokenizer's, or whose folder
     holds a tokenizer other than data.tokenizer (the teacher's and the student's ids would
@@ -192,7 +192,7 @@ def load_teacher(mcfg: ModelConfig, prepared: Prepared, device: torch.device,
     if not mcfg.weights and (mcfg.pretrained or mcfg.name.startswith("hf:")):
         # the library's own weights; an hf: folder or hub id comes with its weights
         teacher = build_net(mcfg, prepared, device, "teacher")
-        if isinstance(teacher, HFCausalLM) and not teacher.weights:
+        if isinstance(teacher, HFLanguageModel) and not teacher.weights:
             raise FitnetsError(
                 f"the teacher '{mcfg.name}' is a folder without weights (a config only): a "
                 "teacher must be trained. Save the trained model there (save_pretrained), "

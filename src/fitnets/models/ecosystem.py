@@ -219,17 +219,19 @@ def has_weights(folder: Path) -> bool:
     return folder.is_dir() and any(any(folder.glob(p)) for p in WEIGHT_FILES)
 
 
-class HFCausalLM(nn.Module):
-    """A Hugging Face causal LM as models/gpt.py's GPT: ``forward(ids)`` (B, T) int64 ->
-    next-token logits (B, T, vocab). The Hugging Face model's children are this module's
-    own (``transformer``, ``lm_head`` / ``model``, ``lm_head``), so its layers and its
-    state dict keep their Hugging Face names; ``default_hint`` / ``default_guided``: the
-    block before the middle, as the GPT's. ``weights``: the folder's weights were loaded
-    (False: a fresh initialisation from its config)."""
+class HFLanguageModel(nn.Module):
+    """A Hugging Face language model as models/gpt.py's GPT or models/bert.py's BERT:
+    ``forward(ids)`` (B, T) int64 -> logits (B, T, vocab). The Hugging Face model's children
+    are this module's own (``transformer``, ``lm_head`` / ``model``, ``lm_head``), so its
+    layers and its state dict keep their Hugging Face names; ``default_hint`` /
+    ``default_guided``: the block before the middle, as the GPT's. ``weights``: the folder's
+    weights were loaded (False: a fresh initialisation from its config). Subclasses:
+    ``HFCausalLM`` and ``HFMaskedLM``."""
 
     num_prefix_tokens = 0  # every token is a position of the text (token regressors read it)
     input_dtype = torch.long
-    objective = "causal"  # next-token prediction (HFMaskedLM: "masked")
+    objective = ""  # "causal" (next-token prediction) or "masked"
+    auto_class = ""  # the transformers Auto class that loads the folder
 
     def __init__(self, model: nn.Module, context: int | None, weights: bool, where: str):
         super().__init__()
@@ -254,10 +256,51 @@ class HFCausalLM(nn.Module):
             self.default_hint = self.default_guided = self.block_names[max(depth // 2 - 1, 0)]
 
     @classmethod
-    def load(cls, where: str, context: int | None, kwargs: dict) -> HFCausalLM:
+    def check(cls, where: str, config) -> None:
+        """Refuses a folder whose config is not this kind of language model."""
+
+    @classmethod
+    def load(cls, where: str, context: int | None, kwargs: dict):
         transformers = _library("hf", "transformers")
         source = _source(where)
         config = transformers.AutoConfig.from_pretrained(source)
+        cls.check(where, config)
+        local = Path(source)
+        weights = not local.exists() or has_weights(local)  # a hub id: from_pretrained's
+        auto = getattr(transformers, cls.auto_class)
+        model = (auto.from_pretrained(source, **kwargs) if weights
+                 else auto.from_config(config, **kwargs))
+        return cls(model, context, weights, where)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.is_floating_point():
+            raise FitnetsError(f"hf {self.objective} LM '{self.where}' takes token ids (an "
+                               f"integer tensor B x T), got {ids.dtype} {tuple(ids.shape)}.")
+        return self.logits(ids)  # (B, T, vocab)
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def save_pretrained(self, folder, **kwargs) -> None:
+        """The whole Hugging Face model's folder (not its first child's, which also has a
+        ``save_pretrained``): what an export writes for an hf: student."""
+        self._hf.save_pretrained(folder, **kwargs)
+
+    def train(self, mode: bool = True) -> HFLanguageModel:
+        super().train(mode)
+        self._hf.training = mode  # the root is not a child; its children follow super()
+        return self
+
+
+class HFCausalLM(HFLanguageModel):
+    """A Hugging Face causal LM (GPT-2, Llama, any ``AutoModelForCausalLM``): next-token
+    logits at every position."""
+
+    objective = "causal"
+    auto_class = "AutoModelForCausalLM"
+
+    @classmethod
+    def check(cls, where: str, config) -> None:
         types, causal, masked = _lm_classes()
         archs, kind = config.architectures or [], config.model_type
         saved_masked = any(a in masked for a in archs) and not any(a in causal for a in archs)
@@ -268,55 +311,20 @@ class HFCausalLM(nn.Module):
                 "trains next-token prediction (GPT-2, Llama, ... saved as *LMHeadModel / "
                 "*ForCausalLM), or masked-token prediction when the folder's config names "
                 "a *ForMaskedLM architecture (BertForMaskedLM, RobertaForMaskedLM).")
-        local = Path(source)
-        weights = not local.exists() or has_weights(local)  # a hub id: from_pretrained's
-        auto = transformers.AutoModelForCausalLM
-        model = (auto.from_pretrained(source, **kwargs) if weights
-                 else auto.from_config(config, **kwargs))
-        return cls(model, context, weights, where)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.is_floating_point():
-            raise FitnetsError(f"hf causal LM '{self.where}' takes token ids (an integer "
-                               f"tensor B x T), got {ids.dtype} {tuple(ids.shape)}.")
-        return self._hf(input_ids=ids, use_cache=False).logits  # (B, T, vocab)
-
-    def save_pretrained(self, folder, **kwargs) -> None:
-        """The whole Hugging Face model's folder (not its first child's, which also has a
-        ``save_pretrained``): what an export writes for an hf: student."""
-        self._hf.save_pretrained(folder, **kwargs)
-
-    def train(self, mode: bool = True) -> HFCausalLM:
-        super().train(mode)
-        self._hf.training = mode  # the root is not a child; its children follow super()
-        return self
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._hf(input_ids=ids, use_cache=False).logits
 
 
-class HFMaskedLM(HFCausalLM):
-    """A Hugging Face masked LM (``*ForMaskedLM``) as models/bert.py's BERT:
-    ``forward(ids)`` (B, T) int64, some of them the mask id -> (B, T, vocab) logits of the
-    tokens at every position; everything else as ``HFCausalLM`` (its names, its blocks as
-    hint layers, ``weights``)."""
+class HFMaskedLM(HFLanguageModel):
+    """A Hugging Face masked LM (``*ForMaskedLM``) as models/bert.py's BERT: some of the
+    ids are the mask id; the logits are of the tokens at every position."""
 
     objective = "masked"
+    auto_class = "AutoModelForMaskedLM"
 
-    @classmethod
-    def load(cls, where: str, context: int | None, kwargs: dict) -> HFMaskedLM:
-        transformers = _library("hf", "transformers")
-        source = _source(where)
-        config = transformers.AutoConfig.from_pretrained(source)
-        local = Path(source)
-        weights = not local.exists() or has_weights(local)
-        auto = transformers.AutoModelForMaskedLM
-        model = (auto.from_pretrained(source, **kwargs) if weights
-                 else auto.from_config(config, **kwargs))
-        return cls(model, context, weights, where)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.is_floating_point():
-            raise FitnetsError(f"hf masked LM '{self.where}' takes token ids (an integer "
-                               f"tensor B x T), got {ids.dtype} {tuple(ids.shape)}.")
-        return self._hf(input_ids=ids).logits  # (B, T, vocab); no padding in a block
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._hf(input_ids=ids).logits  # no padding in a block
 
 
 def _positions(config) -> int | None:
