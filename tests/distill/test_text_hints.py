@@ -198,10 +198,11 @@ def test_a_killed_text_run_resumes_bit_exact(folders, tmp_path):
 
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert run(ref).returncode == 0
-    # 4 steps an epoch: killed in the second hint epoch (at its step 2), then in KD's first
-    # (the resumed process redoes hint epoch 2 in 4 steps, then takes 2 KD steps)
+    # 4 steps an epoch: killed in the second hint epoch (at its step 2); the resumed process
+    # redoes hint epoch 2 from its checkpoint, then the KD stage. (A second kill, inside KD,
+    # went for CI time: each process here imports transformers; test_reliability.py kills
+    # the same loop in both stages.)
     assert run(cut, kill_at="step:6").returncode == -9
-    assert run(cut, "resume", kill_at="step:6").returncode == -9
     assert not (cut / "summary.json").exists()
     done = run(cut, "resume")
     assert done.returncode == 0, done.stderr
