@@ -7,6 +7,7 @@ import functools
 import gzip
 import importlib.util
 import os
+import pickle
 import re
 import struct
 import subprocess
@@ -203,3 +204,23 @@ def train_tiny_lm(root: Path, out: Path, epochs: int = 1) -> Path:
                            "model.heads=2", f"train.epochs={epochs}", "train.optim.name=adam",
                            "train.optim.lr=0.01", f"out={out}"]), "train", out, verbose=False)
     return out
+
+
+# CIFAR's canonical pickles (tests/data/test_cifar.py, tests/test_benchmarks.py)
+def pickled(obj) -> bytes:
+    return pickle.dumps(obj, protocol=2)  # the python-2 era protocol of the real files
+
+
+def cifar10_members(rng, per_batch=6, n_test=5) -> dict[str, bytes]:
+    """The members of cifar-10-batches-py: random images, ``per_batch`` a training batch."""
+    m = {}
+    for i in range(1, 6):
+        m[f"data_batch_{i}"] = pickled({
+            b"batch_label": f"training batch {i} of 5".encode(),
+            b"labels": rng.integers(0, 10, per_batch).tolist(),
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+        })
+    m["test_batch"] = pickled({b"labels": rng.integers(0, 10, n_test).tolist(),
+                               b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)})
+    m["batches.meta"] = pickled({b"label_names": [f"c{i}".encode() for i in range(10)]})
+    return m

@@ -52,7 +52,8 @@ def test_reproduce_mnist_on_tiny_idx(tmp_path, capsys):
 def write_tiny_cifar(root: Path, per_batch: int, n_test: int) -> None:
     """The canonical CIFAR-10 pickles under ``root`` (random images, ``per_batch`` per batch)."""
     import numpy as np
-    from test_cifar import cifar10_members
+
+    from conftest import cifar10_members
 
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -104,6 +105,19 @@ def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_pat
         assert (run / "summary.json").is_file(), method
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert cfg["teacher"]["pool_rounding"] == "ceil", method
+    # --teacher-run: that finished teacher, its network and pooling read from its config
+    # (the default --teacher, resnet20, would not load its weights), none trained
+    again = ["--out", str(tmp_path / "e"), "--depths", "3", "--teacher-run",
+             str(tmp_path / "d" / "teacher"), *argv[argv.index("--epochs-student"):]]
+    driver.main(again)
+    assert not (tmp_path / "e" / "teacher").exists()
+    for method in ("kd", "fitnet"):
+        cfg = yaml.safe_load((tmp_path / "e" / f"d3-{method}-s0" / "config.yaml").read_text())
+        assert cfg["teacher"]["name"] == "cifar_teacher", method
+        assert cfg["teacher"]["pool_rounding"] == "ceil", method
+        assert cfg["teacher"]["weights"] == str(tmp_path / "d" / "teacher"), method
+    with pytest.raises(SystemExit, match="not a finished run"):
+        driver.main([*again[:4], "--teacher-run", str(tmp_path / "nothing"), *again[6:]])
     sys.modules.pop("common", None)
 
 

@@ -12,26 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import cifar10_members, pickled
 from fitnets.data import cifar, load_dataset
 from fitnets.errors import FitnetsError
-
-
-def pickled(obj) -> bytes:
-    return pickle.dumps(obj, protocol=2)  # the python-2 era protocol of the real files
-
-
-def cifar10_members(rng, per_batch=6, n_test=5) -> dict[str, bytes]:
-    m = {}
-    for i in range(1, 6):
-        m[f"data_batch_{i}"] = pickled({
-            b"batch_label": f"training batch {i} of 5".encode(),
-            b"labels": rng.integers(0, 10, per_batch).tolist(),
-            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-        })
-    m["test_batch"] = pickled({b"labels": rng.integers(0, 10, n_test).tolist(),
-                               b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)})
-    m["batches.meta"] = pickled({b"label_names": [f"c{i}".encode() for i in range(10)]})
-    return m
 
 
 def cifar100_members(rng, n_train=30, n_test=10) -> dict[str, bytes]:

@@ -4,13 +4,13 @@ end-to-end run with the recipe's options that learns."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import pickled
 from fitnets.checkpoint import load_weights
 from fitnets.config import make_config
 from fitnets.distill.suggest import candidate_layers
@@ -84,10 +84,6 @@ def test_data_init_sets_the_whitening_from_the_first_training_images():
     data_init(build_model("resnet20"), Data())  # a model without the hook: nothing happens
 
 
-def _pickled(obj) -> bytes:
-    return pickle.dumps(obj, protocol=2)
-
-
 def write_bars_cifar10(root: Path, per_batch: int = 40, n_test: int = 60) -> Path:
     """CIFAR-10 pickles whose class (0-3 of 10) is the row of a bright horizontal bar (flips
     and 2-pixel shifts keep it), on noise."""
@@ -103,10 +99,10 @@ def write_bars_cifar10(root: Path, per_batch: int = 40, n_test: int = 60) -> Pat
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(_pickled(part(per_batch)))
-    (folder / "test_batch").write_bytes(_pickled(part(n_test)))
+        (folder / f"data_batch_{i}").write_bytes(pickled(part(per_batch)))
+    (folder / "test_batch").write_bytes(pickled(part(n_test)))
     names = [f"c{i}".encode() for i in range(10)]
-    (folder / "batches.meta").write_bytes(_pickled({b"label_names": names}))
+    (folder / "batches.meta").write_bytes(pickled({b"label_names": names}))
     return root
 
 
