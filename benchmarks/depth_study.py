@@ -6,6 +6,18 @@ One command (hours on a GPU; the paper's teacher is `--teacher cifar_teacher`):
 
     python benchmarks/depth_study.py --out runs/depth --depths 3 5 7 9 --seeds 0
 
+At full scale from the fast teacher (issue 32: all 45k/5k/10k images, the schedule of
+benchmarks/cifar10_fullscale.py, the fast recipes' 2-pixel translations and alternating
+flips: 50 views an image, so that the KD stages of all the runs read one bank of the
+teacher's logits on disk, built by the first of them: about 30 minutes on 2 CPU cores,
+benchmarks/results/teacher-bank/):
+
+    python benchmarks/depth_study.py --out runs/depth-full --teacher-run runs/c10-fast \
+        --budgets 30000 107000 --seeds 0 1 2 --epochs-student 10 --hint-epochs 3 --resume \
+        --set data.val_size=5000 data.augment_pad=2 data.augment_flip=alternate \
+              data.batch_size=128 perf.teacher_cache=disk train.optim.schedule=cosine \
+              hints.stage.optim.schedule=cosine
+
 Smoke run (minutes on a CPU):
 
     python benchmarks/depth_study.py --out runs/depth-smoke --train-limit 500 \\
@@ -26,9 +38,11 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once  # noqa: E402
+from common import add_run_options, provenance, run_once, teacher_run  # noqa: E402
 
 from fitnets.models.thin import BUDGETS, builder_name  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report, split_stalled  # noqa: E402
@@ -50,6 +64,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--teacher", default="resnet20",
                    help="built-in teacher model (smaller than the paper's: resnet20; "
                         "the paper's maxout net: cifar_teacher)")
+    p.add_argument("--teacher-run", type=Path, default=None,
+                   help="a finished teacher run directory to distil from instead of training "
+                        "one (its model name is read from its config.yaml), e.g. the fast "
+                        "teacher's: runs/c10-fast")
     p.add_argument("--teacher-pool-rounding", choices=["floor", "ceil"], default=None,
                    help="pooling of a maxout teacher (cifar_teacher): floor (our default) or "
                         "ceil (cuda-convnet's, as the authors ran it and the paper recipes "
@@ -80,9 +98,14 @@ def main(argv: list[str] | None = None) -> Path:
                         not args.quiet)
 
     pool = [] if args.teacher_pool_rounding is None else [args.teacher_pool_rounding]
-    teacher = go("train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
-                                      f"train.epochs={args.epochs_teacher}",
-                                      *(f"model.pool_rounding={r}" for r in pool)])
+    teacher = teacher_run(args.teacher_run, lambda: go(
+        "train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
+                             f"train.epochs={args.epochs_teacher}",
+                             *(f"model.pool_rounding={r}" for r in pool)]))
+    if args.teacher_run is not None:  # its own network, and its pooling if it says one
+        model = yaml.safe_load((teacher / "config.yaml").read_text())["model"]
+        args.teacher = model["name"]
+        pool = [model["pool_rounding"]] if model.get("pool_rounding") else []
     dirs: dict[tuple[int, int, str], list[Path]] = {}
     for budget in args.budgets:
         tag = "" if budget == 30_000 else f"{budget // 1000}k-"  # run names: d3-..., 107k-d3-...
