@@ -83,6 +83,25 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedFixtureScheduling(config, log)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under ``-n N`` each worker collects the suite and the scheduler above hands out its
+    units in collection order, after the shared-fixture files (largest first): a test marked
+    ``slow`` (a subprocess run, a real training: 10-40 s) collected late could start when the
+    other worker had nothing left, and the run would wait on one core. So the units holding a
+    slow test are collected first (a stable sort: the files keep their tests' order, and
+    every worker sorts alike, as xdist requires)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    root = config.rootpath
+
+    def unit(item) -> str:
+        path = item.nodeid.split("::", 1)[0]
+        return path if _shares_a_fixture(root / path) else item.nodeid
+
+    slow = {unit(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: unit(item) not in slow)
+
+
 @pytest.fixture(autouse=True)
 def _no_user_cache_setting(monkeypatch):
     """Tests choose cache folders themselves: a user's $FITNETS_CACHE must not leak in."""
