@@ -51,6 +51,30 @@ def test_digits_scaling_split_and_determinism():
     assert torch.equal(ds.train.x, again.train.x) and torch.equal(ds.test.y, again.test.y)
 
 
+@pytest.mark.integration  # scikit-learn: where its file is, under the locked pins too
+def test_digits_read_from_sklearns_file_equal_load_digits(monkeypatch):
+    """fitnets reads the digits from the file scikit-learn ships (without importing
+    sklearn.datasets): the same images and labels as load_digits, and load_digits itself
+    where the file is not found."""
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    from fitnets.data import digits
+
+    d = load_digits()
+    images, labels = digits._shipped()
+    assert np.array_equal(images, d.images) and np.array_equal(labels, d.target)
+    assert images.shape == (1797, 8, 8) and labels.dtype == np.int64
+    spec = digits.importlib.util.find_spec("sklearn")
+    monkeypatch.setattr(spec, "submodule_search_locations", [])
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: spec)
+    images, labels = digits._shipped()  # no file: load_digits
+    assert np.array_equal(images, d.images) and np.array_equal(labels, d.target)
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FitnetsError, match=r"needs scikit-learn: pip install 'fitnets\[demo\]'"):
+        digits._shipped()
+
+
 def test_val_size_zero_limits_and_errors():
     pytest.importorskip("sklearn")
     full = load_dataset("digits", val_size=0)

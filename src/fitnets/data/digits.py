@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +42,31 @@ class Digits:
         return None
 
 
-def _read() -> dict[str, Images]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
+def _shipped() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: images (1797, 8, 8) of 0..16 and labels, as ``load_digits``
+    gives them. Read from the file scikit-learn ships them in (datasets/data/digits.csv.gz:
+    64 pixel columns, then the label), found without importing scikit-learn, whose
+    sklearn.datasets import cost every `fitnets` command on digits about a second;
+    ``load_digits`` where that file is not there."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
         raise FitnetsError("The 'digits' dataset needs scikit-learn: "
-                           "pip install 'fitnets[demo]'.") from e
+                           "pip install 'fitnets[demo]'.")
+    for folder in spec.submodule_search_locations or ():
+        csv = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            rows = np.loadtxt(csv, delimiter=",")
+            return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
     d = load_digits()
-    x = np.rint(d.images * 255.0 / 16.0).astype(np.uint8)[:, None]
+    return d.images, d.target
+
+
+def _read() -> dict[str, Images]:
+    images, labels = _shipped()
+    x = np.rint(images * 255.0 / 16.0).astype(np.uint8)[:, None]
     perm = np.random.default_rng(SEED).permutation(len(x))
-    x, y = x[perm], d.target[perm].astype(np.int64)
+    x, y = x[perm], labels[perm].astype(np.int64)
     n_test = int(round(0.2 * len(x)))
     return {"train": Images(x[n_test:], y[n_test:]), "test": Images(x[:n_test], y[:n_test])}
