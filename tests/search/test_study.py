@@ -6,6 +6,7 @@ studies in SQLite files; no trial runs."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,30 @@ def test_a_trial_left_running_without_an_owner_is_claimed(recipe, tmp_path, monk
     frozen = study.trials[lost.number]
     assert frozen.user_attrs["worker"]["pid"] > 0 and frozen.user_attrs["resumed"] == 1
     assert set(frozen.params) == set(spec.dims())  # its values sampled with the claim
+
+
+def test_processes_of_one_study_share_one_ask_lock_whatever_their_out(recipe, tmp_path):
+    """Two commands joining one study from two --out directories ask one at a time: with a
+    lock per directory both once saw 7 of 8 trials started and a study ended with 9."""
+    storage = f"sqlite:///{tmp_path / 'a' / 'study.db'}"
+    for out in ("a", "b"):
+        prepare(str(recipe), [], tmp_path / out, trials=2, storage=storage, study=None,
+                space_texts=[], budget_texts=[], parallel=1)
+    spec_a, spec_b = load_spec(tmp_path / "a"), load_spec(tmp_path / "b")
+    assert worker.lock_file(spec_a.storage) == worker.lock_file(spec_b.storage) \
+        == tmp_path / "a" / "study.db.ask.lock"
+    url = "postgresql://u@host/db"
+    assert worker.lock_file(url) == worker.lock_file(url) != worker.lock_file(url + "2")
+    study = open_study(spec_b)
+    asked = []
+    with worker.ask_lock(spec_a.storage):  # process a is asking ...
+        other = threading.Thread(
+            target=lambda: asked.append(worker.next_trial(study, spec_b, tmp_path / "b")))
+        other.start()
+        other.join(0.5)
+        assert other.is_alive() and not asked  # ... so b waits for it
+    other.join(30)
+    assert not other.is_alive() and asked[0].number == 0
 
 
 def test_resume_keeps_parallel_and_no_completed_trial_exits_3(recipe, tmp_path, monkeypatch):

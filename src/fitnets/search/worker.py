@@ -1,6 +1,6 @@
-"""A worker process: claims trials one at a time (a lock on this machine), runs each as an
-ordinary run, reports its validation accuracy (a language model's: validation perplexity) per
-KD epoch and tells the study how it ended.
+"""A worker process: claims trials one at a time (a lock per study on this machine), runs
+each as an ordinary run, reports its validation accuracy (a language model's: validation
+perplexity) per KD epoch and tells the study how it ended.
 
 ``python -m fitnets.search.worker SEARCH_DIR [INDEX]`` (started by ``fitnets search``).
 """
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import math
 import os
 import socket
 import sys
+import tempfile
 import time
 import traceback
 from contextlib import contextmanager
@@ -38,10 +40,24 @@ WARMUP = 0.8  # the fraction of the stage's epochs before the median rule is ask
 OWNERLESS_AFTER_S = 60.0  # a RUNNING trial with no owner for this long was left by a kill
 
 
+def lock_file(storage: str) -> Path:
+    """The file every process of one study locks before it asks for a trial: beside a SQLite
+    database (each process sees it there, whatever its own --out), else one per storage URL
+    in this machine's temporary directory. Keyed on the search directory instead, two
+    commands joining one study from two --out directories once started 9 trials of 8."""
+    if storage.startswith("sqlite:///"):
+        db = Path(storage[len("sqlite:///"):])
+        return db.with_name(db.name + ".ask.lock")
+    key = hashlib.sha256(storage.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"fitnets-search-{key}.ask.lock"
+
+
 @contextmanager
-def ask_lock(search_dir: Path):
-    """One process at a time asks for (or reclaims) a trial, on this machine."""
-    with open(search_dir / ".ask.lock", "w") as f:
+def ask_lock(storage: str):
+    """One process at a time asks for (or reclaims) a trial of the study, on this machine."""
+    path = lock_file(storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -89,7 +105,7 @@ def next_trial(study, spec: Spec, search_dir: Path) -> Any:
     values sampled at once; None when the study has all its trials."""
     optuna = load_optuna()
     S = optuna.trial.TrialState
-    with ask_lock(search_dir):
+    with ask_lock(spec.storage):
         trial = claim_abandoned(study)
         if trial is None:
             trials = study.get_trials(deepcopy=False)
