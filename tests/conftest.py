@@ -37,17 +37,24 @@ torch.set_num_threads(THREADS)
 SRC = str(Path(importlib.util.find_spec("fitnets").origin).parents[1])
 
 
-def fitnets_cli(args: list[str], kill_at: str | None = None, env: dict | None = None,
-                quiet: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    """``python -m fitnets ARGS [--quiet]`` in a subprocess, its output captured; ``kill_at``
-    sets the test kill hook FITNETS_TEST_KILL_AT=EVENT:N (fitnets/faults.py), which is never
-    inherited from the caller; ``env`` adds variables; ``kw`` goes to subprocess.run."""
+def fitnets_env(kill_at: str | None = None, env: dict | None = None) -> dict:
+    """The environment of a fitnets subprocess: this checkout's sources on PYTHONPATH, the
+    test kill hook FITNETS_TEST_KILL_AT=EVENT:N (fitnets/faults.py) set only by ``kill_at``
+    and never inherited from the caller, ``env`` added."""
     environ = {k: v for k, v in os.environ.items() if k != "FITNETS_TEST_KILL_AT"}
     environ.update(PYTHONPATH=SRC, **(env or {}))
     if kill_at:
         environ["FITNETS_TEST_KILL_AT"] = kill_at
+    return environ
+
+
+def fitnets_cli(args: list[str], kill_at: str | None = None, env: dict | None = None,
+                quiet: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """``python -m fitnets ARGS [--quiet]`` in a subprocess (environment: fitnets_env), its
+    output captured; ``kw`` goes to subprocess.run."""
     return subprocess.run([sys.executable, "-m", "fitnets", *args, *(["--quiet"] * quiet)],
-                          env=environ, capture_output=True, text=True, timeout=timeout, **kw)
+                          env=fitnets_env(kill_at, env), capture_output=True, text=True,
+                          timeout=timeout, **kw)
 
 
 SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:module|package|session)["']""")
@@ -60,6 +67,13 @@ def _shares_a_fixture(path: Path) -> bool:
         return bool(SHARED_FIXTURE.search(path.read_text(encoding="utf-8")))
     except OSError:
         return False
+
+
+def _unit(root: Path, nodeid: str) -> str:
+    """The work unit a test belongs to under -n N: its file when the file shares a fixture,
+    else the test itself."""
+    path = nodeid.split("::", 1)[0]
+    return path if _shares_a_fixture(root / path) else nodeid
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -77,8 +91,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return path if _shares_a_fixture(root / path) else nodeid
+            return _unit(root, nodeid)
 
     return SharedFixtureScheduling(config, log)
 
@@ -93,13 +106,8 @@ def pytest_collection_modifyitems(config, items):
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     root = config.rootpath
-
-    def unit(item) -> str:
-        path = item.nodeid.split("::", 1)[0]
-        return path if _shares_a_fixture(root / path) else item.nodeid
-
-    slow = {unit(item) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: unit(item) not in slow)
+    slow = {_unit(root, item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _unit(root, item.nodeid) not in slow)
 
 
 @pytest.fixture(autouse=True)

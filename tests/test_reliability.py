@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import fitnets
-from conftest import fitnets_cli
+from conftest import fitnets_cli, fitnets_env
 from fitnets.checkpoint import Checkpoints, load_weights
 from fitnets.cli import main
 
-SRC = str(Path(fitnets.__file__).parents[1])
 # 100 training images in batches of 25: 4 steps per epoch; 2 hint epochs, then 2 KD epochs
 TINY = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=20",
         "data.batch_size=25", "train.optim.name=adam", "train.optim.lr=0.003",
@@ -99,8 +97,8 @@ def test_second_run_on_a_locked_directory_fails_and_the_first_is_unharmed(tiny, 
     out = tmp_path / "run"
     args = ["train", *TINY, f"data.root={root}", "model.name=mnist_student", "train.epochs=2",
             f"out={out}", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": SRC, "FITNETS_TEST_KILL_AT": "save:1:STOP"}
-    first = subprocess.Popen([sys.executable, "-m", "fitnets", *args], env=env,
+    first = subprocess.Popen([sys.executable, "-m", "fitnets", *args],
+                             env=fitnets_env("save:1:STOP"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, status = os.waitpid(first.pid, os.WUNTRACED)  # frozen after its first checkpoint

@@ -6,7 +6,6 @@ listing of a wrapped model, the errors, and a killed text run resumed bit-exact.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,6 @@ pytestmark = pytest.mark.integration
 
 transformers = pytest.importorskip("transformers")
 
-SRC = str(Path(fitnets.__file__).parents[1])
 T, VOCAB = 16, 64
 FAST = ["device=cpu", "train.optim.name=adam", "train.optim.lr=0.003",
         "hints.stage.optim.name=adam", "hints.stage.optim.lr=0.003", "data.batch_size=32",
@@ -185,16 +183,15 @@ else:
 
 @pytest.mark.slow
 def test_a_killed_text_run_resumes_bit_exact(folders, tmp_path):
+    from conftest import fitnets_env  # here: SCRIPT's process imports this file without it
+
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(Path(__file__).parent))))
 
     def run(out: Path, *more: str, kill_at: str | None = None):
-        env = {k: v for k, v in os.environ.items() if k != "FITNETS_TEST_KILL_AT"}
-        env["PYTHONPATH"] = SRC
-        if kill_at:
-            env["FITNETS_TEST_KILL_AT"] = kill_at
         return subprocess.run([sys.executable, str(script), str(out), str(folders), *more],
-                              env=env, capture_output=True, text=True, timeout=600)
+                              env=fitnets_env(kill_at), capture_output=True, text=True,
+                              timeout=600)
 
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert run(ref).returncode == 0
