@@ -43,11 +43,11 @@ class Digits:
 
 
 def _shipped() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits: images (1797, 8, 8) of 0..16 and labels, as ``load_digits``
-    gives them. Read from the file scikit-learn ships them in (datasets/data/digits.csv.gz:
-    64 pixel columns, then the label), found without importing scikit-learn, whose
-    sklearn.datasets import cost every `fitnets` command on digits about a second;
-    ``load_digits`` where that file is not there."""
+    """scikit-learn's digits: images (1797, 8, 8) of 0..16 and int64 labels, as
+    ``load_digits`` gives them. Read from the file scikit-learn ships them in
+    (datasets/data/digits.csv.gz: 64 pixel columns, then the label), found without
+    importing scikit-learn, whose sklearn.datasets import cost every `fitnets` command on
+    digits about a second; ``load_digits`` where that file is not there."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None:
         raise FitnetsError("The 'digits' dataset needs scikit-learn: "
@@ -60,13 +60,13 @@ def _shipped() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return d.images, d.target
+    return d.images, d.target.astype(np.int64)
 
 
 def _read() -> dict[str, Images]:
     images, labels = _shipped()
     x = np.rint(images * 255.0 / 16.0).astype(np.uint8)[:, None]
     perm = np.random.default_rng(SEED).permutation(len(x))
-    x, y = x[perm], labels[perm].astype(np.int64)
+    x, y = x[perm], labels[perm]
     n_test = int(round(0.2 * len(x)))
     return {"train": Images(x[n_test:], y[n_test:]), "test": Images(x[:n_test], y[:n_test])}
