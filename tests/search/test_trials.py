@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -168,21 +169,44 @@ def test_killed_search_resumes_finished_trials_kept_and_the_cut_trial_continued(
     assert r.returncode == 2 and "keeps the search's 3 trials" in r.stderr
 
 
+def _stopped_worker(search_dir: Path, timeout: float = 300) -> int:
+    """The pid of the search's worker once it has frozen itself (SIGSTOP) in its first
+    trial, read from the trial's recorded owner."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            owners = [t.user_attrs.get("worker") for t in study_of(search_dir).trials]
+        except Exception:  # the study is not created yet
+            owners = []
+        for owner in filter(None, owners):
+            stat = Path(f"/proc/{owner['pid']}/stat")
+            if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return owner["pid"]
+        time.sleep(0.1)
+    raise AssertionError(f"no worker of {search_dir} stopped in {timeout} s")
+
+
 def test_two_processes_join_one_sqlite_study(recipe, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     storage = f"sqlite:///{a / 'study.db'}"
     short = ["--budget", "train.epochs=2", "hints.stage.epochs=1"]
-    # 8 trials: the first process must not finish them all while the second starts (its
-    # up-front checks take seconds on a loaded machine; with 4 it once ran every trial)
+    # the first process's worker freezes after its first checkpoint (trial 0 under way), so
+    # the second process joins while the first still holds a trial, whatever the machine's
+    # speed; it runs the other 7, then the first finishes its one
     first = subprocess.Popen([sys.executable, "-m", "fitnets", "search", str(recipe), "--out",
                               str(a), "--trials", "8", *short], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    for _ in range(300):  # the study exists once search.json is written
-        if (a / "search.json").exists() or first.poll() is not None:
-            break
-        time.sleep(0.1)
-    second = cli(["search", str(recipe), "--out", str(b), "--storage", storage, "--trials", "8",
-                  *short])
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "FITNETS_TEST_KILL_AT": "save:1:STOP"})
+    frozen = None
+    try:
+        frozen = _stopped_worker(a)
+        second = cli(["search", str(recipe), "--out", str(b), "--storage", storage, "--trials",
+                      "8", *short], env={"FITNETS_TEST_KILL_AT": ""})
+    finally:
+        if frozen:
+            os.kill(frozen, signal.SIGCONT)
+        else:
+            first.kill()
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 0, second.stderr
@@ -191,6 +215,9 @@ def test_two_processes_join_one_sqlite_study(recipe, tmp_path):
     assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
     dirs = {Path(t.user_attrs["run_dir"]).parent.parent for t in trials}
     assert dirs == {a.resolve(), b.resolve()}  # both processes ran trials of the one study
+    ran_in_a = [t.number for t in trials
+                if Path(t.user_attrs["run_dir"]).is_relative_to(a.resolve())]
+    assert ran_in_a == [0]  # the frozen one's; the second process ran the other 7
     assert len({t.number for t in trials}) == 8
     # a process measuring something else is refused, naming the difference
     r = cli(["search", str(recipe), "--out", str(tmp_path / "c"), "--storage", storage,
