@@ -9,14 +9,15 @@ One command (hours on a GPU; the paper's teacher is `--teacher cifar_teacher`):
 At full scale from the fast teacher (issue 32: all 45k/5k/10k images, the schedule of
 benchmarks/cifar10_fullscale.py, the fast recipes' 2-pixel translations and alternating
 flips: 50 views an image, so that the KD stages of all the runs read one bank of the
-teacher's logits on disk, built by the first of them: about 30 minutes on 2 CPU cores,
-benchmarks/results/teacher-bank/):
+teacher's logits on disk, built by the first KD run: about 30 minutes on 2 CPU cores,
+benchmarks/results/teacher-bank/; the hint stages run the teacher inline, as
+perf.teacher_cache=disk for every run would also bank block2's maps: 54 GB):
 
     python benchmarks/depth_study.py --out runs/depth-full --teacher-run runs/c10-fast \
         --budgets 30000 107000 --seeds 0 1 2 --epochs-student 10 --hint-epochs 3 --resume \
-        --set data.val_size=5000 data.augment_pad=2 data.augment_flip=alternate \
-              data.batch_size=128 perf.teacher_cache=disk train.optim.schedule=cosine \
-              hints.stage.optim.schedule=cosine
+        --logits-bank --set data.val_size=5000 data.augment_pad=2 \
+        data.augment_flip=alternate data.batch_size=128 train.optim.schedule=cosine \
+        hints.stage.optim.schedule=cosine
 
 Smoke run (minutes on a CPU):
 
@@ -79,6 +80,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=0, help="first N training images (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of every stage")
+    p.add_argument("--logits-bank", action="store_true",
+                   help="the KD runs build (the first) and read one bank of the teacher's "
+                        "logits for every view on disk (perf.teacher_cache=disk); the FitNet "
+                        "runs' KD stages read it too (auto), while their hint stages run the "
+                        "teacher inline: a bank of every view of a hint layer is large (the "
+                        "fast teacher's block2: 54 GB at 50 views of 45k images)")
     add_run_options(p)
     return p.parse_args(argv)
 
@@ -117,7 +124,9 @@ def main(argv: list[str] | None = None) -> Path:
                              f"train.epochs={args.epochs_student}",
                              f"hints.stage.epochs={args.hint_epochs}",
                              f"teacher.name={args.teacher}", f"teacher.weights={teacher}",
-                             *(f"teacher.pool_rounding={r}" for r in pool)]
+                             *(f"teacher.pool_rounding={r}" for r in pool),
+                             *(["perf.teacher_cache=disk"] if args.logits_bank
+                               and method == "kd" else [])]
                     dirs.setdefault((budget, depth, method), []).append(
                         go("distill", f"{tag}d{depth}-{method}-s{seed}", extra))
     elapsed = time.perf_counter() - t0

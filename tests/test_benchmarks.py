@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
 
 
 @pytest.mark.slow
-def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_path):
+def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_path,
+                                                                         monkeypatch):
     """--teacher-pool-rounding ceil reaches the teacher's run and every student's teacher:
     were it missing on the student side, the ceil teacher's fc1 (192x5x5 inputs) would not
     load into a floor-built teacher (192x4x4) and the student runs would fail."""
@@ -106,16 +108,22 @@ def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_pat
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert cfg["teacher"]["pool_rounding"] == "ceil", method
     # --teacher-run: that finished teacher, its network and pooling read from its config
-    # (the default --teacher, resnet20, would not load its weights), none trained
+    # (the default --teacher, resnet20, would not load its weights), none trained;
+    # --logits-bank: the KD run banks the teacher's logits on disk, the FitNet run stays auto
+    monkeypatch.setenv("FITNETS_CACHE", str(tmp_path / "cache"))
     again = ["--out", str(tmp_path / "e"), "--depths", "3", "--teacher-run",
-             str(tmp_path / "d" / "teacher"), *argv[argv.index("--epochs-student"):]]
+             str(tmp_path / "d" / "teacher"), "--logits-bank",
+             *argv[argv.index("--epochs-student"):]]
     driver.main(again)
     assert not (tmp_path / "e" / "teacher").exists()
-    for method in ("kd", "fitnet"):
+    for method, cache in (("kd", "disk"), ("fitnet", "auto")):
         cfg = yaml.safe_load((tmp_path / "e" / f"d3-{method}-s0" / "config.yaml").read_text())
         assert cfg["teacher"]["name"] == "cifar_teacher", method
         assert cfg["teacher"]["pool_rounding"] == "ceil", method
         assert cfg["teacher"]["weights"] == str(tmp_path / "d" / "teacher"), method
+        assert cfg["perf"]["teacher_cache"] == cache, method
+    banks = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")]
+    assert [b["what"] for b in banks] == ["logits"] and banks[0]["views"] == 2 * 9 ** 2
     with pytest.raises(SystemExit, match="not a finished run"):
         driver.main([*again[:4], "--teacher-run", str(tmp_path / "nothing"), *again[6:]])
     sys.modules.pop("common", None)
