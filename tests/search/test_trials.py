@@ -28,15 +28,15 @@ pytest.importorskip("sklearn")
 # trials, 10-30 s a test (the locked run checks Optuna's API through test_study.py)
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("search-trials")]
 
+from conftest import fitnets_cli, fitnets_env  # noqa: E402
 from fitnets.config import make_config  # noqa: E402
 from fitnets.search import load_spec  # noqa: E402
 
 BUDGET = ["--budget", "train.epochs=3", "hints.stage.epochs=1"]
 
 
-def cli(args: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fitnets", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600, **kw)
+def cli(args: list[str], **kw) -> subprocess.CompletedProcess:
+    return fitnets_cli(args, quiet=False, **kw)
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +144,7 @@ def test_killed_search_resumes_finished_trials_kept_and_the_cut_trial_continued(
     args = ["search", str(recipe), "--out", str(out), "--trials", "3", *BUDGET]
     # each trial checkpoints 1 hint epoch + transition + 3 KD epochs + transition = 6 times:
     # the 9th checkpoint is trial 1's first KD epoch
-    r = cli(args, env={"FITNETS_TEST_KILL_AT": "checkpoint:9"})
+    r = cli(args, kill_at="checkpoint:9")
     assert r.returncode == 2 and "--resume" in r.stderr
     before = study_of(out).trials
     assert [t.state.name for t in before][:2] == [before[0].state.name, "RUNNING"]
@@ -196,12 +196,12 @@ def test_two_processes_join_one_sqlite_study(recipe, tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "fitnets", "search", str(recipe), "--out",
                               str(a), "--trials", "4", *short], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "FITNETS_TEST_KILL_AT": "save:1:STOP"})
+                             env=fitnets_env("save:1:STOP"))
     frozen = None
     try:
         frozen = _stopped_worker(a)
         second = cli(["search", str(recipe), "--out", str(b), "--storage", storage, "--trials",
-                      "4", *short], env={"FITNETS_TEST_KILL_AT": ""})
+                      "4", *short])  # fitnets_env: the kill hook is not inherited
     finally:
         if frozen:
             os.kill(frozen, signal.SIGCONT)
