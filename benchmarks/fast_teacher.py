@@ -116,7 +116,8 @@ def main(argv=None) -> dict:
             bare_opt.step()
 
     # loop: the project's epoch on the recipe's stage (its augmentation, schedule, lookahead)
-    data.augment = lambda v, g: augment_with_flips(v, g, pad=cfg.data.augment_pad)
+    data.augment = lambda v, g: augment_with_flips(v, g, pad=cfg.data.augment_pad,
+                                                   fill=cfg.data.augment_pad_mode)
     data.alternate_flips = cfg.data.augment_flip == "alternate"
     stage = backprop.stages(Setup(cfg, model, None, data, (3, 32, 32)), name="train")[0].build()
     tmp = tempfile.TemporaryDirectory()

@@ -29,6 +29,7 @@ def test_every_new_option_is_off_by_default():
         o = stage.optim
         assert (o.lookahead, o.scale_decay, o.schedule) == (0, True, "constant")
     assert cfg.data.augment_flip is False and cfg.data.tta == "none"
+    assert cfg.data.augment_pad_mode == "zeros"
 
 
 @pytest.mark.parametrize("override,words", [
@@ -38,6 +39,7 @@ def test_every_new_option_is_off_by_default():
     ("train.optim.lookahead=-1", "lookahead"),
     ("data.tta=flips", "Did you mean 'flip'"),
     ("data.augment_flip=alternating", "Did you mean 'alternate'"),
+    ("data.augment_pad_mode=reflection", "Did you mean 'reflect'"),
 ])
 def test_bad_values_are_named(override, words):
     with pytest.raises(FitnetsError, match=words):
@@ -166,6 +168,11 @@ def test_tta_by_hand():
     # shifted up-left: [[4,0],[0,0]] and its mirror -> (4,0), (0,0)
     # 1/2 (1.5, 3.5) + 1/8 ((0,0) + (0,1) + (4,0) + (0,0)) = (1.25, 1.875)
     assert torch.allclose(tta_logits(model, x, "flip_shift"), torch.tensor([[1.25, 1.875]]))
+    # reflect (airbench's): padded [[4,3,4,3],[2,1,2,1],[4,3,4,3],[2,1,2,1]]; both shifts
+    # read [[4,3],[2,1]], mirrored [[3,4],[1,2]] -> left columns (4,2) and (3,1) twice:
+    # 1/2 (1.5, 3.5) + 1/8 (14, 6) = (2.5, 2.5)
+    assert torch.allclose(tta_logits(model, x, "flip_shift", "reflect"),
+                          torch.tensor([[2.5, 2.5]]))
 
 
 def test_options_resume_bit_exact_inside_an_epoch(tmp_path, monkeypatch):
@@ -179,7 +186,7 @@ def test_options_resume_bit_exact_inside_an_epoch(tmp_path, monkeypatch):
             "train.optim.lr=0.05", "train.optim.momentum=0.85", "train.optim.nesterov=true",
             "train.optim.schedule=triangle", "train.optim.lookahead=3",
             "train.label_smoothing=0.2", "data.augment_pad=1", "data.augment_flip=alternate",
-            "data.tta=flip_shift"]
+            "data.augment_pad_mode=reflect", "data.tta=flip_shift"]
     ref = tmp_path / "ref"
     a = run(make_config(None, args), "distill", ref, verbose=False)
     cut = tmp_path / "cut"

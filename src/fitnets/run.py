@@ -476,9 +476,10 @@ def _finish(r: _Run) -> dict:
     cfg, command, trainer, prepared = r.cfg, r.command, r.trainer, r.prepared
     student = trainer.student.eval()
     tta = cfg.data.tta  # test-time augmentation: the final evaluation only
-    test = (trainer.evaluate(student, prepared.data.test, tta) if trainer.use_test
+    fill = cfg.data.augment_pad_mode  # its shifted views fill as training's translations
+    test = (trainer.evaluate(student, prepared.data.test, tta, fill) if trainer.use_test
             else {"acc": None})
-    val = (trainer.evaluate(student, prepared.data.val, tta)
+    val = (trainer.evaluate(student, prepared.data.val, tta, fill)
            if prepared.data.val is not None else None)
     model_cfg = cfg.model if command == "train" else cfg.student
     write = trainer.dist.is_main

@@ -377,9 +377,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: Callable[[torch.Tensor], torch.Tensor],
-                 arrays: Arrays, tta: str = "none") -> dict[str, float]:
+                 arrays: Arrays, tta: str = "none", fill: str = "zeros") -> dict[str, float]:
         """Cross-entropy and accuracy of ``model`` (in eval mode) on ``arrays``, its logits
-        averaged over the test-time views ``tta`` (data.tta) unless "none".
+        averaged over the test-time views ``tta`` (data.tta) unless "none", shifted views
+        filled with ``fill`` (data.augment_pad_mode).
 
         Under torchrun each rank evaluates its share of the rows and the sums are added over
         the ranks: every rank gets the whole split's values (the correct count exactly, the
@@ -387,7 +388,7 @@ class Trainer:
         """
         loss, correct, counts, seen, tokens = 0.0, 0, None, 0, False
         for b in self.batches(arrays):
-            logits = (model(b.x) if tta == "none" else tta_logits(model, b.x, tta)).float()
+            logits = (model(b.x) if tta == "none" else tta_logits(model, b.x, tta, fill)).float()
             y = b.y
             if logits.dim() == 3:  # a language model's (B, T, vocab): a prediction a position
                 logits, y, tokens = logits.flatten(0, 1), y.flatten(), True

@@ -1,8 +1,11 @@
-"""Batch augmentation: translation by cropping a zero-padded image, horizontal flips."""
+"""Batch augmentation: translation by cropping a zero-padded (or reflection-padded) image,
+horizontal flips."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from fitnets.data.augment import augment_with_flips
 
@@ -74,3 +77,36 @@ def test_shift_only_pad_one_matches_reference():
         assert any(torch.equal(o, expected(x[0], dy, dx, False))
                    for dy in (-1, 0, 1) for dx in (-1, 0, 1))
     assert (out == 0).any()  # some zero padding came in
+
+
+def reflected(img: torch.Tensor, dy: int, dx: int, flip: bool, pad: int) -> torch.Tensor:
+    """Reference: F.pad's reflection (in float), the crop at offset (dy, dx), then flip."""
+    c, h, w = img.shape
+    xp = F.pad(img[None].float(), (pad,) * 4, mode="reflect")[0]
+    out = xp[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w].to(img.dtype)
+    return out.flip(2) if flip else out
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_reflect_fills_the_border_with_the_mirror_image(dtype):
+    x = crafted(400).to(dtype)
+    pad = 2
+    out = augment(x, gen(7), pad=pad, flip=True, fill="reflect")
+    assert out.dtype == dtype and not (out == 0).any()  # no zero came in
+    seen = set()
+    for o in out:
+        matches = [(dy, dx, f) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)
+                   for f in (False, True) if torch.equal(o, reflected(x[0], dy, dx, f, pad))]
+        assert len(matches) == 1, "not exactly one reflected crop (+ flip) of the input"
+        seen.add(matches[0])
+    assert len(seen) == (2 * pad + 1) ** 2 * 2
+    # the same draws as zeros: only the border differs
+    zeros = augment(x, gen(7), pad=pad, flip=True)
+    assert torch.equal(out == zeros, zeros != 0) and (zeros == 0).any()
+
+
+def test_reflect_refuses_a_pad_as_large_as_the_image_and_unknown_fills():
+    with pytest.raises(ValueError, match="larger than that; these are 5x6"):
+        augment(crafted(4), gen(0), pad=5, fill="reflect")
+    with pytest.raises(ValueError, match="choose one of"):
+        augment(crafted(4), gen(0), pad=1, fill="edge")

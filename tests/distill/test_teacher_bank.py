@@ -42,11 +42,11 @@ def _net(channels: int = 3) -> nn.Module:
 
 
 def _build(net, x, *, pad, flips, mode="memory", perf=FP32, epochs=None, fn=None,
-           batch_size=4):
+           batch_size=4, fill="zeros"):
     msgs: list[str] = []
     cache = build_teacher_cache(fn or net, net, x, what=LOGITS, flips=flips, mode=mode,
                                 perf=perf, batch_size=batch_size, say=msgs.append, pad=pad,
-                                epochs=epochs)
+                                epochs=epochs, fill=fill)
     return cache, msgs
 
 
@@ -93,16 +93,41 @@ def test_alternating_flips_and_translations_report_their_views():
             assert torch.equal(apply_view(x[b.idx], b.view, 1), b.x)
 
 
+def test_reflected_views_reproduce_their_crops():
+    x = torch.rand(32, 3, 8, 8)
+    out, view = augment_with_flips(x, torch.Generator().manual_seed(1), pad=2, flip=True,
+                                   fill="reflect")
+    assert torch.equal(apply_view(x, view, 2, "reflect"), out)
+    assert not torch.equal(apply_view(x, view, 2), out)  # zeros would show other borders
+    xp = torch.nn.functional.pad(x, (2,) * 4, mode="reflect")  # by hand
+    dy, dx, fl = split_view(view, 2)
+    for i in (0, 9, 31):
+        want = xp[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        assert torch.equal(out[i], want.flip(-1) if fl[i] else want)
+
+
+def test_a_reflected_bank_has_its_own_key_and_zero_filled_keys_are_unchanged():
+    net, x = _net(), torch.rand(6, 3, 8, 8)
+
+    def key(**kw):
+        return teacher_cache.cache_key(net, x, LOGITS, 50, FP32, **kw)
+
+    assert key(pad=2, flips=True) == key(pad=2, flips=True, fill="zeros")
+    assert key(pad=2, flips=True, fill="reflect") != key(pad=2, flips=True)
+    # nothing to fill without translations: one bank either way
+    assert key(pad=0, flips=True, fill="reflect") == key(pad=0, flips=True)
+
+
 # --------------------------------------------------------------------------- lookups
 
 
-def _batches(x, pad, flip):
+def _batches(x, pad, flip, fill="zeros"):
     """Two epochs of augmented batches as a run draws them (flip: False, True, "alternate")."""
     y = torch.zeros(len(x), dtype=torch.long)
     random_flip = flip is True
 
     def aug(v, g):
-        return augment_with_flips(v, g, pad=pad, flip=random_flip)
+        return augment_with_flips(v, g, pad=pad, flip=random_flip, fill=fill)
 
     data = Data(Arrays(x, y), None, Arrays(x, y), 7, 7, aug if pad or random_flip else None,
                 alternate_flips=flip == "alternate")
@@ -110,13 +135,16 @@ def _batches(x, pad, flip):
     return [b for epoch in (1, 2) for b in data.train_batches(g, epoch=epoch)]
 
 
-@pytest.mark.parametrize("pad,flip", [(1, True), (1, "alternate"), (2, False), (0, True)])
-def test_fp32_bank_lookup_equals_the_teacher_inline(pad, flip):
+@pytest.mark.parametrize("pad,flip,fill", [(1, True, "zeros"), (1, "alternate", "zeros"),
+                                           (2, False, "zeros"), (0, True, "zeros"),
+                                           (2, "alternate", "reflect")])
+def test_fp32_bank_lookup_equals_the_teacher_inline(pad, flip, fill):
     net, x = _net(), torch.rand(18, 3, 8, 8)
-    cache, msgs = _build(net, x, pad=pad, flips=bool(flip))
+    cache, msgs = _build(net, x, pad=pad, flips=bool(flip), fill=fill)
     assert len(cache.store) == view_count(pad, bool(flip)) * 18
     assert f"{view_count(pad, bool(flip))} view(s)" in msgs[0]
-    for b in _batches(x, pad, flip):
+    assert ("reflected" in msgs[0]) == (fill == "reflect")
+    for b in _batches(x, pad, flip, fill):
         with torch.no_grad():
             inline = net(b.x)
         torch.testing.assert_close(cached(cache, b.idx, b.view), inline, rtol=1e-5, atol=1e-6)

@@ -1,7 +1,8 @@
 """Batch augmentation on the batch's own device: random translation and horizontal flip
 (each image's view reported as one integer, ``view_index``, by which the teacher bank looks
 its outputs up; ``apply_view`` shows an image in a view), airbench's alternating flips, and
-test-time augmentation (``tta_logits``)."""
+test-time augmentation (``tta_logits``). Translations bring in zeros from the border, or
+with ``fill="reflect"`` the border's mirror image (airbench's; data.augment_pad_mode)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+FILLS = ("zeros", "reflect")  # data.augment_pad_mode's choices
+
 
 def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int = 0,
-                       flip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Randomly translate (crop HxW from the zero-padded image) and flip a (N,C,H,W) batch.
+                       flip: bool = False, fill: str = "zeros"
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Randomly translate (crop HxW from the image padded with ``fill``: zeros or its
+    reflection) and flip a (N,C,H,W) batch.
 
     One offset in ``[0, 2*pad]`` per image and axis, and a flip with probability 1/2 per
     image, all applied with one gather (no Python loop over images). Works for uint8 and
@@ -47,31 +52,46 @@ def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int 
     if flip:
         flipped = draw(2).bool()
     out = crop(x, pad, None if dy is None else moved(dy), None if dx is None else moved(dx),
-               None if flipped is None else moved(flipped))
+               None if flipped is None else moved(flipped), fill)
     return out, view_index(pad, dy, dx, flipped)
 
 
 def crop(x: torch.Tensor, pad: int, dy: torch.Tensor | None, dx: torch.Tensor | None,
-         flipped: torch.Tensor | None) -> torch.Tensor:
-    """The HxW crop at offsets (``dy``, ``dx``) of each zero-padded image of ``x``, mirrored
-    where ``flipped`` ((N,) tensors on ``x``'s device; None: no offsets, no flips). One
-    gather; training's augmentation and the teacher bank both crop with it, so the bank's
-    teacher sees the very inputs a run's teacher would."""
+         flipped: torch.Tensor | None, fill: str = "zeros") -> torch.Tensor:
+    """The HxW crop at offsets (``dy``, ``dx``) of each image of ``x`` padded by ``pad``
+    pixels of ``fill`` (zeros, or reflect: F.pad's reflection, the edge pixel not repeated),
+    mirrored where ``flipped`` ((N,) tensors on ``x``'s device; None: no offsets, no flips).
+    One gather; training's augmentation and the teacher bank both crop with it, so the
+    bank's teacher sees the very inputs a run's teacher would."""
+    if fill not in FILLS:
+        raise ValueError(f"unknown padding {fill!r}; choose one of {FILLS}")
     n, _, h, w = x.shape
     rows = torch.arange(h, device=x.device).expand(n, h)
     cols = torch.arange(w, device=x.device).expand(n, w)
-    if pad:
+    xp = x
+    if pad and fill == "zeros":
         xp = F.pad(x, (pad, pad, pad, pad))  # zeros come in from the border
         rows = rows + dy[:, None]
         cols = cols + dx[:, None]
-    else:
-        xp = x
+    elif pad:  # reflect: read the image itself at reflected coordinates (any dtype)
+        if pad >= min(h, w):
+            raise ValueError(f"a reflected translation of {pad} pixels needs images larger "
+                             f"than that; these are {h}x{w}")
+        rows = _reflect(rows + dy[:, None] - pad, h)
+        cols = _reflect(cols + dx[:, None] - pad, w)
     if flipped is not None:
         # Flipping the crop == reading its columns right to left.
         cols = torch.where(flipped[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device)[:, None, None, None]
     idx_c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return xp[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Coordinates ``i`` in ``[-size + 1, 2 size - 2]`` reflected into ``[0, size)`` about the
+    first and last pixels (F.pad's "reflect": -1 reads 1, size reads size - 2)."""
+    i = i.abs()
+    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
 
 
 def view_index(pad: int, dy: torch.Tensor | None, dx: torch.Tensor | None,
@@ -101,15 +121,16 @@ def split_view(view: torch.Tensor | int, pad: int) -> tuple:
     return shift // side, shift % side, flipped
 
 
-def apply_view(x: torch.Tensor, view: torch.Tensor | int, pad: int) -> torch.Tensor:
+def apply_view(x: torch.Tensor, view: torch.Tensor | int, pad: int,
+               fill: str = "zeros") -> torch.Tensor:
     """``x`` (N,C,H,W, not augmented) as augmentation showed it in ``view`` (per image, or one
-    int for all): ``apply_view(x, v, pad)`` equals the augmented batch whose views were
+    int for all): ``apply_view(x, v, pad, fill)`` equals the augmented batch whose views were
     ``v``."""
     if not torch.is_tensor(view):
         view = torch.full((len(x),), int(view), dtype=torch.long)
     view = view.to(x.device, non_blocking=True).long()
     dy, dx, flipped = split_view(view, pad)
-    return crop(x, pad, dy if pad else None, dx if pad else None, flipped.bool())
+    return crop(x, pad, dy if pad else None, dx if pad else None, flipped.bool(), fill)
 
 
 def alternating_flips(rows: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -133,11 +154,12 @@ TTA = ("none", "flip", "flip_shift")  # data.tta's choices
 
 
 def tta_logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-               mode: str) -> torch.Tensor:
+               mode: str, fill: str = "zeros") -> torch.Tensor:
     """``model``'s logits for the batch ``x`` averaged over test-time views (data.tta):
     none: ``model(x)``; flip: the image and its mirror, 1/2 each; flip_shift: airbench's six
     views, the two of flip weighted 1/2 together and both shifted by one pixel up-left and
-    down-right, 1/8 each (the uncovered border is zero, as translations pad in training)."""
+    down-right, 1/8 each (the uncovered border filled as translations fill it in training,
+    ``fill``: zeros, or reflect as airbench)."""
     if mode not in TTA:
         raise ValueError(f"unknown test-time augmentation {mode!r}; choose one of {TTA}")
     if mode == "none":
@@ -150,6 +172,8 @@ def tta_logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     if mode == "flip":
         return logits
     h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1))
+    if fill not in FILLS:
+        raise ValueError(f"unknown padding {fill!r}; choose one of {FILLS}")
+    padded = F.pad(x, (1, 1, 1, 1), mode="constant" if fill == "zeros" else "reflect")
     shifted = both(padded[..., :h, :w]) + both(padded[..., 2:, 2:])  # down-right, up-left
     return 0.5 * logits + 0.25 * shifted

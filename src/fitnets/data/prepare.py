@@ -245,7 +245,8 @@ def _augment(d: DataConfig, stream: bool = False):
         return None
 
     def aug(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return augment_with_flips(x, g, pad=d.augment_pad, flip=flip)
+        return augment_with_flips(x, g, pad=d.augment_pad, flip=flip,
+                                  fill=d.augment_pad_mode)
 
     return aug
 

@@ -46,6 +46,7 @@ class Teacher:
         self.net = net.eval().requires_grad_(False)
         self.flips = bool(cfg.data.augment_flip)  # random or alternating: 2 flip views
         self.pad = cfg.data.augment_pad
+        self.fill = cfg.data.augment_pad_mode  # what translations bring in from the border
         if train_x is None:  # streamed: no training set in memory to compute it on
             if cfg.perf.teacher_cache not in ("auto", "off"):
                 raise FitnetsError(
@@ -87,7 +88,7 @@ class Teacher:
                 cache = build_teacher_cache(
                     self._runner(what), self.net, self._x, what=name, flips=self.flips,
                     mode=self.mode, perf=self._perf, batch_size=self._batch_size, say=self._say,
-                    dist=self._dist, pad=self.pad, epochs=epochs)
+                    dist=self._dist, pad=self.pad, epochs=epochs, fill=self.fill)
                 if cache is None:
                     self._inline.add(what)
                 else:

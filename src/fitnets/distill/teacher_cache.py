@@ -12,11 +12,12 @@ to the batch the kernels saw. A run's augmentation draws do not change: each run
 own, and finds every view it draws in the bank.
 
 ``disk`` keeps the bank in a memory-mapped file named by a hash of everything it depends on
-(teacher weights, preprocessed training inputs, layer, pad, flips, precision, layout,
-torch), with a JSON sidecar (shape, dtype, key, sha256) checked on reuse. It is written
-chunk by chunk into a ``.part`` file whose progress a ``.part.json`` records, so a killed
-build continues where it stopped; complete, it is renamed into place. Under torchrun each
-rank computes a share of every chunk and each machine's local rank 0 writes.
+(teacher weights, preprocessed training inputs, layer, pad, flips, the translations' fill,
+precision, layout, torch), with a JSON sidecar (shape, dtype, key, sha256) checked on
+reuse. It is written chunk by chunk into a ``.part`` file whose progress a ``.part.json``
+records, so a killed build continues where it stopped; complete, it is renamed into place.
+Under torchrun each rank computes a share of every chunk and each machine's local rank 0
+writes.
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ def cache_root() -> Path:
 
 
 def cache_key(teacher: torch.nn.Module, x: torch.Tensor, what: str, views: int,
-              perf: Perf, pad: int = 0, flips: bool | None = None) -> str:
+              perf: Perf, pad: int = 0, flips: bool | None = None, fill: str = "zeros") -> str:
     """A hash of the teacher's weights, the preprocessed training inputs (which carry the
-    data config and preprocessing), the layer, the views (pad and flips) and the
-    precision/layout."""
+    data config and preprocessing), the layer, the views (pad, flips and what translations
+    fill in) and the precision/layout. Zero-filled banks keep the keys they had before the
+    fill was a choice (banks already on disk stay valid)."""
     h = hashlib.sha256()
     for name, t in sorted(teacher.state_dict().items()):
         h.update(name.encode())
@@ -102,7 +104,8 @@ def cache_key(teacher: torch.nn.Module, x: torch.Tensor, what: str, views: int,
         h.update(t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(x.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(json.dumps([what, views, pad, flips, perf.precision, perf.channels_last,
-                         list(x.shape), torch.__version__]).encode())
+                         list(x.shape), torch.__version__,
+                         *([fill] if pad and fill != "zeros" else [])]).encode())
     return h.hexdigest()[:32]
 
 
@@ -139,7 +142,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
                         x: torch.Tensor, *, what: str, flips: bool, mode: str, perf: Perf,
                         batch_size: int, say: Callable[[str], None],
                         dist: Dist | None = None, pad: int = 0,
-                        epochs: int | None = None) -> TeacherCache | None:
+                        epochs: int | None = None, fill: str = "zeros") -> TeacherCache | None:
     """Run ``fn`` (the teacher up to ``what``) over every view of ``x``: the bank.
 
     ``mode``: memory, disk, or auto: without translations memory (disk above
@@ -162,15 +165,17 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
     nbytes = total * probe[0].numel() * probe.element_size()
     dname = str(dtype).removeprefix("torch.")
     size = f"{nbytes / 2**20:.1f} MiB"
-    kinds = f" ({2 if flips else 1} flip(s) x {(2 * pad + 1) ** 2} shifts)" if pad else ""
+    kinds = (f" ({2 if flips else 1} flip(s) x {(2 * pad + 1) ** 2} shifts"
+             f"{', reflected' if fill == 'reflect' else ''})" if pad else "")
     writer = dist.local_rank == 0
     unit = "images" if x.is_floating_point() else "blocks"  # token ids: blocks of text
     path = None
     if mode == "disk" or (mode == "auto" and (pad or nbytes > MEMORY_LIMIT)):
-        path = cache_root() / f"{cache_key(teacher, x, what, views, perf, pad, flips)}.bin"
+        path = cache_root() / f"{cache_key(teacher, x, what, views, perf, pad, flips, fill)}.bin"
     meta = {"format": FORMAT, "key": path.stem if path else None, "what": what, "pad": pad,
             "flips": bool(flips), "views": views, "images": n,
-            "shape": [total, *shape], "dtype": dname, "bytes": nbytes}
+            "shape": [total, *shape], "dtype": dname, "bytes": nbytes,
+            **({"fill": fill} if pad and fill != "zeros" else {})}
     have = path is not None and dist.all_true(_complete(path, meta, writer, say))
     if have:
         say(f"teacher cache: reusing {what} outputs ({views} view(s){kinds}, {size}) in {path}")
@@ -210,7 +215,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
         def write(at: int, rows: torch.Tensor) -> None:
             store[at:at + len(rows)] = rows
 
-        _fill(write, fn, x, pad, flips, perf, batch_size, dist, probe, 0, what)
+        _fill(write, fn, x, pad, flips, perf, batch_size, dist, probe, 0, what, fill)
         return TeacherCache(store, n, None, pad, bool(flips))
     part, progress = partial(path)
     start = _resume_point(path, meta) if writer else total
@@ -229,7 +234,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
                 os.fsync(f.fileno())  # the rows are on disk before the progress says so
                 atomic_write(progress, json.dumps({**meta, "done": at + len(rows)}).encode())
 
-            _fill(write, fn, x, pad, flips, perf, batch_size, dist, probe, start, what)
+            _fill(write, fn, x, pad, flips, perf, batch_size, dist, probe, start, what, fill)
         digest = _sha256(part)
         atomic_write(sidecar(path), json.dumps(
             {**meta, "sha256": digest, "torch": torch.__version__,
@@ -238,7 +243,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
         os.replace(part, path)  # complete files only: a reader never sees a half-written one
         progress.unlink(missing_ok=True)
     else:
-        _fill(None, fn, x, pad, flips, perf, batch_size, dist, probe, start, what)
+        _fill(None, fn, x, pad, flips, perf, batch_size, dist, probe, start, what, fill)
     dist.barrier()  # this machine's writer has put the file in place
     if not path.exists():
         raise FitnetsError(
@@ -250,7 +255,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
 
 def _fill(write: Callable[[int, torch.Tensor], None] | None, fn, x: torch.Tensor, pad: int,
           flips: bool, perf: Perf, batch_size: int, dist: Dist, probe: torch.Tensor,
-          start: int, what: str) -> None:
+          start: int, what: str, fill: str = "zeros") -> None:
     """Rows [b*N, (b+1)*N) = ``fn`` of bank view b of ``x``, from row ``start`` on, chunk by
     chunk: each rank computes its share of a chunk, the shares are gathered and ``write``
     gets them (None: compute and send only)."""
@@ -267,7 +272,7 @@ def _fill(write: Callable[[int, torch.Tensor], None] | None, fn, x: torch.Tensor
                 lo, hi = dist.rows(c1 - c0)
                 mine = x[c0 + lo:c0 + hi]
                 if pad or view:  # the crop training uses: the same inputs, bit for bit
-                    mine = apply_view(mine, view, pad)
+                    mine = apply_view(mine, view, pad, fill)
                 part = torch.cat([fn(perf.layout(mine[i:i + batch_size]))
                                   for i in range(0, len(mine), batch_size)] or [probe[:0]])
                 rows = dist.gather_rows(part, c1 - c0)
