@@ -27,7 +27,8 @@ Smoke run (minutes on a CPU):
 The students are ``fitnets.models.thin:thin_cifar_d<depth>[_107k]`` (conv3x3-BN-ReLU, width
 chosen for the budget, guided layer = the middle conv); the teacher's hint layer is its
 default (the middle stage of a ResNet). Every run gets its own directory under ``--out``;
-``--resume`` skips finished runs and continues killed ones. ``--out/report.md`` holds a
+``--resume`` skips finished runs and continues killed ones; ``--report-only`` (the same
+command) writes the report of the runs finished so far and runs nothing. ``--out/report.md`` holds a
 depth x method table per budget, ``depth.png`` (test accuracy vs depth, a panel per
 budget), then the full report.
 """
@@ -86,6 +87,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "runs' KD stages read it too (auto), while their hint stages run the "
                         "teacher inline: a bank of every view of a hint layer is large (the "
                         "fast teacher's block2: 54 GB at 50 views of 45k images)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write report.md and depth.png from the runs of this command that "
+                        "have finished in --out, running nothing: a long study's figures so "
+                        "far (unfinished runs show as '-' and are listed)")
     add_run_options(p)
     return p.parse_args(argv)
 
@@ -100,15 +105,30 @@ def main(argv: list[str] | None = None) -> Path:
             f"train.optim.lr={args.lr}", "hints.stage.optim.name=adam",
             f"hints.stage.optim.lr={args.lr}", *args.set]
 
-    def go(command: str, name: str, extra: list[str]) -> Path:
+    missing: list[str] = []  # --report-only: the runs not finished yet
+
+    def go(command: str, name: str, extra: list[str]) -> Path | None:
+        if args.report_only:
+            if (out / name / "summary.json").is_file():
+                return out / name
+            missing.append(name)
+            return None
         return run_once(None, command, out / name, [*base, *extra], args.resume, args.device,
                         not args.quiet)
 
     pool = [] if args.teacher_pool_rounding is None else [args.teacher_pool_rounding]
-    teacher = teacher_run(args.teacher_run, lambda: go(
-        "train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
-                             f"train.epochs={args.epochs_teacher}",
-                             *(f"model.pool_rounding={r}" for r in pool)]))
+
+    def train_teacher() -> Path:
+        if args.report_only:
+            if not (out / "teacher" / "summary.json").is_file():
+                raise SystemExit(f"--report-only: {out / 'teacher'} is not a finished run; "
+                                 "name the study's teacher with --teacher-run")
+            return out / "teacher"
+        return go("train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
+                                       f"train.epochs={args.epochs_teacher}",
+                                       *(f"model.pool_rounding={r}" for r in pool)])
+
+    teacher = teacher_run(args.teacher_run, train_teacher)
     if args.teacher_run is not None:  # its own network, and its pooling if it says one
         model = yaml.safe_load((teacher / "config.yaml").read_text())["model"]
         args.teacher = model["name"]
@@ -127,8 +147,8 @@ def main(argv: list[str] | None = None) -> Path:
                              *(f"teacher.pool_rounding={r}" for r in pool),
                              *(["perf.teacher_cache=disk"] if args.logits_bank
                                and method == "kd" else [])]
-                    dirs.setdefault((budget, depth, method), []).append(
-                        go("distill", f"{tag}d{depth}-{method}-s{seed}", extra))
+                    done = go("distill", f"{tag}d{depth}-{method}-s{seed}", extra)
+                    dirs.setdefault((budget, depth, method), []).extend([done] if done else [])
     elapsed = time.perf_counter() - t0
     accs = {key: [load_run(p) for p in ps] for key, ps in dirs.items()}
     # runs that stalled at chance are failures (report.md's table names them), not averaged
@@ -141,7 +161,9 @@ def main(argv: list[str] | None = None) -> Path:
     preamble = "\n".join([
         f"Teacher {t.model}: {'-' if t_acc is None else f'{100 * t_acc:.2f}%'} test accuracy "
         f"(CIFAR-10 from {DATA_NOTE})",
-        "", *tables, "", "![depth](depth.png)", "", *provenance(argv, elapsed)])
+        "", *tables, "", "![depth](depth.png)", "", *provenance(argv, elapsed),
+        *([f"Report only: {len(missing)} run(s) of this command not finished yet, left "
+           f"out: {', '.join(missing)}.", ""] if missing else [])])
     all_dirs = [teacher, *(p for ps in dirs.values() for p in ps)]
     path = report(all_dirs, out, title="Depth study on CIFAR-10 (scaled)", preamble=preamble)
     print(f"wrote {path}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -108,6 +109,17 @@ def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_pat
         assert (run / "summary.json").is_file(), method
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert cfg["teacher"]["pool_rounding"] == "ceil", method
+    # --report-only: the figures of the runs finished so far, nothing run; the rest listed
+    (tmp_path / "d" / "report.md").unlink()
+    driver.main([*argv[:2], "--depths", "3", "5", "--seeds", "0", "1", "--report-only",
+                 *argv[argv.index("--teacher"):]])
+    text = (tmp_path / "d" / "report.md").read_text()
+    runs = re.findall(r"^\| (d\d-\w+-s\d) \|", text, re.M)  # the runs table's rows
+    assert runs == ["d3-backprop-s0", "d3-kd-s0", "d3-fitnet-s0"]  # the finished ones
+    assert "| 5 | - | - | - |" in text
+    assert "Report only: 9 run(s) of this command not finished yet" in text
+    assert "d5-fitnet-s1" in text and "d3-kd-s1" in text
+    assert not (tmp_path / "d" / "d5-kd-s0").exists()  # nothing ran
     # --teacher-run: that finished teacher, its network and pooling read from its config
     # (the default --teacher, resnet20, would not load its weights), none trained;
     # --logits-bank: the KD run banks the teacher's logits on disk, the FitNet run stays auto
