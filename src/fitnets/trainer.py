@@ -357,17 +357,18 @@ class Trainer:
     def _note_speed(self, stage: Stage, rows: int, seconds: float, waited: float) -> None:
         """Keep the epoch's images/s (tokens/s for text) for its line; warn once per stage
         when the loader, not the model, set the pace (over a third of the epoch spent
-        waiting for data)."""
+        waiting for data) and the data say what would help (``loader_advice``: a streaming
+        loader does; in-memory batches are cut by the same indexing and augmentation
+        whatever the settings, so there is nothing to advise)."""
         unit, per_row = self.data.unit
         self.throughput = (rows * per_row / seconds, unit) if seconds > 0 else None
         key = f"loader:{stage.label}"
-        if seconds > 2.0 and waited > seconds / 3 and key not in self._warned:
+        advice = self.data.loader_advice()
+        if advice and seconds > 2.0 and waited > seconds / 3 and key not in self._warned:
             self._warned.add(key)
             self.log.say(
                 f"[{stage.name}] the data loader is the bottleneck: {100 * waited / seconds:.0f}%"
-                f" of the epoch was spent waiting for images. Raise data.workers (now "
-                f"{self.data.workers}), use a smaller data.image_size, or keep "
-                "the data in memory (data.mode=memory) if it fits.")
+                f" of the epoch was spent waiting for images. {advice}")
 
     # ---------------------------------------------------------------- evaluation
 

@@ -156,3 +156,30 @@ def test_a_loader_that_cannot_keep_up_is_named_as_the_bottleneck(tmp_path, capsy
     assert re.search(r"the data loader is the bottleneck: \d+% of the epoch was spent waiting "
                      r"for images\. Raise data\.workers \(now 0\)", out)
     assert re.search(r"\(\d+\.\ds, \d+ img/s\)", out)  # the epoch line's throughput
+
+
+@pytest.mark.slow  # a training: seconds
+def test_in_memory_batches_are_never_blamed_on_a_loader(tmp_path, capsys, monkeypatch):
+    """In memory there is no loader to tune: however long the batches take to cut (here
+    stretched to most of the epoch, as when the process was stopped while cutting one), no
+    advice to raise workers or to load the data into memory, which it already is."""
+    import time
+
+    from fitnets.data.memory import Data
+
+    cut = Data.train_batches
+
+    def slow(self, *args, **kwargs):
+        for batch in cut(self, *args, **kwargs):
+            time.sleep(0.25)
+            yield batch
+
+    monkeypatch.setattr(Data, "train_batches", slow)
+    fitnets.train(model=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)),
+                  out=tmp_path / "r", overrides=[
+                      "device=cpu", "data.name=digits", "data.train_limit=300",
+                      "data.val_size=60", "data.test_limit=60", "data.batch_size=16",
+                      "train.epochs=1"])
+    out = capsys.readouterr().out
+    assert "bottleneck" not in out and "data.workers" not in out
+    assert re.search(r"\(\d+\.\ds, \d+ img/s\)", out)  # the epoch line still says its pace

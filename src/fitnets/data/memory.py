@@ -70,6 +70,11 @@ class Data:
     augment: AugmentFn | None = None
     alternate_flips: bool = False  # data.augment_flip=alternate: mirror by row and epoch
 
+    def loader_advice(self) -> None:
+        """Nothing to advise (training.TrainingData.loader_advice): the batches are cut from
+        memory the same way whatever the settings."""
+        return None
+
     def train_batches(self, generator: torch.Generator, start: int = 0,
                       epoch: int = 1) -> Iterator[Batch]:
         """One epoch (``epoch``, 1-based) of shuffled, augmented training batches, drawn from

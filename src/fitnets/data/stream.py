@@ -148,6 +148,11 @@ class StreamData:
     def map_x(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.layout = fn  # applied to every batch as it arrives
 
+    def loader_advice(self) -> str:
+        """training.TrainingData.loader_advice: more workers, smaller images, or memory."""
+        return (f"Raise data.workers (now {self.workers}), use a smaller data.image_size, or "
+                "keep the data in memory (data.mode=memory) if it fits.")
+
     def probe(self, n: int = 2) -> torch.Tensor:
         """A few preprocessed training images (to trace shapes and parameters)."""
         items = [self.train[i] for i in range(min(n, len(self.train)))]

@@ -42,6 +42,12 @@ class TrainingData(Protocol):
         T) for a block of T tokens (tokens/s is an LM's figure, not blocks/s)."""
         ...
 
+    def loader_advice(self) -> str | None:
+        """What would let the loader keep up with the model, said when it does not (None:
+        nothing would; batches held in memory are cut the same way whatever the settings,
+        so their share of a tiny model's epoch is no fault to warn about)."""
+        ...
+
     @property
     def skipped(self) -> int:
         """Reads of unreadable images skipped so far (data.skip_bad_images)."""
