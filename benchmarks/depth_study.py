@@ -7,17 +7,19 @@ One command (hours on a GPU; the paper's teacher is `--teacher cifar_teacher`):
     python benchmarks/depth_study.py --out runs/depth --depths 3 5 7 9 --seeds 0
 
 At full scale from the fast teacher (issue 32: all 45k/5k/10k images, the schedule of
-benchmarks/cifar10_fullscale.py, the fast recipes' 2-pixel translations and alternating
-flips: 50 views an image, so that the KD stages of all the runs read one bank of the
-teacher's logits on disk, built by the first KD run: about 30 minutes on 2 CPU cores,
-benchmarks/results/teacher-bank/; the hint stages run the teacher inline, as
-perf.teacher_cache=disk for every run would also bank block2's maps: 54 GB):
+benchmarks/cifar10_fullscale.py, lambda annealed from 4 to 1 over the 10 KD epochs as there
+(the defaults, from epoch 5 to 150, would hold it near 4 throughout), the fast recipes'
+2-pixel translations and alternating flips: 50 views an image, so that the KD stages of all
+the runs read one bank of the teacher's logits on disk, built by the first KD run: about 30
+minutes on 2 CPU cores, benchmarks/results/teacher-bank/; the hint stages run the teacher
+inline, as perf.teacher_cache=disk for every run would also bank block2's maps: 54 GB):
 
     python benchmarks/depth_study.py --out runs/depth-full --teacher-run runs/c10-fast \
         --budgets 30000 107000 --seeds 0 1 2 --epochs-student 10 --hint-epochs 3 --resume \
         --logits-bank --set data.val_size=5000 data.augment_pad=2 \
         data.augment_flip=alternate data.batch_size=128 train.optim.schedule=cosine \
-        hints.stage.optim.schedule=cosine
+        hints.stage.optim.schedule=cosine kd.lambda_start=0 kd.lambda_saturate=10 \
+        kd.lambda_final=1
 
 Smoke run (minutes on a CPU):
 
