@@ -68,9 +68,9 @@ class DataConfig:
     augment_pad: int = checked(0, ge(0))
     """Random translations: crop from the image padded by this many pixels (paper: 8)."""
     augment_pad_mode: Literal["zeros", "reflect"] = "zeros"
-    """What translations bring in from the border: zeros (the mean after standardize; the
-    paper recipes') or reflect (the image mirrored about its edge pixels, airbench's, as the
-    fast teacher's recipe). tta=flip_shift's 1-pixel shifts fill the same way."""
+    """What translations bring in from the border: zeros (the mean after standardize; every
+    recipe's) or reflect (the image mirrored about its edge pixels: airbench's, which the fast
+    teacher's recipe departs from). tta=flip_shift's 1-pixel shifts fill the same way."""
     augment_flip: Literal[False, True, "alternate"] = False
     """Horizontal flips: true: each image with probability 1/2; alternate: a fixed half of the
     images in odd epochs, the other half in even ones (airbench; in-memory data only)."""
