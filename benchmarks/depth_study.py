@@ -121,14 +121,13 @@ def main(argv: list[str] | None = None) -> Path:
     pool = [] if args.teacher_pool_rounding is None else [args.teacher_pool_rounding]
 
     def train_teacher() -> Path:
-        if args.report_only:
-            if not (out / "teacher" / "summary.json").is_file():
-                raise SystemExit(f"--report-only: {out / 'teacher'} is not a finished run; "
-                                 "name the study's teacher with --teacher-run")
-            return out / "teacher"
-        return go("train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
+        done = go("train", "teacher", [f"model.name={args.teacher}", f"seed={args.seeds[0]}",
                                        f"train.epochs={args.epochs_teacher}",
                                        *(f"model.pool_rounding={r}" for r in pool)])
+        if done is None:  # --report-only, and no finished teacher in --out
+            raise SystemExit(f"--report-only: {out / 'teacher'} is not a finished run; "
+                             "name the study's teacher with --teacher-run")
+        return done
 
     teacher = teacher_run(args.teacher_run, train_teacher)
     if args.teacher_run is not None:  # its own network, and its pooling if it says one

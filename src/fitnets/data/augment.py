@@ -14,6 +14,11 @@ import torch.nn.functional as F
 FILLS = ("zeros", "reflect")  # data.augment_pad_mode's choices
 
 
+def _check_fill(fill: str) -> None:
+    if fill not in FILLS:
+        raise ValueError(f"unknown padding {fill!r}; choose one of {FILLS}")
+
+
 def augment_with_flips(x: torch.Tensor, generator: torch.Generator, *, pad: int = 0,
                        flip: bool = False, fill: str = "zeros"
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -63,8 +68,7 @@ def crop(x: torch.Tensor, pad: int, dy: torch.Tensor | None, dx: torch.Tensor | 
     mirrored where ``flipped`` ((N,) tensors on ``x``'s device; None: no offsets, no flips).
     One gather; training's augmentation and the teacher bank both crop with it, so the
     bank's teacher sees the very inputs a run's teacher would."""
-    if fill not in FILLS:
-        raise ValueError(f"unknown padding {fill!r}; choose one of {FILLS}")
+    _check_fill(fill)
     n, _, h, w = x.shape
     rows = torch.arange(h, device=x.device).expand(n, h)
     cols = torch.arange(w, device=x.device).expand(n, w)
@@ -172,8 +176,7 @@ def tta_logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     if mode == "flip":
         return logits
     h, w = x.shape[-2:]
-    if fill not in FILLS:
-        raise ValueError(f"unknown padding {fill!r}; choose one of {FILLS}")
+    _check_fill(fill)
     padded = F.pad(x, (1, 1, 1, 1), mode="constant" if fill == "zeros" else "reflect")
     shifted = both(padded[..., :h, :w]) + both(padded[..., 2:, 2:])  # down-right, up-left
     return 0.5 * logits + 0.25 * shifted
