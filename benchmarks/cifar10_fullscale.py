@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import add_run_options, provenance, recipe_runner, teacher_run  # noqa: E402
+from common import add_run_options, paper_order, provenance, recipe_runner, teacher_run  # noqa: E402
 
 from fitnets.report import load_run, mean_std, split_stalled, stalled_note  # noqa: E402
 
@@ -119,12 +119,8 @@ def table(teacher: Path, dirs: dict[tuple[str, str], list[Path]]) -> str:
               "| student | seed | " + " | ".join(METHODS[m] for m in shown) + " | order |",
               "|---|---|" + "---:|" * len(shown) + "---|"]
     for (student, seed), v in sorted(per_seed.items()):
-        full = all(m in v for m in METHODS)
-        order = ("hints + KD > KD > back-propagation" if full and
-                 v["fitnet"] > v["kd"] > v["backprop"] else
-                 "not the paper's order" if full else "-")
         lines.append(f"| {student} | {seed} | " + " | ".join(
-            f"{100 * v[m]:.2f}" if m in v else "-" for m in shown) + f" | {order} |")
+            f"{100 * v[m]:.2f}" if m in v else "-" for m in shown) + f" | {paper_order(v)} |")
     lines += ["", "Validation accuracy by classifier epoch (%, mean over the seeds that "
               "learned):", ""]
     for (student, m), paths in dirs.items():

@@ -100,3 +100,15 @@ def provenance(argv: list[str] | None, elapsed: float) -> list[str]:
 def command_line(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
     return shlex.join(["python", sys.argv[0] if argv is None else "benchmarks/<script>", *args])
+
+
+def paper_order(v: dict[str, float], lower_is_better: bool = False) -> str:
+    """The order column of a per-seed table: whether one seed's hints + KD ("fitnet") beat
+    its KD and its KD beat its back-propagation, as in the paper; "-" while a method is
+    missing. Accuracies by default; lower_is_better for errors and perplexities."""
+    if not all(m in v for m in ("backprop", "kd", "fitnet")):
+        return "-"
+    b, k, f = (v[m] if lower_is_better else -v[m] for m in ("backprop", "kd", "fitnet"))
+    sign = "<" if lower_is_better else ">"
+    return (f"hints + KD {sign} KD {sign} back-propagation" if f < k < b
+            else "not the paper's order")

@@ -46,7 +46,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, provenance, run_once, teacher_run  # noqa: E402
+from common import add_run_options, paper_order, provenance, run_once, teacher_run  # noqa: E402
 
 from fitnets.models.thin import BUDGETS, builder_name  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report, split_stalled  # noqa: E402
@@ -151,12 +151,17 @@ def main(argv: list[str] | None = None) -> Path:
                     done = go("distill", f"{tag}d{depth}-{method}-s{seed}", extra)
                     dirs.setdefault((budget, depth, method), []).extend([done] if done else [])
     elapsed = time.perf_counter() - t0
-    accs = {key: [load_run(p) for p in ps] for key, ps in dirs.items()}
+    split = {key: split_stalled([load_run(p) for p in ps]) for key, ps in dirs.items()}
     # runs that stalled at chance are failures (report.md's table names them), not averaged
-    accs = {key: [r.summary["test_acc"] for r in split_stalled(runs)[0]]
-            for key, runs in accs.items()}
+    accs = {key: [r.summary["test_acc"] for r in learned] for key, (learned, _) in split.items()}
+    per_seed: dict[tuple[int, int, int], dict[str, float | None]] = {}
+    for (budget, depth, method), (learned, stalled) in split.items():
+        for r in [*learned, *stalled]:
+            per_seed.setdefault((budget, depth, r.config.get("seed")), {})[method] = \
+                None if r in stalled else r.summary["test_acc"]
     plot_depth(accs, args.budgets, args.depths, out / "depth.png")
-    tables = [depth_table(accs, b, args.depths) for b in args.budgets]
+    tables = [*(depth_table(accs, b, args.depths) for b in args.budgets),
+              seed_table(per_seed)]
     t = load_run(teacher)
     t_acc = t.summary["test_acc"] if t.finished else None
     preamble = "\n".join([
@@ -185,6 +190,32 @@ def depth_table(accs: dict, budget: int, depths: list[int]) -> str:
     for d in depths:
         lines.append(f"| {d} | " + " | ".join(_cell(accs.get((budget, d, m), []))
                                                for m in METHODS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]]) -> str:
+    """Each (budget, depth, seed)'s three students side by side (None: the run stalled at
+    chance, a failure), whether they fall in the paper's order, and how often each method
+    beat another across the seeds where all three learned: with a spread between seeds as
+    large as the gaps between methods, these paired counts say more than the means."""
+    lines = ["## Test accuracy by seed (%)", "",
+             "| budget | depth | seed | " + " | ".join(METHODS) + " | order |",
+             "|---:|---:|---:|" + "---:|" * len(METHODS) + "---|"]
+    for (budget, depth, seed), v in sorted(per_seed.items()):
+        learned = {m: a for m, a in v.items() if a is not None}
+        lines.append(f"| ~{budget // 1000}K | {depth} | {seed} | " + " | ".join(
+            "-" if m not in v else "stalled" if v[m] is None else f"{100 * v[m]:.2f}"
+            for m in METHODS) + f" | {paper_order(learned)} |")
+    full = [v for v in per_seed.values() if all(v.get(m) is not None for m in METHODS)]
+    if full:
+        def wins(a: str, b: str) -> str:
+            return f"{sum(v[a] > v[b] for v in full)} of {len(full)}"
+        ordered = sum(v["fitnet"] > v["kd"] > v["backprop"] for v in full)
+        lines += ["", f"Over the {len(full)} (budget, depth, seed) with all three: the "
+                  f"paper's order in {ordered} of {len(full)}; "
+                  f"hints + KD above KD in {wins('fitnet', 'kd')}, above back-propagation "
+                  f"in {wins('fitnet', 'backprop')}; KD above back-propagation in "
+                  f"{wins('kd', 'backprop')}."]
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import add_run_options, provenance, recipe_runner, teacher_run  # noqa: E402
+from common import add_run_options, paper_order, provenance, recipe_runner, teacher_run  # noqa: E402
 
 from fitnets.config import make_config  # noqa: E402
 from fitnets.data.text import stdlib_corpus  # noqa: E402
@@ -128,12 +128,9 @@ def table(dirs: dict[str, list[Path]]) -> str:
               "| seed | " + " | ".join(METHODS[k] for k in METHODS if k in dirs) + " | order |",
               "|---|" + "---:|" * sum(k in dirs for k in METHODS) + "---|"]
     for seed, v in sorted(per_seed.items()):
-        order = ("hints + KD < KD < back-propagation" if
-                 all(k in v for k in METHODS) and v["fitnet"] < v["kd"] < v["backprop"]
-                 else "not the paper's order" if all(k in v for k in METHODS) else "-")
         lines.append(f"| {seed} | " + " | ".join(f"{v[k]:.3f}" if k in v else "-"
                                                  for k in METHODS if k in dirs)
-                     + f" | {order} |")
+                     + f" | {paper_order(v, lower_is_better=True)} |")
     return "\n".join(lines)
 
 

@@ -84,6 +84,61 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
     sys.modules.pop("common", None)
 
 
+def test_paper_order_and_the_depth_studys_paired_counts():
+    """The per-seed order column (accuracies: higher is better; perplexities: lower) and the
+    depth study's paired counts, on figures worked out by hand."""
+    driver = load("depth_study")  # puts benchmarks/ on sys.path, for common
+    import common
+
+    up = {"backprop": 0.70, "kd": 0.75, "fitnet": 0.80}
+    assert common.paper_order(up) == "hints + KD > KD > back-propagation"
+    assert common.paper_order(up, lower_is_better=True) == "not the paper's order"
+    assert (common.paper_order({"backprop": 3.0, "kd": 2.5, "fitnet": 2.0},
+                               lower_is_better=True) == "hints + KD < KD < back-propagation")
+    assert common.paper_order({**up, "kd": 0.81}) == "not the paper's order"
+    assert common.paper_order({"backprop": 0.7, "fitnet": 0.8}) == "-"  # KD not finished
+    text = driver.seed_table({
+        (30000, 3, 0): up,
+        (30000, 3, 1): {"backprop": 0.72, "kd": 0.74, "fitnet": 0.73},  # hints + KD < KD
+        (107000, 9, 0): {"backprop": 0.60, "kd": 0.65},  # its FitNet not finished
+        (107000, 9, 1): {"backprop": 0.61, "kd": 0.66, "fitnet": None},  # FitNet stalled
+    })
+    rows = re.findall(r"^\| ~\d+K \|.*$", text, re.M)
+    assert rows == [
+        "| ~30K | 3 | 0 | 70.00 | 75.00 | 80.00 | hints + KD > KD > back-propagation |",
+        "| ~30K | 3 | 1 | 72.00 | 74.00 | 73.00 | not the paper's order |",
+        "| ~107K | 9 | 0 | 60.00 | 65.00 | - | - |",
+        "| ~107K | 9 | 1 | 61.00 | 66.00 | stalled | - |"]
+    assert ("Over the 2 (budget, depth, seed) with all three: the paper's order in 1 of 2; "
+            "hints + KD above KD in 1 of 2, above back-propagation in 2 of 2; KD above "
+            "back-propagation in 2 of 2.") in text
+    sys.modules.pop("common", None)
+
+
+def test_recorded_full_scale_tables_regenerate_from_their_run_files():
+    """The per-seed tables of the CIFAR-10 full-scale and language-model drivers, rebuilt
+    from the run files recorded in benchmarks/results/, are the recorded tables' rows: the
+    figures and order column in the README come from those runs."""
+    res = BENCH / "results"
+    fullscale = load("cifar10_fullscale")
+    runs = res / "cifar10-fullscale"
+    text = fullscale.table(runs / "teacher", {
+        ("fitnet1", m): [runs / f"fitnet1-{m}-s{s}" for s in (0, 1, 2)]
+        for m in fullscale.METHODS})
+    rows = re.findall(r"^\| fitnet1 \| \d \|.*$", text, re.M)
+    assert len(rows) == 3 and all(r in (runs / "README.md").read_text() for r in rows)
+    assert rows[0] == "| fitnet1 | 0 | 76.95 | 77.79 | 82.13 | hints + KD > KD > back-propagation |"
+    lm = load("lm_stdlib")
+    runs = res / "text-stdlib"
+    text = lm.table({"teacher": [runs / "teacher"],
+                     **{m: [runs / f"{m}-s{s}" for s in (0, 1, 2)] for m in lm.METHODS}})
+    rows = re.findall(r"^\| \d \| [\d.]+ \|.*$", text, re.M)
+    assert len(rows) == 3 and all(r in (runs / "README.md").read_text() for r in rows)
+    # perplexity: lower is better; KD above back-propagation in every seed, so not the order
+    assert rows[0] == "| 0 | 13.035 | 16.211 | 6.237 | not the paper's order |"
+    sys.modules.pop("common", None)
+
+
 @pytest.mark.slow
 def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_path,
                                                                          monkeypatch):
@@ -117,6 +172,9 @@ def test_depth_study_passes_a_maxout_teachers_pool_rounding_to_every_run(tmp_pat
     runs = re.findall(r"^\| (d\d-\w+-s\d) \|", text, re.M)  # the runs table's rows
     assert runs == ["d3-backprop-s0", "d3-kd-s0", "d3-fitnet-s0"]  # the finished ones
     assert "| 5 | - | - | - |" in text
+    # the per-seed table names every finished run, a stalled one as such, never as a figure
+    row = re.search(r"^\| ~30K \| 3 \| 0 \| (.*) \| (.*) \| (.*) \| (.*) \|$", text, re.M)
+    assert row and all(re.fullmatch(r"[\d.]+|stalled", c) for c in row.groups()[:3])
     assert "Report only: 9 run(s) of this command not finished yet" in text
     assert "d5-fitnet-s1" in text and "d3-kd-s1" in text
     assert not (tmp_path / "d" / "d5-kd-s0").exists()  # nothing ran
