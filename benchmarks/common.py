@@ -108,7 +108,12 @@ def paper_order(v: dict[str, float], lower_is_better: bool = False) -> str:
     missing. Accuracies by default; lower_is_better for errors and perplexities."""
     if not all(m in v for m in ("backprop", "kd", "fitnet")):
         return "-"
-    b, k, f = (v[m] if lower_is_better else -v[m] for m in ("backprop", "kd", "fitnet"))
     sign = "<" if lower_is_better else ">"
-    return (f"hints + KD {sign} KD {sign} back-propagation" if f < k < b
+    return (f"hints + KD {sign} KD {sign} back-propagation" if in_paper_order(v, lower_is_better)
             else "not the paper's order")
+
+
+def in_paper_order(v: dict[str, float], lower_is_better: bool = False) -> bool:
+    """Whether hints + KD beat KD and KD beat back-propagation in ``v`` (all three present)."""
+    b, k, f = (v[m] if lower_is_better else -v[m] for m in ("backprop", "kd", "fitnet"))
+    return f < k < b

@@ -46,7 +46,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_run_options, paper_order, provenance, run_once, teacher_run  # noqa: E402
+from common import (  # noqa: E402
+    add_run_options,
+    in_paper_order,
+    paper_order,
+    provenance,
+    run_once,
+    teacher_run,
+)
 
 from fitnets.models.thin import BUDGETS, builder_name  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report, split_stalled  # noqa: E402
@@ -156,9 +163,9 @@ def main(argv: list[str] | None = None) -> Path:
     accs = {key: [r.summary["test_acc"] for r in learned] for key, (learned, _) in split.items()}
     per_seed: dict[tuple[int, int, int], dict[str, float | None]] = {}
     for (budget, depth, method), (learned, stalled) in split.items():
-        for r in [*learned, *stalled]:
-            per_seed.setdefault((budget, depth, r.config.get("seed")), {})[method] = \
-                None if r in stalled else r.summary["test_acc"]
+        for r, acc in [*((r, r.summary["test_acc"]) for r in learned),
+                       *((r, None) for r in stalled)]:
+            per_seed.setdefault((budget, depth, r.config.get("seed")), {})[method] = acc
     plot_depth(accs, args.budgets, args.depths, out / "depth.png")
     tables = [*(depth_table(accs, b, args.depths) for b in args.budgets),
               seed_table(per_seed)]
@@ -210,7 +217,7 @@ def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]]) ->
     if full:
         def wins(a: str, b: str) -> str:
             return f"{sum(v[a] > v[b] for v in full)} of {len(full)}"
-        ordered = sum(v["fitnet"] > v["kd"] > v["backprop"] for v in full)
+        ordered = sum(in_paper_order(v) for v in full)
         lines += ["", f"Over the {len(full)} (budget, depth, seed) with all three: the "
                   f"paper's order in {ordered} of {len(full)}; "
                   f"hints + KD above KD in {wins('fitnet', 'kd')}, above back-propagation "
