@@ -27,7 +27,10 @@ Smoke run (minutes on a CPU):
         --test-limit 500 --epochs-teacher 1 --epochs-student 1 --hint-epochs 1 --depths 3 5
 
 The students are ``fitnets.models.thin:thin_cifar_d<depth>[_107k]`` (conv3x3-BN-ReLU, width
-chosen for the budget, guided layer = the middle conv); the teacher's hint layer is its
+chosen for the budget, guided layer = the middle conv); ``--no-batchnorm``: the same without
+BatchNorm (``..._nobn``: conv3x3 + bias, ReLU, He-initialised; run names ``nobn-d9-kd-s0``),
+the ablation that asks whether hints help deep students that normalisation does not already
+make easy to train, as the paper's maxout students were not; the teacher's hint layer is its
 default (the middle stage of a ResNet). Every run gets its own directory under ``--out``;
 ``--resume`` skips finished runs and continues killed ones; ``--report-only`` (the same
 command) writes the report of the runs finished so far and runs nothing. ``--out/report.md`` holds a
@@ -96,6 +99,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "runs' KD stages read it too (auto), while their hint stages run the "
                         "teacher inline: a bank of every view of a hint layer is large (the "
                         "fast teacher's block2: 54 GB at 50 views of 45k images)")
+    p.add_argument("--no-batchnorm", action="store_true",
+                   help="students without BatchNorm (thin_cifar_d<depth>[_107k]_nobn: "
+                        "conv + bias, ReLU, He init), run names nobn-...")
     p.add_argument("--report-only", action="store_true",
                    help="write report.md and depth.png from the runs of this command that "
                         "have finished in --out, running nothing: a long study's figures so "
@@ -143,12 +149,15 @@ def main(argv: list[str] | None = None) -> Path:
         pool = [model["pool_rounding"]] if model.get("pool_rounding") else []
     dirs: dict[tuple[int, int, str], list[Path]] = {}
     for budget in args.budgets:
-        tag = "" if budget == 30_000 else f"{budget // 1000}k-"  # run names: d3-..., 107k-d3-...
+        # run names: d3-..., 107k-d3-..., without BatchNorm nobn-d3-..., nobn-107k-d3-...
+        tag = (("nobn-" if args.no_batchnorm else "")
+               + ("" if budget == 30_000 else f"{budget // 1000}k-"))
+        bn = not args.no_batchnorm
         for depth in args.depths:
             for seed in args.seeds:
                 for method in METHODS:
                     extra = [f"method={method}", f"seed={seed}",
-                             f"student.name=fitnets.models.thin:{builder_name(depth, budget)}",
+                             f"student.name=fitnets.models.thin:{builder_name(depth, budget, bn)}",
                              f"train.epochs={args.epochs_student}",
                              f"hints.stage.epochs={args.hint_epochs}",
                              f"teacher.name={args.teacher}", f"teacher.weights={teacher}",
@@ -166,8 +175,9 @@ def main(argv: list[str] | None = None) -> Path:
         for r, acc in [*((r, r.summary["test_acc"]) for r in learned),
                        *((r, None) for r in stalled)]:
             per_seed.setdefault((budget, depth, r.config.get("seed")), {})[method] = acc
-    plot_depth(accs, args.budgets, args.depths, out / "depth.png")
-    tables = [*(depth_table(accs, b, args.depths) for b in args.budgets),
+    students = " without BatchNorm" if args.no_batchnorm else ""
+    plot_depth(accs, args.budgets, args.depths, out / "depth.png", students)
+    tables = [*(depth_table(accs, b, args.depths, students) for b in args.budgets),
               seed_table(per_seed)]
     t = load_run(teacher)
     t_acc = t.summary["test_acc"] if t.finished else None
@@ -178,7 +188,8 @@ def main(argv: list[str] | None = None) -> Path:
         *([f"Report only: {len(missing)} run(s) of this command not finished yet, left "
            f"out: {', '.join(missing)}.", ""] if missing else [])])
     all_dirs = [teacher, *(p for ps in dirs.values() for p in ps)]
-    path = report(all_dirs, out, title="Depth study on CIFAR-10 (scaled)", preamble=preamble)
+    path = report(all_dirs, out, title=f"Depth study on CIFAR-10 (scaled){students}",
+                  preamble=preamble)
     print(f"wrote {path}")
     return path
 
@@ -190,9 +201,9 @@ def _cell(values: list[float]) -> str:
     return f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} (n={n})" if n > 1 else "")
 
 
-def depth_table(accs: dict, budget: int, depths: list[int]) -> str:
+def depth_table(accs: dict, budget: int, depths: list[int], students: str = "") -> str:
     lines = [f"## Test accuracy (final model) by depth, students of ~{budget // 1000}K "
-             "parameters", "", f"CIFAR-10 from {DATA_NOTE}.", "",
+             f"parameters{students}", "", f"CIFAR-10 from {DATA_NOTE}.", "",
              "| depth | " + " | ".join(METHODS) + " |", "|---:|" + "---:|" * len(METHODS)]
     for d in depths:
         lines.append(f"| {d} | " + " | ".join(_cell(accs.get((budget, d, m), []))
@@ -226,7 +237,8 @@ def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]]) ->
     return "\n".join(lines) + "\n"
 
 
-def plot_depth(accs: dict, budgets: list[int], depths: list[int], path: Path) -> None:
+def plot_depth(accs: dict, budgets: list[int], depths: list[int], path: Path,
+               students: str = "") -> None:
     """One panel per budget: test accuracy against depth, a line per method."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4), squeeze=False)
@@ -238,7 +250,7 @@ def plot_depth(accs: dict, budgets: list[int], depths: list[int], path: Path) ->
                 ds, ms, ss = zip(*pts)
                 ax.errorbar(ds, [100 * m for m in ms], yerr=[100 * s for s in ss],
                             marker="o", capsize=3, label=method)
-        ax.set_title(f"students of ~{budget // 1000}K parameters")
+        ax.set_title(f"students of ~{budget // 1000}K parameters{students}")
         ax.set_xlabel("student depth (conv layers)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_xticks(depths)

@@ -81,6 +81,15 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
     assert (tmp_path / "d" / "depth.png").stat().st_size > 0
     # the 107K students really are ~107K: the report's parameter column
     assert "thin_cifar_d3_107k | 107,246 |" in text
+    # the BatchNorm ablation: the same students without BN, from the same teacher
+    argv = ["--out", str(tmp_path / "nobn"), "--teacher-run", str(tmp_path / "d" / "teacher"),
+            "--depths", "3", "--no-batchnorm", *argv[argv.index("--epochs-teacher"):]]
+    text = driver.main(argv).read_text()
+    for method in ("backprop", "kd", "fitnet"):
+        config = (tmp_path / "nobn" / f"nobn-d3-{method}-s0" / "config.yaml").read_text()
+        assert "thin:thin_cifar_d3_nobn" in config, method
+    assert "students of ~30K parameters without BatchNorm" in text
+    assert "thin_cifar_d3_nobn | 30,410 |" in text  # its parameter count
     sys.modules.pop("common", None)
 
 
