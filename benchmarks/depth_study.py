@@ -148,11 +148,10 @@ def main(argv: list[str] | None = None) -> Path:
         args.teacher = model["name"]
         pool = [model["pool_rounding"]] if model.get("pool_rounding") else []
     dirs: dict[tuple[int, int, str], list[Path]] = {}
+    bn = not args.no_batchnorm
     for budget in args.budgets:
         # run names: d3-..., 107k-d3-..., without BatchNorm nobn-d3-..., nobn-107k-d3-...
-        tag = (("nobn-" if args.no_batchnorm else "")
-               + ("" if budget == 30_000 else f"{budget // 1000}k-"))
-        bn = not args.no_batchnorm
+        tag = ("" if bn else "nobn-") + ("" if budget == 30_000 else f"{budget // 1000}k-")
         for depth in args.depths:
             for seed in args.seeds:
                 for method in METHODS:
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> Path:
         for r, acc in [*((r, r.summary["test_acc"]) for r in learned),
                        *((r, None) for r in stalled)]:
             per_seed.setdefault((budget, depth, r.config.get("seed")), {})[method] = acc
-    students = " without BatchNorm" if args.no_batchnorm else ""
+    students = "" if bn else " without BatchNorm"
     plot_depth(accs, args.budgets, args.depths, out / "depth.png", students)
     tables = [*(depth_table(accs, b, args.depths, students) for b in args.budgets),
               seed_table(per_seed)]
