@@ -235,14 +235,20 @@ def test_short_fitnet_run_on_a_slice_of_real_mnist(tmp_path):
             "hints.stage.optim.lr=0.002"]
     t = run(make_config(None, [*real, "model.name=mnist_teacher", "train.epochs=2"]), "train",
             tmp_path / "teacher", verbose=False)
+    # The student from the paper's +-0.005 initialisation sits at chance for a while: at lr
+    # 0.002 and 2 KD epochs it left chance in its second epoch in bf16 (AVX-512 BF16 CPUs)
+    # and never in fp32 (AVX2 CPUs, where perf.precision=auto is fp32: 10.0%, a failed CI
+    # run, 2026-12-07). At lr 0.005 and 3 KD epochs it ended at 69.6-76.4% over seeds 0-3
+    # in fp32 and 70.0% in bf16 (AMD EPYC, AVX2, one thread).
     s = run(make_config(None, [*real, f"teacher.weights={tmp_path / 'teacher'}",
-                               "hints.stage.epochs=1", "train.epochs=2"]),
+                               "hints.stage.epochs=1", "train.epochs=3",
+                               "train.optim.lr=0.005", "hints.stage.optim.lr=0.005"]),
             "distill", tmp_path / "fitnet", verbose=False)
-    assert s["epochs"] == {"hints:0": 1, "kd": 2}
-    # 1,500 real digits for two epochs from the paper's +-0.005 initialisation: both nets
-    # must be well above chance (10%); this run gave 64.5% for the teacher
+    assert s["epochs"] == {"hints:0": 1, "kd": 3}
+    # 1,500 real digits for a few epochs: both nets must be well above chance (10%); the
+    # teacher gave 64.5% (bf16) and 72.8% (fp32)
     assert t["test_acc"] > 0.4, t["test_acc"]
-    assert s["test_acc"] > 0.2, s["test_acc"]
+    assert s["test_acc"] > 0.4 and not s["stalled"], s["test_acc"]
 
 
 def test_a_killed_joint_run_resumes_with_its_regressor(teacher_dir, tmp_path, monkeypatch):

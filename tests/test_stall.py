@@ -160,7 +160,8 @@ def test_the_rule_is_documented_with_the_constants(capsys):
 BASE = ["device=cpu", "data.name=mnist", "data.download=false", "data.val_size=40",
         "data.batch_size=32", "model.name=mnist_student", "train.optim.name=sgd"]
 # 200 training images at batch 32: 7 steps an epoch. From the paper's tiny initialisation,
-# Adam at 0.003 sits at chance for a few epochs, then learns (measured: 4 epochs)
+# Adam at 0.003 sits at chance for a few epochs, then learns (measured: leaves chance at
+# epoch 3 in fp32, 5 in bf16)
 SLOW = ["train.optim.name=adam", "train.optim.lr=0.003", "train.epochs=5"]
 
 
@@ -223,13 +224,17 @@ class Killed(Exception):
 def test_a_slow_start_is_not_a_failure_and_resume_judges_the_same(tiny_mnist, tmp_path,
                                                                    monkeypatch, capsys):
     """A stage at chance for its first epochs, then learning: with the guard allowed to judge
-    early, the verdict given at epoch 3 is withdrawn when the stage leaves chance, and the run
-    is a slow start, not a failure (exit 0). Killed right after epoch 3's checkpoint (the
+    early, the verdict given at epoch 2 is withdrawn when the stage leaves chance, and the run
+    is a slow start, not a failure (exit 0). Killed right after epoch 2's checkpoint (the
     guard holding its verdict) and resumed, the run logs, records and summarises the same.
+    When it leaves chance depends on the arithmetic: held-out accuracy by epoch 0.125, 0.15,
+    0.275, 0.225, 0.525 in fp32 (AVX2 CPUs, where perf.precision=auto is fp32) and 0.125,
+    0.15, 0.15, 0.125, 0.275 in bf16 (AVX-512 BF16 CPUs), so the guard judges at epoch 2,
+    before either leaves.
     (Under the real constants the guard would not judge these 35 steps before their end; the
     demo's student in test_demo.py is such a run.)"""
     monkeypatch.setattr(stall, "MIN_STEPS", 1)
-    monkeypatch.setattr(stall, "MIN_FRACTION", 0.5)  # 35 steps: ready at 18 -> epoch 3
+    monkeypatch.setattr(stall, "MIN_FRACTION", 0.3)  # 35 steps: ready at 11 -> epoch 2
     args = [*BASE, f"data.root={tiny_mnist}", *SLOW]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     code = cli.main(["train", *args, f"out={ref}"])
@@ -237,12 +242,12 @@ def test_a_slow_start_is_not_a_failure_and_resume_judges_the_same(tiny_mnist, tm
     records = _records(ref)
     chance = 6 / 40  # the 40 held-out images' majority class
     left = next(r["epoch"] for r in records if r["val_acc"] > chance + stall.MARGIN)
-    assert 3 < left <= 5, [r["val_acc"] for r in records]  # the premise: 3 epochs at chance
+    assert 2 < left <= 5, [r["val_acc"] for r in records]  # the premise: 2 epochs at chance
     assert code == 0 and "FAILED" not in said
-    assert "STALLED at epoch 3 (step 21)" in said and "likely causes" in said
+    assert "STALLED at epoch 2 (step 14)" in said and "likely causes" in said
     assert f"left chance at step {7 * left} / epoch {left}" in said
     assert "a slow start, not a stall; the STALLED warning above is withdrawn" in said
-    assert [r.get("stalled", False) for r in records] == [3 <= r["epoch"] < left
+    assert [r.get("stalled", False) for r in records] == [2 <= r["epoch"] < left
                                                           for r in records]
     assert [r.get("left_chance_step") for r in records] == [
         7 * left if r["epoch"] == left else None for r in records]
@@ -262,7 +267,7 @@ def test_a_slow_start_is_not_a_failure_and_resume_judges_the_same(tiny_mnist, tm
     def save_then_die(self, payload):
         path = real_save(self, payload)
         saves["n"] += 1
-        if saves["n"] == 3:  # epoch 3's checkpoint: the guard holds its verdict
+        if saves["n"] == 2:  # epoch 2's checkpoint: the guard holds its verdict
             raise Killed
         return path
 
