@@ -36,6 +36,19 @@ default (the middle stage of a ResNet). Every run gets its own directory under `
 command) writes the report of the runs finished so far and runs nothing. ``--out/report.md`` holds a
 depth x method table per budget, ``depth.png`` (test accuracy vs depth, a panel per
 budget), then the full report.
+
+``--methods`` picks which of the three to run (default all) and may add ``kd-long``, the
+control for the hint stage's extra epochs: KD trained for ``--epochs-student`` +
+``--hint-epochs`` epochs (run names ``d9-kd-long-s0``), as many as a FitNet run's two stages
+together, every layer training in all of them where the hint stage trains only the layers
+below the guided one. Where hints + KD beats KD but not kd-long, its gain is the extra
+epochs, not the hints. The KD lambda schedule and cosine decay then span the longer run
+(with ``kd.lambda_saturate=10``, lambda reaches its final value at epoch 10 and stays).
+The report's tables have a column per method run, and the per-seed table counts how often
+hints + KD beat kd-long. For the BatchNorm ablation's deepest students, the full-scale
+command above with ``--out runs/depth-nobn --no-batchnorm --budgets 30000 --depths 9
+--methods kd-long`` runs the control, and the same with ``--methods backprop kd fitnet
+kd-long --report-only`` reports it beside the three.
 """
 
 from __future__ import annotations
@@ -62,6 +75,7 @@ from fitnets.models.thin import BUDGETS, builder_name  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report, split_stalled  # noqa: E402
 
 METHODS = ("backprop", "kd", "fitnet")
+CONTROL = "kd-long"  # KD for the student epochs + the hint epochs (module docstring)
 # data.name=cifar10 reads the canonical pickles when present, else cifar10-jpeg.zip
 DATA_NOTE = ("the canonical pickles if present, else cifar10-jpeg.zip: lossy JPEG, "
              "quality ~75")
@@ -87,6 +101,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "ceil (cuda-convnet's, as the authors ran it and the paper recipes "
                         "use: hint 192x7x7 instead of 192x6x6); benchmarks/results/"
                         "authors-code/README.md item 2")
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   choices=[*METHODS, CONTROL],
+                   help="the methods to run and report (default the paper's three); kd-long: "
+                        "KD for --epochs-student + --hint-epochs epochs, the control for the "
+                        "hint stage's extra epochs")
     p.add_argument("--epochs-teacher", type=int, default=30, help="teacher epochs")
     p.add_argument("--epochs-student", type=int, default=30, help="student (stage 2) epochs")
     p.add_argument("--hint-epochs", type=int, default=10, help="FitNet stage-1 epochs")
@@ -149,20 +168,23 @@ def main(argv: list[str] | None = None) -> Path:
         pool = [model["pool_rounding"]] if model.get("pool_rounding") else []
     dirs: dict[tuple[int, int, str], list[Path]] = {}
     bn = not args.no_batchnorm
+    methods = [m for m in (*METHODS, CONTROL) if m in args.methods]  # the tables' order
     for budget in args.budgets:
         # run names: d3-..., 107k-d3-..., without BatchNorm nobn-d3-..., nobn-107k-d3-...
         tag = ("" if bn else "nobn-") + ("" if budget == 30_000 else f"{budget // 1000}k-")
         for depth in args.depths:
             for seed in args.seeds:
-                for method in METHODS:
-                    extra = [f"method={method}", f"seed={seed}",
+                for method in methods:
+                    long = method == CONTROL  # KD, with the hint stage's epochs added
+                    epochs = args.epochs_student + (args.hint_epochs if long else 0)
+                    extra = [f"method={'kd' if long else method}", f"seed={seed}",
                              f"student.name=fitnets.models.thin:{builder_name(depth, budget, bn)}",
-                             f"train.epochs={args.epochs_student}",
+                             f"train.epochs={epochs}",
                              f"hints.stage.epochs={args.hint_epochs}",
                              f"teacher.name={args.teacher}", f"teacher.weights={teacher}",
                              *(f"teacher.pool_rounding={r}" for r in pool),
                              *(["perf.teacher_cache=disk"] if args.logits_bank
-                               and method == "kd" else [])]
+                               and method in ("kd", CONTROL) else [])]
                     done = go("distill", f"{tag}d{depth}-{method}-s{seed}", extra)
                     dirs.setdefault((budget, depth, method), []).extend([done] if done else [])
     elapsed = time.perf_counter() - t0
@@ -175,9 +197,9 @@ def main(argv: list[str] | None = None) -> Path:
                        *((r, None) for r in stalled)]:
             per_seed.setdefault((budget, depth, r.config.get("seed")), {})[method] = acc
     students = "" if bn else " without BatchNorm"
-    plot_depth(accs, args.budgets, args.depths, out / "depth.png", students)
-    tables = [*(depth_table(accs, b, args.depths, students) for b in args.budgets),
-              seed_table(per_seed)]
+    plot_depth(accs, args.budgets, args.depths, out / "depth.png", students, methods)
+    tables = [*(depth_table(accs, b, args.depths, students, methods) for b in args.budgets),
+              seed_table(per_seed, methods)]
     t = load_run(teacher)
     t_acc = t.summary["test_acc"] if t.finished else None
     preamble = "\n".join([
@@ -200,29 +222,33 @@ def _cell(values: list[float]) -> str:
     return f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} (n={n})" if n > 1 else "")
 
 
-def depth_table(accs: dict, budget: int, depths: list[int], students: str = "") -> str:
+def depth_table(accs: dict, budget: int, depths: list[int], students: str = "",
+                methods: tuple[str, ...] | list[str] = METHODS) -> str:
     lines = [f"## Test accuracy (final model) by depth, students of ~{budget // 1000}K "
              f"parameters{students}", "", f"CIFAR-10 from {DATA_NOTE}.", "",
-             "| depth | " + " | ".join(METHODS) + " |", "|---:|" + "---:|" * len(METHODS)]
+             "| depth | " + " | ".join(methods) + " |", "|---:|" + "---:|" * len(methods)]
     for d in depths:
         lines.append(f"| {d} | " + " | ".join(_cell(accs.get((budget, d, m), []))
-                                               for m in METHODS) + " |")
+                                               for m in methods) + " |")
     return "\n".join(lines) + "\n"
 
 
-def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]]) -> str:
-    """Each (budget, depth, seed)'s three students side by side (None: the run stalled at
-    chance, a failure), whether they fall in the paper's order, and how often each method
-    beat another across the seeds where all three learned: with a spread between seeds as
-    large as the gaps between methods, these paired counts say more than the means."""
+def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]],
+               methods: tuple[str, ...] | list[str] = METHODS) -> str:
+    """Each (budget, depth, seed)'s students side by side, a column per method in
+    ``methods`` (None: the run stalled at chance, a failure), whether the paper's three fall
+    in its order, and how often each method beat another across the seeds where both
+    learned: with a spread between seeds as large as the gaps between methods, these paired
+    counts say more than the means. With kd-long (the control for the hint stage's extra
+    epochs) a line counts hints + KD against it."""
     lines = ["## Test accuracy by seed (%)", "",
-             "| budget | depth | seed | " + " | ".join(METHODS) + " | order |",
-             "|---:|---:|---:|" + "---:|" * len(METHODS) + "---|"]
+             "| budget | depth | seed | " + " | ".join(methods) + " | order |",
+             "|---:|---:|---:|" + "---:|" * len(methods) + "---|"]
     for (budget, depth, seed), v in sorted(per_seed.items()):
         learned = {m: a for m, a in v.items() if a is not None}
         lines.append(f"| ~{budget // 1000}K | {depth} | {seed} | " + " | ".join(
             "-" if m not in v else "stalled" if v[m] is None else f"{100 * v[m]:.2f}"
-            for m in METHODS) + f" | {paper_order(learned)} |")
+            for m in methods) + f" | {paper_order(learned)} |")
     full = [v for v in per_seed.values() if all(v.get(m) is not None for m in METHODS)]
     if full:
         def wins(a: str, b: str) -> str:
@@ -233,16 +259,25 @@ def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]]) ->
                   f"hints + KD above KD in {wins('fitnet', 'kd')}, above back-propagation "
                   f"in {wins('fitnet', 'backprop')}; KD above back-propagation in "
                   f"{wins('kd', 'backprop')}."]
+    pairs = [v for v in per_seed.values()
+             if v.get("fitnet") is not None and v.get(CONTROL) is not None]
+    if CONTROL in methods and pairs:
+        kd = [v for v in pairs if v.get("kd") is not None]
+        lines += ["", f"The control for the hint stage's extra epochs (kd-long: KD trained "
+                  f"as many epochs as both FitNet stages): hints + KD above kd-long in "
+                  f"{sum(v['fitnet'] > v[CONTROL] for v in pairs)} of {len(pairs)}"
+                  + (f"; kd-long above KD in {sum(v[CONTROL] > v['kd'] for v in kd)} of "
+                     f"{len(kd)}" if kd else "") + "."]
     return "\n".join(lines) + "\n"
 
 
 def plot_depth(accs: dict, budgets: list[int], depths: list[int], path: Path,
-               students: str = "") -> None:
+               students: str = "", methods: tuple[str, ...] | list[str] = METHODS) -> None:
     """One panel per budget: test accuracy against depth, a line per method."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4), squeeze=False)
     for ax, budget in zip(axes[0], budgets):
-        for method in METHODS:
+        for method in methods:
             pts = [(d, *mean_std(accs[(budget, d, method)])[:2]) for d in depths
                    if accs.get((budget, d, method))]
             if pts:

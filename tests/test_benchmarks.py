@@ -67,6 +67,8 @@ def write_tiny_cifar(root: Path, per_batch: int, n_test: int) -> None:
 @pytest.mark.slow
 def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
     pytest.importorskip("matplotlib")
+    import yaml
+
     write_tiny_cifar(tmp_path / "data", per_batch=12, n_test=10)
     driver = load("depth_study")
     argv = ["--out", str(tmp_path / "d"), "--depths", "3", "--budgets", "30000", "107000",
@@ -90,6 +92,23 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
         assert "thin:thin_cifar_d3_nobn" in config, method
     assert "students of ~30K parameters without BatchNorm" in text
     assert "thin_cifar_d3_nobn | 30,410 |" in text  # its parameter count
+    # the control for the hint stage's extra epochs: KD for 1 + 1 epochs, beside the three
+    control = [*argv[:argv.index("--epochs-teacher")], "--methods", "kd-long",
+               *argv[argv.index("--epochs-teacher"):]]
+    driver.main(control)
+    cfg = yaml.safe_load((tmp_path / "nobn" / "nobn-d3-kd-long-s0" / "config.yaml").read_text())
+    assert (cfg["method"], cfg["train"]["epochs"]) == ("kd", 2)
+    assert cfg["student"]["name"].endswith("thin_cifar_d3_nobn")
+    summary = json.loads((tmp_path / "nobn" / "nobn-d3-kd-long-s0" / "summary.json").read_text())
+    assert summary["epochs"] == {"kd": 2}
+    control[control.index("kd-long")] = "backprop kd fitnet kd-long"
+    control = " ".join(control).split(" ")  # the four methods as separate arguments
+    text = driver.main([*control, "--report-only"]).read_text()
+    assert "| depth | backprop | kd | fitnet | kd-long |" in text
+    # a column for the control in the per-seed table too (these 1-epoch runs on 36 images
+    # may stall at chance: a stalled run is named so, never given a figure)
+    row = re.search(r"^\| ~30K \| 3 \| 0 \|(.*)\|$", text, re.M).group(1).split("|")
+    assert len(row) == 5 and all(re.fullmatch(r" ([\d.]+|stalled) ", c) for c in row[:4])
     sys.modules.pop("common", None)
 
 
@@ -121,6 +140,20 @@ def test_paper_order_and_the_depth_studys_paired_counts():
     assert ("Over the 2 (budget, depth, seed) with all three: the paper's order in 1 of 2; "
             "hints + KD above KD in 1 of 2, above back-propagation in 2 of 2; KD above "
             "back-propagation in 2 of 2.") in text
+    assert "kd-long" not in text  # the control only where it was run
+    # with the control (kd-long: KD as many epochs as both FitNet stages): its column, and
+    # hints + KD counted against it where both learned
+    text = driver.seed_table({
+        (30000, 9, 0): {**up, "kd-long": 0.78},  # hints + KD above the control
+        (30000, 9, 1): {"backprop": 0.72, "kd": 0.74, "fitnet": 0.75, "kd-long": 0.76},
+        (30000, 9, 2): {"backprop": 0.72, "kd": 0.74, "fitnet": 0.75},  # control not run
+    }, methods=["backprop", "kd", "fitnet", "kd-long"])
+    rows = re.findall(r"^\| ~\d+K \|.*$", text, re.M)
+    assert rows == [
+        "| ~30K | 9 | 0 | 70.00 | 75.00 | 80.00 | 78.00 | hints + KD > KD > back-propagation |",
+        "| ~30K | 9 | 1 | 72.00 | 74.00 | 75.00 | 76.00 | hints + KD > KD > back-propagation |",
+        "| ~30K | 9 | 2 | 72.00 | 74.00 | 75.00 | - | hints + KD > KD > back-propagation |"]
+    assert ("hints + KD above kd-long in 1 of 2; kd-long above KD in 2 of 2.") in text
     sys.modules.pop("common", None)
 
 
