@@ -1,6 +1,6 @@
 """The short recipes learn (issue 23): on the real data in FITNETS_DATA each ends clearly
 above chance, and the stall guard does not mark it: every short recipe is here (the CIFAR-10
-teacher, the fast teacher and FitNet 4 in every run; FitNets 1, 2 and 3 with
+teacher, the fast teacher and FitNet 1 in every run; FitNets 2, 3 and 4 with
 FITNETS_LONG_TESTS=1).
 
 CIFAR-10 comes from FITNETS_DATA's cifar10-jpeg.zip (or cifar-10-batches-py); CIFAR-100 and
@@ -89,14 +89,16 @@ def test_the_short_fast_cifar10_teacher_learns(tmp_path):
     assert_learned(summary, 10)
 
 
-# FitNet 4 (the deepest, the paper's headline, and the one that ended at chance on one
-# thread) in every CI run; FitNets 1, 2 and 3 pass too (2026-12-05: 36 s, 50 s and 102 s on
-# 2 cores, next to 96 s for 4; 2026-12-06: FitNet 1 43 s, FitNet 4 107 s), but CI must
-# stay under 15 minutes and had 1m20s to spare.
+# FitNet 1 in every CI run; FitNets 2, 3 and 4 pass too (2026-12-05: 36 s, 50 s and 102 s on
+# 2 cores, next to 96 s for 4; 2026-12-06: FitNet 1 43 s, FitNet 4 107 s, AVX-512 BF16).
+# FitNet 4, the deepest, was the one in CI until an AVX2 machine (fp32: no bf16) took 221 s
+# for it and 154 s for the teacher, and CI 16.5 minutes (2026-12-07): CI must stay under 15.
+# FITNETS_LONG_TESTS=1 runs all four.
 @pytest.mark.parametrize("n", [
-    pytest.param(1, marks=long_only("about 45 more seconds on 2 cores")),
+    1,
     pytest.param(2, marks=long_only("about 1 more minute on 2 cores")),
-    pytest.param(3, marks=long_only("about 2 more minutes on 2 cores")), 4])
+    pytest.param(3, marks=long_only("about 2 more minutes on 2 cores")),
+    pytest.param(4, marks=long_only("about 2 more minutes on 2 AVX-512 cores, 4 on AVX2"))])
 def test_each_short_cifar10_fitnet_learns_from_it(cifar10_teacher, tmp_path, n):
     summary = train_short(f"cifar10-fitnet{n}-short.yaml", "distill", tmp_path / "student",
                           f"teacher.weights={cifar10_teacher[0]}")
