@@ -259,9 +259,9 @@ def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]],
                   f"hints + KD above KD in {wins('fitnet', 'kd')}, above back-propagation "
                   f"in {wins('fitnet', 'backprop')}; KD above back-propagation in "
                   f"{wins('kd', 'backprop')}."]
-    pairs = [v for v in per_seed.values()
-             if v.get("fitnet") is not None and v.get(CONTROL) is not None]
-    if CONTROL in methods and pairs:
+    pairs = [v for v in per_seed.values() if CONTROL in methods
+             and v.get("fitnet") is not None and v.get(CONTROL) is not None]
+    if pairs:
         kd = [v for v in pairs if v.get("kd") is not None]
         lines += ["", f"The control for the hint stage's extra epochs (kd-long: KD trained "
                   f"as many epochs as both FitNet stages): hints + KD above kd-long in "

@@ -93,17 +93,15 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
     assert "students of ~30K parameters without BatchNorm" in text
     assert "thin_cifar_d3_nobn | 30,410 |" in text  # its parameter count
     # the control for the hint stage's extra epochs: KD for 1 + 1 epochs, beside the three
-    control = [*argv[:argv.index("--epochs-teacher")], "--methods", "kd-long",
-               *argv[argv.index("--epochs-teacher"):]]
-    driver.main(control)
+    head, tail = argv[:argv.index("--epochs-teacher")], argv[argv.index("--epochs-teacher"):]
+    driver.main([*head, "--methods", "kd-long", *tail])
     cfg = yaml.safe_load((tmp_path / "nobn" / "nobn-d3-kd-long-s0" / "config.yaml").read_text())
     assert (cfg["method"], cfg["train"]["epochs"]) == ("kd", 2)
     assert cfg["student"]["name"].endswith("thin_cifar_d3_nobn")
     summary = json.loads((tmp_path / "nobn" / "nobn-d3-kd-long-s0" / "summary.json").read_text())
     assert summary["epochs"] == {"kd": 2}
-    control[control.index("kd-long")] = "backprop kd fitnet kd-long"
-    control = " ".join(control).split(" ")  # the four methods as separate arguments
-    text = driver.main([*control, "--report-only"]).read_text()
+    text = driver.main([*head, "--methods", "backprop", "kd", "fitnet", "kd-long", *tail,
+                        "--report-only"]).read_text()
     assert "| depth | backprop | kd | fitnet | kd-long |" in text
     # a column for the control in the per-seed table too (these 1-epoch runs on 36 images
     # may stall at chance: a stalled run is named so, never given a figure)
