@@ -12,9 +12,12 @@ benchmarks/cifar10_fullscale.py, lambda annealed from 4 to 1 over the 10 KD epoc
 2-pixel translations and alternating flips: 50 views an image, so that the KD stages of all
 the runs read one bank of the teacher's logits on disk, built by the first KD run: about 30
 minutes on 2 CPU cores, benchmarks/results/teacher-bank/; the hint stages run the teacher
-inline, as perf.teacher_cache=disk for every run would also bank block2's maps: 54 GB):
+inline, as perf.teacher_cache=disk for every run would also bank block2's maps: 54 GB;
+the teacher is the one committed with its weights, 90.16%: the README's full-scale tables
+used a bf16 seed-0 teacher at 90.37%, whose weights were lost):
 
-    python benchmarks/depth_study.py --out runs/depth-full --teacher-run runs/c10-fast \
+    python benchmarks/depth_study.py --out runs/depth-full \
+        --teacher-run benchmarks/results/cifar10-teacher-fast/fp32-avx2-s0 \
         --budgets 30000 107000 --seeds 0 1 2 --epochs-student 10 --hint-epochs 3 --resume \
         --logits-bank --set data.val_size=5000 data.augment_pad=2 \
         data.augment_flip=alternate data.batch_size=128 train.optim.schedule=cosine \
@@ -95,7 +98,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--teacher-run", type=Path, default=None,
                    help="a finished teacher run directory to distil from instead of training "
                         "one (its model name is read from its config.yaml), e.g. the fast "
-                        "teacher's: runs/c10-fast")
+                        "teacher committed in benchmarks/results/cifar10-teacher-fast/"
+                        "fp32-avx2-s0 (90.16%%)")
     p.add_argument("--teacher-pool-rounding", choices=["floor", "ceil"], default=None,
                    help="pooling of a maxout teacher (cifar_teacher): floor (our default) or "
                         "ceil (cuda-convnet's, as the authors ran it and the paper recipes "
