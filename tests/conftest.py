@@ -57,6 +57,13 @@ def fitnets_cli(args: list[str], kill_at: str | None = None, env: dict | None = 
                           timeout=timeout, **kw)
 
 
+def same_threads() -> dict:
+    """For a subprocess whose result is compared bit for bit with a run in this process: the
+    thread count this process's torch uses (under ``-n 0`` a subprocess would otherwise take
+    every core, and a reduction split another way can differ in its last bit)."""
+    return {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:module|package|session)["']""")
 
 

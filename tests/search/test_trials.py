@@ -29,6 +29,7 @@ pytest.importorskip("sklearn")
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("search-trials")]
 
 from conftest import fitnets_cli, fitnets_env  # noqa: E402
+from fitnets.cli import main  # noqa: E402
 from fitnets.config import make_config  # noqa: E402
 from fitnets.search import load_spec  # noqa: E402
 
@@ -130,8 +131,7 @@ def test_search_end_to_end_with_best_yaml_and_report(recipe, tmp_path):
     out.rename(moved)
     assert json.loads((moved / "search.json").read_text())["storage"] == ""
     out = moved
-    rep = cli(["report", str(out), "--out", str(tmp_path / "rep")])
-    assert rep.returncode == 0, rep.stderr
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0  # in this process
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| rank | trial |" in text and "Optimisation history" in text
     assert (tmp_path / "rep" / "history.png").stat().st_size > 1000
@@ -139,7 +139,8 @@ def test_search_end_to_end_with_best_yaml_and_report(recipe, tmp_path):
 
 
 def test_killed_search_resumes_finished_trials_kept_and_the_cut_trial_continued(recipe,
-                                                                                 tmp_path):
+                                                                                 tmp_path,
+                                                                                 capsys):
     out = tmp_path / "s"
     args = ["search", str(recipe), "--out", str(out), "--trials", "3", *BUDGET]
     # each trial checkpoints 1 hint epoch + transition + 3 KD epochs + transition = 6 times:
@@ -165,8 +166,9 @@ def test_killed_search_resumes_finished_trials_kept_and_the_cut_trial_continued(
     assert [(x["stage"], x["epoch"]) for x in records] == [
         ("hints", 1), ("kd", 1), ("kd", 2), ("kd", 3)][:len(records)]
     # resume refuses a changed search
-    r = cli(["search", "--resume", str(out), "--trials", "5"])
-    assert r.returncode == 2 and "keeps the search's 3 trials" in r.stderr
+    capsys.readouterr()
+    assert main(["search", "--resume", str(out), "--trials", "5"]) == 2  # before any process
+    assert "keeps the search's 3 trials" in capsys.readouterr().err
 
 
 def _stopped_worker(search_dir: Path, timeout: float = 300) -> int:
