@@ -18,6 +18,13 @@ afternoon. ``--resume`` skips finished runs and continues killed ones from their
 A run that stalled at chance is listed as a failure, never averaged. Writes RESULTS/README.md
 (the table, validation accuracy by epoch, per-seed order, commands, hardware) and each run's
 config.yaml, metrics.jsonl and summary.json.
+
+``--methods ... kd-long`` adds the control for the hint stage's extra epochs: KD alone for
+``--epochs`` + ``--hint-epochs`` epochs (runs ``fitnet1-kd-long-s0``), as many as a hints + KD
+run's two stages, with the same lambda schedule (final from epoch ``--epochs`` on). The depth
+study found KD for 13 epochs above hints + KD (3 + 10) for a thin student without BatchNorm
+(benchmarks/results/depth-study-nobn-control/); where hints + KD beats KD but not kd-long,
+its gain is the extra epochs. The report counts the seeds where hints + KD beat kd-long.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from fitnets.report import load_run, mean_std, split_stalled, stalled_note  # no
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 METHODS = {"backprop": "back-propagation", "kd": "KD", "fitnet": "hints + KD"}
+CONTROL = "kd-long"  # KD for --epochs + --hint-epochs epochs (module docstring)
+LABELS = {**METHODS, CONTROL: "KD, + hint epochs"}
 # Romero et al. 2015, Table 1: hints + KD from the maxout teacher (90.18%), 500+ epochs a
 # stage; the paper gives no KD or back-propagation figure for FitNet 1 or 2
 PAPER = {"fitnet1": 89.01, "fitnet2": 91.06}
@@ -48,7 +57,9 @@ def parse(argv):
     p.add_argument("--results", default="benchmarks/results/cifar10-fullscale")
     p.add_argument("--teacher", type=Path, help="a finished fast-teacher run directory")
     p.add_argument("--students", nargs="+", default=["fitnet1"], choices=sorted(PAPER))
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(LABELS),
+                   help="default the paper's three; kd-long: KD for --epochs + --hint-epochs "
+                        "epochs, the control for the hint stage's extra epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=10, help="classifier (KD) epochs")
     p.add_argument("--hint-epochs", type=int, default=3, help="hint-stage epochs")
@@ -68,10 +79,12 @@ def main(argv=None) -> Path:
     dirs: dict[tuple[str, str], list[Path]] = {}
     for seed in args.seeds:
         for student in args.students:
-            for m in args.methods:
+            for m in [m for m in LABELS if m in args.methods]:  # the tables' order
+                long = [f"train.epochs={args.epochs + args.hint_epochs}"] if m == CONTROL else []
                 dirs.setdefault((student, m), []).append(go(
                     f"cifar10-{student}-fast.yaml", "distill", f"{student}-{m}-s{seed}",
-                    [*schedule, f"method={m}", f"seed={seed}", f"teacher.weights={teacher}"]))
+                    [*schedule, *long, f"method={'kd' if m == CONTROL else m}", f"seed={seed}",
+                     f"teacher.weights={teacher}"]))
     elapsed = time.perf_counter() - t0
     results.mkdir(parents=True, exist_ok=True)
     for p in [teacher, *(d for ds in dirs.values() for d in ds)]:
@@ -113,17 +126,22 @@ def table(teacher: Path, dirs: dict[tuple[str, str], list[Path]]) -> str:
         paper = f"{PAPER[student]:.2f}%" if m == "fitnet" else "-"
         params = f"{done[0].summary['params']:,}" if done else "-"
         seeds = ", ".join(str(r.config.get("seed")) for r in done) or "-"
-        lines.append(f"| {student} | {METHODS[m]} | {params} | {acc}{stalled_note(stalled)} "
+        lines.append(f"| {student} | {LABELS[m]} | {params} | {acc}{stalled_note(stalled)} "
                      f"| {seeds} | {f'{wall:.0f} s' if wall else '-'} | {paper} |")
         for r in done:
             per_seed.setdefault((student, r.config.get("seed")), {})[m] = r.summary["test_acc"]
-    shown = [m for m in METHODS if any(k[1] == m for k in dirs)]
+    shown = [m for m in LABELS if any(k[1] == m for k in dirs)]
     lines += ["", "Test accuracy by seed (%):", "",
-              "| student | seed | " + " | ".join(METHODS[m] for m in shown) + " | order |",
+              "| student | seed | " + " | ".join(LABELS[m] for m in shown) + " | order |",
               "|---|---|" + "---:|" * len(shown) + "---|"]
     for (student, seed), v in sorted(per_seed.items()):
         lines.append(f"| {student} | {seed} | " + " | ".join(
             f"{100 * v[m]:.2f}" if m in v else "-" for m in shown) + f" | {paper_order(v)} |")
+    pairs = [v for v in per_seed.values() if "fitnet" in v and CONTROL in v]
+    if pairs:
+        lines += ["", f"The control for the hint stage's extra epochs (KD trained as many epochs "
+                  f"as both stages of hints + KD): hints + KD above it in "
+                  f"{sum(v['fitnet'] > v[CONTROL] for v in pairs)} of {len(pairs)} seed(s)."]
     lines += ["", "Validation accuracy by classifier epoch (%, mean over the seeds that "
               "learned):", ""]
     for (student, m), paths in dirs.items():
@@ -132,7 +150,7 @@ def table(teacher: Path, dirs: dict[tuple[str, str], list[Path]]) -> str:
         if curves:
             n = min(len(c) for c in curves)
             mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
-            lines.append(f"- {student} {METHODS[m]}: " + " ".join(f"{100 * v:.1f}"
+            lines.append(f"- {student} {LABELS[m]}: " + " ".join(f"{100 * v:.1f}"
                                                                   for v in mean))
     return "\n".join(lines)
 

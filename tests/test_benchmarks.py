@@ -110,6 +110,51 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
     sys.modules.pop("common", None)
 
 
+@pytest.mark.slow
+def test_full_scale_driver_runs_the_control_for_the_hint_epochs(tmp_path):
+    """cifar10_fullscale.py --methods fitnet kd-long: the control is KD for --epochs +
+    --hint-epochs epochs with the same lambda schedule, reported beside hints + KD and
+    counted against it seed by seed."""
+    import shutil
+
+    import yaml
+
+    write_tiny_cifar(tmp_path / "data", per_batch=12, n_test=10)
+    driver = load("cifar10_fullscale")
+    argv = ["--out", str(tmp_path / "f"), "--results", str(tmp_path / "res"), "--methods",
+            "kd-long", "fitnet", "--seeds", "0", "--epochs", "1", "--hint-epochs", "1",
+            "--device", "cpu", "--quiet", "--set", f"data.root={tmp_path / 'data'}",
+            "data.download=false", "data.val_size=10", "data.batch_size=25", "train.epochs=1"]
+    text = driver.main(argv).read_text()
+    cfg = yaml.safe_load((tmp_path / "f" / "fitnet1-kd-long-s0" / "config.yaml").read_text())
+    assert (cfg["method"], cfg["train"]["epochs"], cfg["kd"]["lambda_saturate"]) == ("kd", 2, 1)
+    summary = json.loads((tmp_path / "f" / "fitnet1-kd-long-s0" / "summary.json").read_text())
+    assert summary["epochs"] == {"kd": 2}
+    fitnet = json.loads((tmp_path / "f" / "fitnet1-fitnet-s0" / "summary.json").read_text())
+    assert fitnet["epochs"] == {"hints:0": 1, "kd": 1}
+    # the paper's three first, then the control, in the tables whatever the order asked
+    assert "| student | seed | hints + KD | KD, + hint epochs | order |" in text
+    assert (tmp_path / "res" / "fitnet1-kd-long-s0" / "summary.json").is_file()
+    # these 1-epoch runs on 36 random images may stall at chance (then named so, never
+    # compared): the count of seeds where hints + KD beat the control, on the same runs given
+    # accuracies by hand (seed 0: 30% against 25%, seed 1: 20% against 25%)
+    dirs = {}
+    for seed, accs in ((0, (0.30, 0.25)), (1, (0.20, 0.25))):
+        for m, acc in zip(("fitnet", "kd-long"), accs):
+            run = tmp_path / "byhand" / f"fitnet1-{m}-s{seed}"
+            shutil.copytree(tmp_path / "f" / f"fitnet1-{m}-s0", run)
+            done = json.loads((run / "summary.json").read_text())
+            stages = [{**st, "stalled": False} for st in done["stages"]]  # learned
+            (run / "summary.json").write_text(json.dumps({**done, "test_acc": acc,
+                                                          "stalled": False, "stages": stages}))
+            (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": seed}))
+            dirs.setdefault(("fitnet1", m), []).append(run)
+    text = driver.table(tmp_path / "f" / "teacher", dirs)
+    assert "| fitnet1 | 1 | 20.00 | 25.00 | - |" in text
+    assert "hints + KD above it in 1 of 2 seed(s)." in text
+    sys.modules.pop("common", None)
+
+
 def test_paper_order_and_the_depth_studys_paired_counts():
     """The per-seed order column (accuracies: higher is better; perplexities: lower) and the
     depth study's paired counts, on figures worked out by hand."""
