@@ -50,11 +50,12 @@ def fitnets_env(kill_at: str | None = None, env: dict | None = None) -> dict:
 
 def fitnets_cli(args: list[str], kill_at: str | None = None, env: dict | None = None,
                 quiet: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    """``python -m fitnets ARGS [--quiet]`` in a subprocess (environment: fitnets_env), its
-    output captured; ``kw`` goes to subprocess.run."""
+    """``python -m fitnets ARGS [--quiet]`` in a subprocess (environment: fitnets_env, with
+    this process's thread count, same_threads, unless ``env`` sets another), its output
+    captured; ``kw`` goes to subprocess.run."""
     return subprocess.run([sys.executable, "-m", "fitnets", *args, *(["--quiet"] * quiet)],
-                          env=fitnets_env(kill_at, env), capture_output=True, text=True,
-                          timeout=timeout, **kw)
+                          env=fitnets_env(kill_at, {**same_threads(), **(env or {})}),
+                          capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def same_threads() -> dict:

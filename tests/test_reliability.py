@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fitnets_cli, fitnets_env, same_threads
+from conftest import fitnets_cli, fitnets_env
 from fitnets.checkpoint import Checkpoints, load_weights
 from fitnets.cli import main
 
@@ -74,12 +74,12 @@ def test_sigkill_at_many_points_then_resume_is_bit_identical(tiny, tmp_path):
     for i, (point, where) in enumerate(kills):
         args = [*distill_args(root, teacher), f"out={cut}"] if i == 0 else [
             "distill", "--resume", str(cut)]
-        r = fitnets_cli(args, kill_at=point, env=same_threads())
+        r = fitnets_cli(args, kill_at=point)
         assert r.returncode == -signal.SIGKILL, (where, r.returncode, r.stderr)
         assert not (cut / "summary.json").exists()
         if point == "write:2":  # the newest .pt has no checksum: it must not be trusted
             assert "falling back" in fitnets_cli(["distill", "--resume", str(cut)],
-                                                 kill_at="save:1", env=same_threads()).stderr
+                                                 kill_at="save:1").stderr
             # (that resume was itself killed right after writing its first checkpoint)
     assert main(["distill", "--resume", str(cut), "--quiet"]) == verdict  # the same verdict
 

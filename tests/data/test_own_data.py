@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import fitnets
-from conftest import COLOURS, fitnets_cli, photos, same_threads
+from conftest import COLOURS, fitnets_cli, photos
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.data import load_dataset
@@ -105,7 +105,7 @@ def test_a_killed_streaming_run_resumes_mid_epoch_to_the_same_weights_and_metric
     assert main([*args, f"out={ref}", "--quiet"]) == 0  # in this process, as the resume
     # 60 training images, batch 16: 4 steps an epoch; killed after step 3 (checkpoint at 2),
     # in a real process with this one's thread count
-    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:3", quiet=False, env=same_threads())
+    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:3", quiet=False)
     assert killed.returncode == -9, killed.stderr
     capsys.readouterr()
     assert main(["train", "--resume", str(cut)]) == 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fitnets_cli, same_threads
+from conftest import fitnets_cli
 from fitnets.checkpoint import Checkpoints, load_weights
 from fitnets.cli import main
 from fitnets.config import make_config
@@ -121,7 +121,7 @@ def test_a_streamed_run_killed_mid_epoch_resumes_bit_exact(tmp_path):
     code = main([*args, f"out={ref}", "--quiet"])  # in this process, as the resume
     assert code in (0, 3)
     # epoch 1, after the step-2 save: a real process, with this one's thread count
-    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:3", env=same_threads())
+    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:3")
     assert killed.returncode == -9, killed.stderr
     assert not (cut / "summary.json").exists()
     # what --resume continues from: inside epoch 1, after its second step

@@ -166,18 +166,22 @@ def test_an_hf_model_that_is_neither_image_nor_text_classifier_is_refused(tmp_pa
         build_model(f"hf:{tmp_path / 'w'}", num_classes=2)
 
 
+def distill_text(out: str, folders: str, resume: bool = False) -> None:
+    """The run of the kill test below: in a process of its own (SCRIPT) or in pytest's."""
+    data = dict(train=Tokens(128, 0), test=Tokens(64, 1))
+    if resume:
+        fitnets.distill(resume=out, verbose=False, **data)
+    else:
+        fitnets.distill(teacher={"name": f"hf:{folders}/teacher"},
+                        student={"name": f"hf:{folders}/student"}, out=out,
+                        overrides=FAST, hints=PAIR, verbose=False, **data)
+
+
 SCRIPT = """
-import sys, torch, fitnets
+import sys
 sys.path.insert(0, {tests!r})
-from test_text_hints import FAST, PAIR, Tokens
-out, folders = sys.argv[1], sys.argv[2]
-data = dict(train=Tokens(128, 0), test=Tokens(64, 1))
-if len(sys.argv) > 3:
-    fitnets.distill(resume=out, verbose=False, **data)
-else:
-    fitnets.distill(teacher={{"name": "hf:" + folders + "/teacher"}},
-                    student={{"name": "hf:" + folders + "/student"}}, out=out,
-                    overrides=FAST, hints=PAIR, verbose=False, **data)
+from test_text_hints import distill_text
+distill_text(sys.argv[1], sys.argv[2], resume=len(sys.argv) > 3)
 """
 
 
@@ -194,24 +198,15 @@ def test_a_killed_text_run_resumes_bit_exact(folders, tmp_path):
                               env=fitnets_env(kill_at, same_threads()), capture_output=True,
                               text=True, timeout=600)
 
-    def in_this_process(out: Path, *more: str) -> None:  # SCRIPT's call, without its start-up
-        data = dict(train=Tokens(128, 0), test=Tokens(64, 1))
-        if more:
-            fitnets.distill(resume=out, verbose=False, **data)
-        else:
-            fitnets.distill(teacher={"name": f"hf:{folders}/teacher"},
-                            student={"name": f"hf:{folders}/student"}, out=out,
-                            overrides=FAST, hints=PAIR, verbose=False, **data)
-
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    in_this_process(ref)
+    distill_text(str(ref), str(folders))  # in this process, as the resume
     # 4 steps an epoch: killed in the second hint epoch (at its step 2), in a real process
     # with this one's thread count; the resume redoes hint epoch 2 from its checkpoint, then
     # the KD stage. (A second kill, inside KD, went for CI time: each process here imports
     # transformers; test_reliability.py kills the same loop in both stages.)
     assert run(cut, kill_at="step:6").returncode == -9
     assert not (cut / "summary.json").exists()
-    in_this_process(cut, "resume")
+    distill_text(str(cut), str(folders), resume=True)
     want, got = (load_weights(d / "model.pt")["state_dict"] for d in (ref, cut))
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     strip = [[{k: v for k, v in m.items() if k != "time"} for m in records(d)]

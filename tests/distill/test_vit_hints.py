@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fitnets_cli, photos, same_threads
+from conftest import fitnets_cli, photos
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
 from fitnets.models import build_model
@@ -132,10 +132,9 @@ def test_a_killed_transformer_run_resumes_bit_exact(setup, tmp_path):
     assert main([*args, f"out={ref}", "--quiet"]) == 0  # in this process; the killed ones
     # are real processes with its thread count. Killed inside stage 1 (step 5: epoch 2 of the
     # hints), then inside KD (its step 4)
-    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:5", quiet=False, env=same_threads())
+    killed = fitnets_cli([*args, f"out={cut}"], kill_at="step:5", quiet=False)
     assert killed.returncode == -9, killed.stderr
-    killed = fitnets_cli(["distill", "--resume", str(cut)], kill_at="step:5", quiet=False,
-                         env=same_threads())
+    killed = fitnets_cli(["distill", "--resume", str(cut)], kill_at="step:5", quiet=False)
     assert killed.returncode == -9, killed.stderr
     assert not (cut / "summary.json").exists()
     assert main(["distill", "--resume", str(cut), "--quiet"]) == 0

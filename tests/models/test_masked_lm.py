@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from conftest import fitnets_cli, same_threads
+from conftest import fitnets_cli
 from fitnets import FitnetsError
 from fitnets.checkpoint import load_weights
 from fitnets.cli import main
@@ -97,7 +97,7 @@ def test_a_masked_run_killed_mid_epoch_resumes_bit_exact(tmp_path):
     code = main([*run_args, f"out={ref}", "--quiet"])  # in this process, as the resume
     assert code in (0, 3)
     # epoch 1, after the step-2 save: a real process, with this one's thread count
-    killed = fitnets_cli([*run_args, f"out={cut}"], kill_at="step:3", env=same_threads())
+    killed = fitnets_cli([*run_args, f"out={cut}"], kill_at="step:3")
     assert killed.returncode == -9, killed.stderr
     assert main(["train", "--resume", str(cut), "--quiet"]) == code
 
