@@ -25,6 +25,10 @@ run's two stages, with the same lambda schedule (final from epoch ``--epochs`` o
 study found KD for 13 epochs above hints + KD (3 + 10) for a thin student without BatchNorm
 (benchmarks/results/depth-study-nobn-control/); where hints + KD beats KD but not kd-long,
 its gain is the extra epochs. The report counts the seeds where hints + KD beat kd-long.
+
+``--logits-bank`` shares one bank of the teacher's logits for every view among the runs'
+KD stages (the depth study's option of the same name): worth it from about six KD stages on
+(3 seeds of kd, kd-long and hints + KD are nine), not for one seed's pair.
 """
 
 from __future__ import annotations
@@ -38,13 +42,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import add_run_options, paper_order, provenance, recipe_runner, teacher_run  # noqa: E402
+from common import (  # noqa: E402
+    CONTROL,
+    add_run_options,
+    control_line,
+    paper_order,
+    provenance,
+    recipe_runner,
+    teacher_run,
+)
 
 from fitnets.report import load_run, mean_std, split_stalled, stalled_note  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 METHODS = {"backprop": "back-propagation", "kd": "KD", "fitnet": "hints + KD"}
-CONTROL = "kd-long"  # KD for --epochs + --hint-epochs epochs (module docstring)
 LABELS = {**METHODS, CONTROL: "KD, + hint epochs"}
 # Romero et al. 2015, Table 1: hints + KD from the maxout teacher (90.18%), 500+ epochs a
 # stage; the paper gives no KD or back-propagation figure for FitNet 1 or 2
@@ -63,6 +74,13 @@ def parse(argv):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=10, help="classifier (KD) epochs")
     p.add_argument("--hint-epochs", type=int, default=3, help="hint-stage epochs")
+    p.add_argument("--logits-bank", action="store_true",
+                   help="the KD runs (kd, kd-long) build (the first) and read one bank of the "
+                        "teacher's logits for every view on disk (perf.teacher_cache=disk; "
+                        "50 views of 45k images: 2.25M teacher forwards, about 5 KD runs' "
+                        "worth, so it pays from the sixth KD stage on); the hints + KD runs' "
+                        "KD stages read it too (auto), their hint stages run the teacher "
+                        "inline (a bank of every view of block2 would take 108 GB)")
     add_run_options(p)
     return p.parse_args(argv)
 
@@ -77,14 +95,19 @@ def main(argv=None) -> Path:
     schedule = [f"train.epochs={args.epochs}", f"hints.stage.epochs={args.hint_epochs}",
                 f"kd.lambda_saturate={args.epochs}"]
     dirs: dict[tuple[str, str], list[Path]] = {}
+    order = [m for m in LABELS if m in args.methods]  # the tables' order
+    if args.logits_bank:  # the runs that build the bank first, so hints + KD finds it
+        order.sort(key=lambda m: m not in ("kd", CONTROL))
     for seed in args.seeds:
         for student in args.students:
-            for m in [m for m in LABELS if m in args.methods]:  # the tables' order
+            for m in order:
                 long = [f"train.epochs={args.epochs + args.hint_epochs}"] if m == CONTROL else []
                 dirs.setdefault((student, m), []).append(go(
                     f"cifar10-{student}-fast.yaml", "distill", f"{student}-{m}-s{seed}",
                     [*schedule, *long, f"method={'kd' if m == CONTROL else m}", f"seed={seed}",
-                     f"teacher.weights={teacher}"]))
+                     f"teacher.weights={teacher}",
+                     *(["perf.teacher_cache=disk"] if args.logits_bank
+                       and m in ("kd", CONTROL) else [])]))
     elapsed = time.perf_counter() - t0
     results.mkdir(parents=True, exist_ok=True)
     for p in [teacher, *(d for ds in dirs.values() for d in ds)]:
@@ -137,11 +160,7 @@ def table(teacher: Path, dirs: dict[tuple[str, str], list[Path]]) -> str:
     for (student, seed), v in sorted(per_seed.items()):
         lines.append(f"| {student} | {seed} | " + " | ".join(
             f"{100 * v[m]:.2f}" if m in v else "-" for m in shown) + f" | {paper_order(v)} |")
-    pairs = [v for v in per_seed.values() if "fitnet" in v and CONTROL in v]
-    if pairs:
-        lines += ["", f"The control for the hint stage's extra epochs (KD trained as many epochs "
-                  f"as both stages of hints + KD): hints + KD above it in "
-                  f"{sum(v['fitnet'] > v[CONTROL] for v in pairs)} of {len(pairs)} seed(s)."]
+    lines += control_line(per_seed.values())
     lines += ["", "Validation accuracy by classifier epoch (%, mean over the seeds that "
               "learned):", ""]
     for (student, m), paths in dirs.items():

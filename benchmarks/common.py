@@ -13,6 +13,25 @@ import torch
 from fitnets.config import make_config
 from fitnets.run import config_for_resume, run
 
+# KD alone for as many epochs as both stages of hints + KD (the student epochs + the hint
+# epochs), with the same lambda schedule: the control for the hint stage's extra epochs
+CONTROL = "kd-long"
+
+
+def control_line(per_seed) -> list[str]:
+    """The paired count of the control: over the seeds (each a dict method -> accuracy, None
+    for a run that stalled) where hints + KD and kd-long both learned, how often hints + KD
+    beat kd-long, and kd-long beat KD where KD learned too. Empty without such a pair."""
+    pairs = [v for v in per_seed if v.get("fitnet") is not None and v.get(CONTROL) is not None]
+    if not pairs:
+        return []
+    kd = [v for v in pairs if v.get("kd") is not None]
+    return ["", "The control for the hint stage's extra epochs (kd-long: KD trained as many "
+            f"epochs as both stages of hints + KD): hints + KD above kd-long in "
+            f"{sum(v['fitnet'] > v[CONTROL] for v in pairs)} of {len(pairs)} seed(s)"
+            + (f"; kd-long above KD in {sum(v[CONTROL] > v['kd'] for v in kd)} of {len(kd)}"
+               if kd else "") + "."]
+
 
 def add_run_options(p) -> None:
     """The options every driver shares: device, resume, extra overrides, quiet."""

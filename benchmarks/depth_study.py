@@ -66,7 +66,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    CONTROL,
     add_run_options,
+    control_line,
     in_paper_order,
     paper_order,
     provenance,
@@ -78,7 +80,6 @@ from fitnets.models.thin import BUDGETS, builder_name  # noqa: E402
 from fitnets.report import load_run, mean_std, pyplot, report, split_stalled  # noqa: E402
 
 METHODS = ("backprop", "kd", "fitnet")
-CONTROL = "kd-long"  # KD for the student epochs + the hint epochs (module docstring)
 # data.name=cifar10 reads the canonical pickles when present, else cifar10-jpeg.zip
 DATA_NOTE = ("the canonical pickles if present, else cifar10-jpeg.zip: lossy JPEG, "
              "quality ~75")
@@ -263,15 +264,8 @@ def seed_table(per_seed: dict[tuple[int, int, int], dict[str, float | None]],
                   f"hints + KD above KD in {wins('fitnet', 'kd')}, above back-propagation "
                   f"in {wins('fitnet', 'backprop')}; KD above back-propagation in "
                   f"{wins('kd', 'backprop')}."]
-    pairs = [v for v in per_seed.values() if CONTROL in methods
-             and v.get("fitnet") is not None and v.get(CONTROL) is not None]
-    if pairs:
-        kd = [v for v in pairs if v.get("kd") is not None]
-        lines += ["", f"The control for the hint stage's extra epochs (kd-long: KD trained "
-                  f"as many epochs as both FitNet stages): hints + KD above kd-long in "
-                  f"{sum(v['fitnet'] > v[CONTROL] for v in pairs)} of {len(pairs)}"
-                  + (f"; kd-long above KD in {sum(v[CONTROL] > v['kd'] for v in kd)} of "
-                     f"{len(kd)}" if kd else "") + "."]
+    if CONTROL in methods:
+        lines += control_line(per_seed.values())
     return "\n".join(lines) + "\n"
 
 

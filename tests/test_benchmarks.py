@@ -111,23 +111,37 @@ def test_depth_study_on_tiny_cifar_with_two_budgets(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_scale_driver_runs_the_control_for_the_hint_epochs(tmp_path):
+def test_full_scale_driver_runs_the_control_for_the_hint_epochs(tmp_path, monkeypatch, capsys):
     """cifar10_fullscale.py --methods fitnet kd-long: the control is KD for --epochs +
     --hint-epochs epochs with the same lambda schedule, reported beside hints + KD and
-    counted against it seed by seed."""
+    counted against it seed by seed. With --logits-bank the control builds one disk bank of
+    the teacher's logits first and hints + KD's KD stage reads it."""
     import shutil
 
     import yaml
 
     write_tiny_cifar(tmp_path / "data", per_batch=12, n_test=10)
+    monkeypatch.setenv("FITNETS_CACHE", str(tmp_path / "cache"))
     driver = load("cifar10_fullscale")
     argv = ["--out", str(tmp_path / "f"), "--results", str(tmp_path / "res"), "--methods",
-            "kd-long", "fitnet", "--seeds", "0", "--epochs", "1", "--hint-epochs", "1",
-            "--device", "cpu", "--quiet", "--set", f"data.root={tmp_path / 'data'}",
+            "fitnet", "kd-long", "--seeds", "0", "--epochs", "1", "--hint-epochs", "1",
+            "--logits-bank", "--device", "cpu", "--set", f"data.root={tmp_path / 'data'}",
             "data.download=false", "data.val_size=10", "data.batch_size=25", "train.epochs=1"]
     text = driver.main(argv).read_text()
     cfg = yaml.safe_load((tmp_path / "f" / "fitnet1-kd-long-s0" / "config.yaml").read_text())
     assert (cfg["method"], cfg["train"]["epochs"], cfg["kd"]["lambda_saturate"]) == ("kd", 2, 1)
+    # the bank: built by the control (run first, though the tables put hints + KD first),
+    # read by hints + KD's KD stage; its hint stage ran the teacher inline
+    out = capsys.readouterr().out
+    built, reused = out.index("run " + str(tmp_path / "f" / "fitnet1-kd-long-s0")), \
+        out.index("teacher cache: reusing logits outputs (50 view(s)")
+    assert built < out.index("run " + str(tmp_path / "f" / "fitnet1-fitnet-s0")) < reused
+    assert "teacher cache: block2 computed inline" in out
+    fitnet_cfg = yaml.safe_load((tmp_path / "f" / "fitnet1-fitnet-s0" / "config.yaml")
+                                .read_text())
+    assert (cfg["perf"]["teacher_cache"], fitnet_cfg["perf"]["teacher_cache"]) == ("disk", "auto")
+    banks = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")]
+    assert [(b["what"], b["views"]) for b in banks] == [("logits", 50)]
     summary = json.loads((tmp_path / "f" / "fitnet1-kd-long-s0" / "summary.json").read_text())
     assert summary["epochs"] == {"kd": 2}
     fitnet = json.loads((tmp_path / "f" / "fitnet1-fitnet-s0" / "summary.json").read_text())
@@ -151,7 +165,7 @@ def test_full_scale_driver_runs_the_control_for_the_hint_epochs(tmp_path):
             dirs.setdefault(("fitnet1", m), []).append(run)
     text = driver.table(tmp_path / "f" / "teacher", dirs)
     assert "| fitnet1 | 1 | 20.00 | 25.00 | - |" in text
-    assert "hints + KD above it in 1 of 2 seed(s)." in text
+    assert "hints + KD above kd-long in 1 of 2 seed(s)." in text
     sys.modules.pop("common", None)
 
 
@@ -196,7 +210,7 @@ def test_paper_order_and_the_depth_studys_paired_counts():
         "| ~30K | 9 | 0 | 70.00 | 75.00 | 80.00 | 78.00 | hints + KD > KD > back-propagation |",
         "| ~30K | 9 | 1 | 72.00 | 74.00 | 75.00 | 76.00 | hints + KD > KD > back-propagation |",
         "| ~30K | 9 | 2 | 72.00 | 74.00 | 75.00 | - | hints + KD > KD > back-propagation |"]
-    assert ("hints + KD above kd-long in 1 of 2; kd-long above KD in 2 of 2.") in text
+    assert ("hints + KD above kd-long in 1 of 2 seed(s); kd-long above KD in 2 of 2.") in text
     sys.modules.pop("common", None)
 
 
