@@ -44,11 +44,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import (  # noqa: E402
     CONTROL,
+    add_logits_bank_option,
     add_run_options,
     control_line,
+    logits_bank,
     paper_order,
     provenance,
     recipe_runner,
+    run_order,
     teacher_run,
 )
 
@@ -74,13 +77,7 @@ def parse(argv):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=10, help="classifier (KD) epochs")
     p.add_argument("--hint-epochs", type=int, default=3, help="hint-stage epochs")
-    p.add_argument("--logits-bank", action="store_true",
-                   help="the KD runs (kd, kd-long) build (the first) and read one bank of the "
-                        "teacher's logits for every view on disk (perf.teacher_cache=disk; "
-                        "50 views of 45k images: 2.25M teacher forwards, about 5 KD runs' "
-                        "worth, so it pays from the sixth KD stage on); the hints + KD runs' "
-                        "KD stages read it too (auto), their hint stages run the teacher "
-                        "inline (a bank of every view of block2 would take 108 GB)")
+    add_logits_bank_option(p)
     add_run_options(p)
     return p.parse_args(argv)
 
@@ -95,9 +92,7 @@ def main(argv=None) -> Path:
     schedule = [f"train.epochs={args.epochs}", f"hints.stage.epochs={args.hint_epochs}",
                 f"kd.lambda_saturate={args.epochs}"]
     dirs: dict[tuple[str, str], list[Path]] = {}
-    order = [m for m in LABELS if m in args.methods]  # the tables' order
-    if args.logits_bank:  # the runs that build the bank first, so hints + KD finds it
-        order.sort(key=lambda m: m not in ("kd", CONTROL))
+    order = run_order(args, [m for m in LABELS if m in args.methods])  # the tables' order
     for seed in args.seeds:
         for student in args.students:
             for m in order:
@@ -105,9 +100,7 @@ def main(argv=None) -> Path:
                 dirs.setdefault((student, m), []).append(go(
                     f"cifar10-{student}-fast.yaml", "distill", f"{student}-{m}-s{seed}",
                     [*schedule, *long, f"method={'kd' if m == CONTROL else m}", f"seed={seed}",
-                     f"teacher.weights={teacher}",
-                     *(["perf.teacher_cache=disk"] if args.logits_bank
-                       and m in ("kd", CONTROL) else [])]))
+                     f"teacher.weights={teacher}", *logits_bank(args, m)]))
     elapsed = time.perf_counter() - t0
     results.mkdir(parents=True, exist_ok=True)
     for p in [teacher, *(d for ds in dirs.values() for d in ds)]:

@@ -33,6 +33,30 @@ def control_line(per_seed) -> list[str]:
                if kd else "") + "."]
 
 
+def add_logits_bank_option(p) -> None:
+    """--logits-bank: one disk bank of the teacher's logits shared by the runs' KD stages."""
+    p.add_argument("--logits-bank", action="store_true",
+                   help="the KD runs (kd, kd-long) run first, build (the first of them) and "
+                        "read one bank of the teacher's logits for every view on disk "
+                        "(perf.teacher_cache=disk); the hints + KD runs' KD stages read it too "
+                        "(auto), their hint stages run the teacher inline: a bank of every view "
+                        "of a hint layer is large (the fast teacher's block2 at 50 views of 45k "
+                        "images: 54 GB in bf16, 108 GB in fp32). The logits bank costs 50 "
+                        "teacher forwards an image, about 5 KD runs of 10 epochs: it pays from "
+                        "about the sixth KD stage sharing it")
+
+
+def logits_bank(args, method: str) -> list[str]:
+    """The override --logits-bank gives ``method``'s run: a disk bank for the KD runs."""
+    return ["perf.teacher_cache=disk"] if args.logits_bank and method in ("kd", CONTROL) else []
+
+
+def run_order(args, methods: list[str]) -> list[str]:
+    """The order to run ``methods`` in: as given, with --logits-bank the KD runs first, so
+    that a bank one of them builds is there for the hints + KD runs' KD stages."""
+    return sorted(methods, key=lambda m: args.logits_bank and m not in ("kd", CONTROL))
+
+
 def add_run_options(p) -> None:
     """The options every driver shares: device, resume, extra overrides, quiet."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

@@ -67,12 +67,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     CONTROL,
+    add_logits_bank_option,
     add_run_options,
     control_line,
     in_paper_order,
+    logits_bank,
     paper_order,
     provenance,
     run_once,
+    run_order,
     teacher_run,
 )
 
@@ -117,12 +120,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=0, help="first N training images (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of every stage")
-    p.add_argument("--logits-bank", action="store_true",
-                   help="the KD runs build (the first) and read one bank of the teacher's "
-                        "logits for every view on disk (perf.teacher_cache=disk); the FitNet "
-                        "runs' KD stages read it too (auto), while their hint stages run the "
-                        "teacher inline: a bank of every view of a hint layer is large (the "
-                        "fast teacher's block2: 54 GB at 50 views of 45k images)")
+    add_logits_bank_option(p)
     p.add_argument("--no-batchnorm", action="store_true",
                    help="students without BatchNorm (thin_cifar_d<depth>[_107k]_nobn: "
                         "conv + bias, ReLU, He init), run names nobn-...")
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> Path:
         tag = ("" if bn else "nobn-") + ("" if budget == 30_000 else f"{budget // 1000}k-")
         for depth in args.depths:
             for seed in args.seeds:
-                for method in methods:
+                for method in run_order(args, methods):
                     long = method == CONTROL  # KD, with the hint stage's epochs added
                     epochs = args.epochs_student + (args.hint_epochs if long else 0)
                     extra = [f"method={'kd' if long else method}", f"seed={seed}",
@@ -188,8 +186,7 @@ def main(argv: list[str] | None = None) -> Path:
                              f"hints.stage.epochs={args.hint_epochs}",
                              f"teacher.name={args.teacher}", f"teacher.weights={teacher}",
                              *(f"teacher.pool_rounding={r}" for r in pool),
-                             *(["perf.teacher_cache=disk"] if args.logits_bank
-                               and method in ("kd", CONTROL) else [])]
+                             *logits_bank(args, method)]
                     done = go("distill", f"{tag}d{depth}-{method}-s{seed}", extra)
                     dirs.setdefault((budget, depth, method), []).extend([done] if done else [])
     elapsed = time.perf_counter() - t0
