@@ -164,7 +164,7 @@ def build_teacher_cache(fn: Callable[[torch.Tensor], torch.Tensor], teacher: tor
     total = views * n
     nbytes = total * probe[0].numel() * probe.element_size()
     dname = str(dtype).removeprefix("torch.")
-    size = f"{nbytes / 2**20:.1f} MiB"
+    size = f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
     kinds = (f" ({2 if flips else 1} flip(s) x {(2 * pad + 1) ** 2} shifts"
              f"{', reflected' if fill == 'reflect' else ''})" if pad else "")
     writer = dist.local_rank == 0
