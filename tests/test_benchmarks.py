@@ -230,6 +230,16 @@ def test_recorded_full_scale_tables_regenerate_from_their_run_files(tmp_path, mo
     rows = re.findall(r"^\| fitnet1 \| \d \|.*$", text, re.M)
     assert len(rows) == 3 and all(r in (runs / "README.md").read_text() for r in rows)
     assert rows[0] == "| fitnet1 | 0 | 76.95 | 77.79 | 82.13 | hints + KD > KD > back-propagation |"
+    # the control for the hint epochs, from the fp32 teacher: KD (10), hints + KD, KD (13)
+    runs = res / "cifar10-fullscale-control"
+    text = fullscale.table(runs / "teacher", {
+        ("fitnet1", m): [runs / f"fitnet1-{m}-s0"] for m in ("kd", "fitnet", "kd-long")})
+    rows = re.findall(r"^\| fitnet1 \| \d \|.*$", text, re.M)
+    assert len(rows) == 1 and rows[0] in (runs / "README.md").read_text()
+    assert rows[0].startswith("| fitnet1 | 0 | ") and "| 82.54 | 79.68 |" in rows[0]
+    count = re.search(r"hints \+ KD above kd-long in .*\.$", text, re.M).group(0)
+    assert count in (runs / "README.md").read_text()
+    assert count.startswith("hints + KD above kd-long in 1 of 1 seed(s)")
     lm = load("lm_stdlib")
     lm.stdlib_corpus(Path("corpora/stdlib"), lm.CORPUS_BYTES)
     runs = res / "text-stdlib"
