@@ -16,6 +16,7 @@ from fitnets.run import config_for_resume, run
 # KD alone for as many epochs as both stages of hints + KD (the student epochs + the hint
 # epochs), with the same lambda schedule: the control for the hint stage's extra epochs
 CONTROL = "kd-long"
+BANKED = ("kd", CONTROL)  # the runs --logits-bank gives a disk bank of the teacher's logits
 
 
 def control_line(per_seed) -> list[str]:
@@ -48,13 +49,13 @@ def add_logits_bank_option(p) -> None:
 
 def logits_bank(args, method: str) -> list[str]:
     """The override --logits-bank gives ``method``'s run: a disk bank for the KD runs."""
-    return ["perf.teacher_cache=disk"] if args.logits_bank and method in ("kd", CONTROL) else []
+    return ["perf.teacher_cache=disk"] if args.logits_bank and method in BANKED else []
 
 
 def run_order(args, methods: list[str]) -> list[str]:
     """The order to run ``methods`` in: as given, with --logits-bank the KD runs first, so
     that a bank one of them builds is there for the hints + KD runs' KD stages."""
-    return sorted(methods, key=lambda m: args.logits_bank and m not in ("kd", CONTROL))
+    return sorted(methods, key=lambda m: args.logits_bank and m not in BANKED)
 
 
 def add_run_options(p) -> None:

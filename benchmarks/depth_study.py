@@ -172,12 +172,13 @@ def main(argv: list[str] | None = None) -> Path:
     dirs: dict[tuple[int, int, str], list[Path]] = {}
     bn = not args.no_batchnorm
     methods = [m for m in (*METHODS, CONTROL) if m in args.methods]  # the tables' order
+    order = run_order(args, methods)  # under --logits-bank the KD runs first
     for budget in args.budgets:
         # run names: d3-..., 107k-d3-..., without BatchNorm nobn-d3-..., nobn-107k-d3-...
         tag = ("" if bn else "nobn-") + ("" if budget == 30_000 else f"{budget // 1000}k-")
         for depth in args.depths:
             for seed in args.seeds:
-                for method in run_order(args, methods):
+                for method in order:
                     long = method == CONTROL  # KD, with the hint stage's epochs added
                     epochs = args.epochs_student + (args.hint_epochs if long else 0)
                     extra = [f"method={'kd' if long else method}", f"seed={seed}",
