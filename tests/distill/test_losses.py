@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from fitnets.distill.hint import hint_loss
-from fitnets.distill.losses import kd_loss, soft_cross_entropy, teacher_weight
+from fitnets.distill.losses import (
+    describe_soft_targets,
+    kd_loss,
+    soft_cross_entropy,
+    soft_target_stats,
+    teacher_weight,
+)
 
 
 def _softmax(v):
@@ -92,3 +98,31 @@ def test_schedule_is_monotone_and_never_negative():
     values = [teacher_weight(e, init=1.0, start=2, saturate=10, final=-3.0) for e in range(1, 20)]
     assert all(a >= b for a, b in zip(values, values[1:]))
     assert min(values) == 0.0
+
+
+def test_soft_target_stats_by_hand():
+    # two classes, logits (ln 3, 0): P^1 = (3/4, 1/4); P^2 = (sqrt 3, 1) / (1 + sqrt 3)
+    a = torch.tensor([[math.log(3.0), 0.0], [0.0, math.log(3.0)]])
+    s1 = soft_target_stats(a, tau=1.0)
+    assert s1["top"] == pytest.approx(0.75) and s1["top_at_1"] == pytest.approx(0.75)
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert s1["entropy"] == pytest.approx(h / math.log(2)) and s1["classes"] == 2
+    s2 = soft_target_stats(a, tau=2.0)
+    assert s2["top"] == pytest.approx(math.sqrt(3) / (1 + math.sqrt(3)))
+    assert s2["top_at_1"] == pytest.approx(0.75)
+    # a language model's (B, T, V) logits: every position a row; equal logits are uniform
+    flat = soft_target_stats(torch.zeros(2, 3, 5), tau=3.0)
+    assert flat["top"] == pytest.approx(0.2) and flat["entropy"] == pytest.approx(1.0)
+
+
+def test_describe_soft_targets_says_when_they_are_nearly_flat():
+    sharp = describe_soft_targets(soft_target_stats(torch.tensor([[8.0, 0.0, 0.0]]), 3.0),
+                                  3.0, 64)
+    assert "tau 3 (64 training rows): the top class gets 0.88" in sharp
+    assert "(1.00 at tau 1; uniform: 0.33)" in sharp and "nearly flat" not in sharp
+    # the fast CIFAR-10 teacher's kind of logits: a range of about 4 (label smoothing)
+    a = torch.tensor([[3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    flat = describe_soft_targets(soft_target_stats(a, 3.0), 3.0, 1)
+    assert "nearly flat" in flat and "a lower kd.tau sharpens them" in flat
+    # the same logits at tau 1 are not called flat: the remark is about the temperature
+    assert "nearly flat" not in describe_soft_targets(soft_target_stats(a, 1.0), 1.0, 1)

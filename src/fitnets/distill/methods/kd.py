@@ -7,9 +7,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fitnets.data.text import IGNORE
+from fitnets.data.text import IGNORE, TextData
 from fitnets.distill.hint import guided_params
-from fitnets.distill.losses import kd_loss, teacher_weight
+from fitnets.distill.losses import (
+    describe_soft_targets,
+    kd_loss,
+    soft_target_stats,
+    teacher_weight,
+)
 from fitnets.distill.methods import Offer, Range
 from fitnets.distill.stages import ClassifierStage, per_position, student_groups
 from fitnets.distill.teacher import LOGITS
@@ -48,7 +53,8 @@ class KDStage(ClassifierStage):
         self.masked = getattr(s.data, "masking", None) is not None
         # lambda lives on the device: a new value each epoch is a new number, not a new graph
         self.lam = torch.zeros((), device=next(s.student.parameters()).device)
-        super().__init__("kd", s.student, s.student, s.cfg.train, s.data, groups)
+        super().__init__("kd", s.student, s.student, s.cfg.train, s.data, groups,
+                         intro=[] if self.masked else [soft_targets(s, k.tau)])
 
     def start_epoch(self, epoch: int) -> dict:
         k = self.k
@@ -67,3 +73,14 @@ class KDStage(ClassifierStage):
                                     student_tau=self.k.student_tau,
                                     keep=y != IGNORE if self.masked else None)
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
+
+
+def soft_targets(s: Setup, tau: float) -> str:
+    """What the teacher's soft targets look like at ``tau``, on the first training rows (a
+    language model's first blocks, every position a row): said when the stage starts, so a
+    flat target (a label-smoothed teacher at the paper's tau 3) is seen before training."""
+    probe = s.data.probe(2 if isinstance(s.data, TextData) else 64)
+    with torch.no_grad():
+        logits = s.teacher.net(probe)
+    rows = logits.shape[0] * (logits.shape[1] if logits.dim() == 3 else 1)
+    return describe_soft_targets(soft_target_stats(logits, tau), tau, rows)
