@@ -240,7 +240,8 @@ class HintConfig:
 @dataclass
 class KDConfig:
     tau: float = checked(3.0, gt(0))
-    """Softmax temperature (paper: 3)."""
+    """Softmax temperature (paper: 3). A teacher trained with label smoothing gives nearly
+    flat soft targets at 3; the KD stage's first line says how sharp they are."""
     lambda_init: float = checked(4.0, ge(0))
     """Initial weight of the soft-target term (paper: 4)."""
     lambda_start: int = checked(5, ge(0))
