@@ -62,6 +62,12 @@ def test_fitnet_distill_end_to_end(teacher_dir, tmp_path):
     assert hint["regressor"] == "conv" and hint["regressor_params"] == 16 * 96 * 4 + 96
     assert summary["epochs"] == {"hints:0": 2, "kd": 2}
     assert summary["method"] == "fitnet" and summary["teacher"] == "mnist_teacher"
+    # the KD stage keeps how sharp the teacher's soft targets were at tau 3 when it started:
+    # a softmax's top probability falls as the temperature rises
+    soft = summary["stages"][1]["soft_targets"]
+    assert soft["tau"] == 3.0 and soft["rows"] == 64 and soft["stats"]["classes"] == 10
+    assert 0.1 <= soft["stats"]["top"] <= soft["stats"]["top_at_1"] <= 1.0
+    assert 0.0 <= soft["stats"]["entropy"] <= 1.0
     bundle = load_weights(tmp_path / "fit" / "model.pt")
     assert not any("regressor" in k for k in bundle["state_dict"])  # thrown away after stage 1
     assert set(bundle["state_dict"]) == set(build_model("mnist_student").state_dict())

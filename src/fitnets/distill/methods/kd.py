@@ -53,8 +53,10 @@ class KDStage(ClassifierStage):
         self.masked = getattr(s.data, "masking", None) is not None
         # lambda lives on the device: a new value each epoch is a new number, not a new graph
         self.lam = torch.zeros((), device=next(s.student.parameters()).device)
+        targets = None if self.masked else soft_targets(s, k.tau)
         super().__init__("kd", s.student, s.student, s.cfg.train, s.data, groups,
-                         intro=[] if self.masked else [soft_targets(s, k.tau)])
+                         intro=[describe_soft_targets(**targets)] if targets else [],
+                         summary={"soft_targets": targets} if targets else None)
 
     def start_epoch(self, epoch: int) -> dict:
         k = self.k
@@ -75,12 +77,14 @@ class KDStage(ClassifierStage):
         return total, {"loss": total.detach(), "ce": hard.detach(), "soft": soft.detach()}
 
 
-def soft_targets(s: Setup, tau: float) -> str:
-    """What the teacher's soft targets look like at ``tau``, on the first training rows (a
-    language model's first blocks, every position a row): said when the stage starts, so a
-    flat target (a label-smoothed teacher at the paper's tau 3) is seen before training."""
+def soft_targets(s: Setup, tau: float) -> dict:
+    """How sharp the teacher's soft targets are at ``tau`` (losses.soft_target_stats), on
+    the first training rows (a language model's first blocks, every position a row): said
+    when the stage starts and kept in its summary, so a flat target (a label-smoothed
+    teacher at the paper's tau 3) is seen before training."""
     probe = s.data.probe(2 if isinstance(s.data, TextData) else 64)
     with torch.no_grad():
         logits = s.teacher.net(probe)
     rows = logits.shape[0] * (logits.shape[1] if logits.dim() == 3 else 1)
-    return describe_soft_targets(soft_target_stats(logits, tau), tau, rows)
+    stats = {k: round(v, 4) for k, v in soft_target_stats(logits, tau).items()}
+    return {"stats": stats, "tau": tau, "rows": rows}
