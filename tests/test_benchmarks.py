@@ -233,13 +233,15 @@ def test_recorded_full_scale_tables_regenerate_from_their_run_files(tmp_path, mo
     # the control for the hint epochs, from the fp32 teacher: KD (10), hints + KD, KD (13)
     runs = res / "cifar10-fullscale-control"
     text = fullscale.table(runs / "teacher", {
-        ("fitnet1", m): [runs / f"fitnet1-{m}-s0"] for m in ("kd", "fitnet", "kd-long")})
+        ("fitnet1", m): [runs / f"fitnet1-{m}-s{s}" for s in (0, 1)]
+        for m in ("kd", "fitnet", "kd-long")})
     rows = re.findall(r"^\| fitnet1 \| \d \|.*$", text, re.M)
-    assert len(rows) == 1 and rows[0] in (runs / "README.md").read_text()
+    assert len(rows) == 2 and all(r in (runs / "README.md").read_text() for r in rows)
     assert rows[0].startswith("| fitnet1 | 0 | ") and "| 82.54 | 79.68 |" in rows[0]
+    assert rows[1] == "| fitnet1 | 1 | 78.17 | 82.07 | 79.70 | - |"
     count = re.search(r"hints \+ KD above kd-long in .*\.$", text, re.M).group(0)
     assert count in (runs / "README.md").read_text()
-    assert count.startswith("hints + KD above kd-long in 1 of 1 seed(s)")
+    assert count.startswith("hints + KD above kd-long in 2 of 2 seed(s)")
     lm = load("lm_stdlib")
     lm.stdlib_corpus(Path("corpora/stdlib"), lm.CORPUS_BYTES)
     runs = res / "text-stdlib"
