@@ -113,16 +113,17 @@ def test_soft_target_stats_by_hand():
     # a language model's (B, T, V) logits: every position a row; equal logits are uniform
     flat = soft_target_stats(torch.zeros(2, 3, 5), tau=3.0)
     assert flat["top"] == pytest.approx(0.2) and flat["entropy"] == pytest.approx(1.0)
+    assert (s1["rows"], flat["rows"]) == (2, 6)
 
 
 def test_describe_soft_targets_says_when_they_are_nearly_flat():
-    sharp = describe_soft_targets(soft_target_stats(torch.tensor([[8.0, 0.0, 0.0]]), 3.0),
-                                  3.0, 64)
+    sharp = describe_soft_targets(soft_target_stats(torch.tensor([[8.0, 0.0, 0.0]] * 64), 3.0),
+                                  3.0)
     assert "tau 3 (64 training rows): the top class gets 0.88" in sharp
     assert "(1.00 at tau 1; uniform: 0.33)" in sharp and "nearly flat" not in sharp
     # the fast CIFAR-10 teacher's kind of logits: a range of about 4 (label smoothing)
     a = torch.tensor([[3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
-    flat = describe_soft_targets(soft_target_stats(a, 3.0), 3.0, 1)
+    flat = describe_soft_targets(soft_target_stats(a, 3.0), 3.0)
     assert "nearly flat" in flat and "a lower kd.tau sharpens them" in flat
     # the same logits at tau 1 are not called flat: the remark is about the temperature
-    assert "nearly flat" not in describe_soft_targets(soft_target_stats(a, 1.0), 1.0, 1)
+    assert "nearly flat" not in describe_soft_targets(soft_target_stats(a, 1.0), 1.0)

@@ -82,7 +82,8 @@ def soft_target_stats(teacher_logits: torch.Tensor, tau: float) -> dict[str, flo
     """How sharp the teacher's soft targets P_T^tau are over rows of ``teacher_logits``
     (N, K): ``top``, the mean probability of each row's top class; ``top_at_1``, the same at
     tau 1; ``entropy``, the mean entropy as a fraction of the uniform distribution's, log K
-    (1: every row uniform, 0: every row one-hot)."""
+    (1: every row uniform, 0: every row one-hot); ``rows``, how many (a language model's
+    (B, T, K) logits: every position a row)."""
     a = teacher_logits.detach().float().flatten(0, -2)
     k = a.shape[-1]
     p = F.softmax(a / tau, dim=1)
@@ -90,21 +91,21 @@ def soft_target_stats(teacher_logits: torch.Tensor, tau: float) -> dict[str, flo
     return {"top": p.max(dim=1).values.mean().item(),
             "top_at_1": F.softmax(a, dim=1).max(dim=1).values.mean().item(),
             "entropy": (entropy / torch.log(torch.tensor(float(k)))).item() if k > 1 else 0.0,
-            "classes": k}
+            "classes": k, "rows": a.shape[0]}
 
 
 FLAT = 0.9  # soft targets whose entropy is above this fraction of the uniform's: nearly flat
 
 
-def describe_soft_targets(stats: dict[str, float], tau: float, rows: int) -> str:
+def describe_soft_targets(stats: dict[str, float], tau: float) -> str:
     """One line on the teacher's soft targets, with a remark when they are nearly uniform
     (a teacher trained with label smoothing, or with a small output scale, gives such
     targets at the paper's tau 3: the fast CIFAR-10 teacher's top class gets 0.26 at tau 3
     and 0.71 at tau 1)."""
-    line = (f"[kd] the teacher's soft targets at tau {tau:g} ({rows:,} training rows): the top "
-            f"class gets {stats['top']:.2f} on average ({stats['top_at_1']:.2f} at tau 1; "
-            f"uniform: {1 / stats['classes']:.2f}), entropy {stats['entropy']:.0%} of the "
-            "uniform's")
+    line = (f"[kd] the teacher's soft targets at tau {tau:g} ({stats['rows']:,} training "
+            f"rows): the top class gets {stats['top']:.2f} on average "
+            f"({stats['top_at_1']:.2f} at tau 1; uniform: {1 / stats['classes']:.2f}), "
+            f"entropy {stats['entropy']:.0%} of the uniform's")
     if stats["entropy"] > FLAT and tau > 1:
         line += (": nearly flat. A teacher trained with label smoothing gives such targets; "
                  "a lower kd.tau sharpens them")
